@@ -1,0 +1,170 @@
+//! The one error body every failed request answers with, and the stable error codes.
+//!
+//! ```json
+//! {"error": {"code": "device_limit_reached", "message": "...", "details": {...}}}
+//! ```
+//!
+//! Clients match on `code` (never on `message`, which is for humans and may change).
+//! `details` is present where a client can act on more than the code.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident = ($code:literal, $status:literal), )*) => {
+        /// A stable, machine-readable error code. Its string form is the wire form.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+            /// A code this version of the protocol does not know (a newer server).
+            #[serde(other)]
+            Unknown,
+        }
+
+        impl ErrorCode {
+            /// Every code the server can send, in documentation order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The wire form, e.g. `"device_limit_reached"`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                    ErrorCode::Unknown => "unknown",
+                }
+            }
+
+            /// The HTTP status the server answers this code with.
+            pub fn http_status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                    ErrorCode::Unknown => 500,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not syntactically valid JSON.
+    MalformedJson = ("malformed_json", 400),
+    /// The JSON is valid but does not have the expected shape (missing field, wrong type,
+    /// number out of range).
+    InvalidRequestBody = ("invalid_request_body", 400),
+    /// The request has a body that is not `application/json`.
+    UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// The body is larger than the server's body limit.
+    PayloadTooLarge = ("payload_too_large", 413),
+    /// A path segment (a user ID, a device ID) does not parse.
+    InvalidPathParameter = ("invalid_path_parameter", 400),
+    /// A query parameter does not parse.
+    InvalidQueryParameter = ("invalid_query_parameter", 400),
+    /// No such route.
+    NotFound = ("not_found", 404),
+    /// The route exists but not with this method.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// The route needs `Authorization: Bearer <token>` and none was sent.
+    MissingToken = ("missing_token", 401),
+    /// The bearer token is malformed or unknown.
+    InvalidToken = ("invalid_token", 401),
+    /// The bearer token belonged to a device that has been removed.
+    DeviceRemoved = ("device_removed", 401),
+    /// The username breaks the username rules.
+    InvalidUsername = ("invalid_username", 400),
+    /// The password breaks the password rules.
+    InvalidPassword = ("invalid_password", 400),
+    /// Another account has this username.
+    UsernameTaken = ("username_taken", 409),
+    /// Wrong username or password.
+    InvalidCredentials = ("invalid_credentials", 401),
+    /// The device name is empty, too long or has control characters.
+    InvalidDeviceName = ("invalid_device_name", 400),
+    /// The user already has as many devices as the server allows. Details carry `count`,
+    /// `limit` and `devices`.
+    DeviceLimitReached = ("device_limit_reached", 409),
+    /// The caller's user has no such (active) device.
+    DeviceNotFound = ("device_not_found", 404),
+    /// No such user.
+    UserNotFound = ("user_not_found", 404),
+    /// A key or signature field is not valid base64. Details carry `field`.
+    InvalidBase64 = ("invalid_base64", 400),
+    /// A key or signature decodes to the wrong number of bytes. Details carry `field`,
+    /// `expected` and `actual`.
+    InvalidKeyLength = ("invalid_key_length", 400),
+    /// A key ID breaks the key ID rules.
+    InvalidKeyId = ("invalid_key_id", 400),
+    /// The Ed25519 identity key is not a valid public key.
+    InvalidPublicKey = ("invalid_public_key", 400),
+    /// A signature does not verify. Details carry `field` (and `keyId` for one-time keys).
+    InvalidSignature = ("invalid_signature", 400),
+    /// The device already published different identity keys; a device's identity never
+    /// changes (a new identity is a new device).
+    IdentityKeysConflict = ("identity_keys_conflict", 409),
+    /// The device must publish its identity keys before one-time or fallback keys.
+    IdentityKeysRequired = ("identity_keys_required", 409),
+    /// One upload names the same key ID twice.
+    DuplicateKeyId = ("duplicate_key_id", 400),
+    /// A key ID was uploaded before with a different key. Details carry `keyIds`.
+    OneTimeKeyConflict = ("one_time_key_conflict", 409),
+    /// More one-time keys in one upload than allowed. Details carry `max`.
+    TooManyKeys = ("too_many_keys", 400),
+    /// The upload would leave more unclaimed one-time keys stored than allowed. Details
+    /// carry `stored` and `max`.
+    OneTimeKeyLimitReached = ("one_time_key_limit_reached", 409),
+    /// A claim names more devices than allowed. Details carry `max`.
+    TooManyDevices = ("too_many_devices", 400),
+    /// The server failed; details are in its log, not in the answer.
+    InternalError = ("internal_error", 500),
+    /// The server cannot serve right now (its database is unreachable).
+    ServiceUnavailable = ("service_unavailable", 503),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code, a human-readable message, and details where useful.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// The stable, machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation (not for matching).
+    pub message: String,
+    /// Structured details, depending on the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_matches_as_str_for_every_code() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+
+    #[test]
+    fn unknown_codes_from_a_newer_server_still_parse() {
+        let code: ErrorCode = serde_json::from_str("\"something_new\"").unwrap();
+        assert_eq!(code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn codes_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {}", code.as_str());
+        }
+    }
+}
