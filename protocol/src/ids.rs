@@ -51,7 +51,7 @@ impl fmt::Debug for UserId {
 /// A client logging in as a new device sends `0` ([`DeviceId::NEW`]) and gets its ID back.
 /// IDs grow monotonically per user and are never reused, even after a device is removed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = u32, minimum = 0, maximum = 2147483647))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = u32))]
 #[serde(try_from = "u32", into = "u32")]
 pub struct DeviceId(u32);
 

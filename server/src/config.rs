@@ -1,0 +1,125 @@
+//! Process configuration, from flags or environment variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+use crate::state::Settings;
+
+/// The database used when nothing is configured: a local PostgreSQL with trust auth.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
+
+/// Courier server configuration. Every flag has an environment variable; defaults run on
+/// a developer machine with a local PostgreSQL and nothing configured.
+#[derive(Clone, Parser)]
+#[command(name = "courier-server", version, about = "Courier: end-to-end-encrypted multi-device messaging server")]
+pub struct Config {
+    /// PostgreSQL URL. Falls back to DATABASE_URL (as Fly.io sets it), then to the local
+    /// default. The database is created if missing and migrations are applied.
+    #[arg(long, env = "COURIER_DATABASE_URL")]
+    database_url: Option<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Active devices a user may have at once.
+    #[arg(long, env = "COURIER_DEVICE_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub device_limit: u32,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Connections in the database pool.
+    #[arg(long, env = "COURIER_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "COURIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+impl Config {
+    /// The database URL in force: flag or `COURIER_DATABASE_URL`, else `DATABASE_URL`,
+    /// else [`DEFAULT_DATABASE_URL`].
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
+
+    /// The runtime limits this configuration sets.
+    pub fn settings(&self) -> Settings {
+        Settings { device_limit: self.device_limit, max_body_bytes: self.max_body_bytes, ..Settings::default() }
+    }
+}
+
+/// A database URL with its password replaced, safe to log or print.
+pub fn redact_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = parsed.set_password(Some("redacted"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable database URL>".to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_database_url(&self.database_url()))
+            .field("listen", &self.listen)
+            .field("device_limit", &self.device_limit)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let config = Config::parse_from(["courier-server", "--database-url", "postgres://courier:s3cret-pw@db.internal:5432/courier"]);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("db.internal"), "{debug}");
+    }
+
+    #[test]
+    fn defaults_run_locally() {
+        let config = Config::parse_from(["courier-server"]);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.device_limit, 5);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn device_limit_must_be_positive() {
+        assert!(Config::try_parse_from(["courier-server", "--device-limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn unparsable_urls_are_not_echoed() {
+        assert_eq!(redact_database_url("not a url with secret"), "<unparsable database URL>");
+    }
+}

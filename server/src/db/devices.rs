@@ -1,0 +1,168 @@
+//! The `devices` table: registration with server-assigned IDs, tokens, removal.
+
+use chrono::{DateTime, Utc};
+use courier_protocol::api::devices::OwnDevice;
+use courier_protocol::{DeviceId, UserId};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::device_id;
+
+/// What a token hash resolves to.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenOwner {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub removed: bool,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Looks up the device a token hash belongs to (removed devices included, so the caller
+/// can say so).
+pub async fn find_by_token(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<TokenOwner>, sqlx::Error> {
+    let row: Option<(Uuid, i32, bool, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT user_id, device_id, removed_at IS NOT NULL, last_seen_at FROM devices WHERE token_hash = $1",
+    )
+    .bind(&token_hash[..])
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(user_id, id, removed, last_seen_at)| {
+        Ok(TokenOwner { user_id: UserId::from(user_id), device_id: device_id(id)?, removed, last_seen_at })
+    })
+    .transpose()
+}
+
+/// Records that a device was seen now.
+pub async fn touch(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE devices SET last_seen_at = now() WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id.as_uuid())
+        .bind(device_id.as_i32())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The outcome of registering a new device.
+#[derive(Debug)]
+pub enum Registration {
+    /// The device was registered with this ID.
+    Registered(DeviceId),
+    /// The user is at the device limit; nothing changed.
+    LimitReached { count: u32 },
+    /// The device to replace is not an active device of the user; nothing changed.
+    ReplaceTargetNotFound,
+}
+
+/// Registers a new device for `user_id` with a server-assigned ID, optionally removing
+/// `replace` in the same transaction.
+///
+/// The user row is locked first, so concurrent logins of one user take turns: the limit
+/// check and the ID assignment see each other's results, IDs are distinct and monotonic,
+/// and a removed device's ID is never handed out again (the counter only grows).
+pub async fn register(
+    pool: &PgPool,
+    user_id: UserId,
+    token_hash: &[u8; 32],
+    device_name: Option<&str>,
+    replace: Option<DeviceId>,
+    limit: u32,
+) -> Result<Registration, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let next_id: i32 = sqlx::query_scalar("SELECT next_device_id FROM users WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+
+    if let Some(replace) = replace {
+        if !remove_in(&mut tx, user_id, replace).await? {
+            return Ok(Registration::ReplaceTargetNotFound);
+        }
+    }
+
+    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE user_id = $1 AND removed_at IS NULL")
+        .bind(user_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+    if active >= i64::from(limit) {
+        return Ok(Registration::LimitReached { count: u32::try_from(active).unwrap_or(u32::MAX) });
+    }
+
+    sqlx::query(
+        "INSERT INTO devices (user_id, device_id, device_name, token_hash) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user_id.as_uuid())
+    .bind(next_id)
+    .bind(device_name)
+    .bind(&token_hash[..])
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE users SET next_device_id = next_device_id + 1 WHERE user_id = $1")
+        .bind(user_id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Registration::Registered(device_id(next_id)?))
+}
+
+/// Gives an active device a new token, revoking its old one. `false` if no such device.
+pub async fn replace_token(pool: &PgPool, user_id: UserId, device_id: DeviceId, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE devices SET token_hash = $3, last_seen_at = now()
+         WHERE user_id = $1 AND device_id = $2 AND removed_at IS NULL",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .bind(&token_hash[..])
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// The user's active devices, by ascending ID.
+pub async fn list_active(pool: &PgPool, user_id: UserId) -> Result<Vec<OwnDevice>, sqlx::Error> {
+    let rows: Vec<(i32, Option<String>, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT d.device_id, d.device_name, d.created_at, d.last_seen_at, k.device_id IS NOT NULL
+         FROM devices d
+         LEFT JOIN device_identity_keys k ON k.user_id = d.user_id AND k.device_id = d.device_id
+         WHERE d.user_id = $1 AND d.removed_at IS NULL
+         ORDER BY d.device_id",
+    )
+    .bind(user_id.as_uuid())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, device_name, created_at, last_seen_at, has_identity_keys)| {
+            Ok(OwnDevice { device_id: device_id(id)?, device_name, created_at, last_seen_at, has_identity_keys })
+        })
+        .collect()
+}
+
+/// Removes an active device: its token stops working at once and its keys are deleted.
+/// `false` if the user has no such active device.
+pub async fn remove(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let removed = remove_in(&mut tx, user_id, device_id).await?;
+    tx.commit().await?;
+    Ok(removed)
+}
+
+async fn remove_in(conn: &mut PgConnection, user_id: UserId, device_id: DeviceId) -> Result<bool, sqlx::Error> {
+    let marked = sqlx::query(
+        "UPDATE devices SET removed_at = now() WHERE user_id = $1 AND device_id = $2 AND removed_at IS NULL",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .execute(&mut *conn)
+    .await?;
+    if marked.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for table in ["device_identity_keys", "one_time_keys", "fallback_keys"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"))
+            .bind(user_id.as_uuid())
+            .bind(device_id.as_i32())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
+}

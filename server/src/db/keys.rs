@@ -1,0 +1,303 @@
+//! The key directory: identity keys, one-time keys, fallback keys and claims.
+
+use std::collections::{HashMap, HashSet};
+
+use courier_protocol::api::keys::DeviceRef;
+use courier_protocol::{DeviceId, UserId};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::device_id;
+
+/// A device's identity keys as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIdentityKeys {
+    pub curve25519: [u8; 32],
+    pub ed25519: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// A Curve25519 key whose signature has been verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
+    pub key_id: String,
+    pub public_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+fn fixed<const N: usize>(bytes: Vec<u8>) -> Result<[u8; N], sqlx::Error> {
+    // The schema's CHECK constraints guarantee the lengths; a mismatch is corruption.
+    bytes.try_into().map_err(|_| sqlx::Error::Decode("stored key has the wrong length".into()))
+}
+
+/// The identity keys a device published, if any.
+pub async fn identity_keys(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<Option<StoredIdentityKeys>, sqlx::Error> {
+    let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT curve25519_key, ed25519_key, signature FROM device_identity_keys WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(curve, ed, sig)| Ok(StoredIdentityKeys { curve25519: fixed(curve)?, ed25519: fixed(ed)?, signature: fixed(sig)? }))
+        .transpose()
+}
+
+/// The outcome of publishing identity keys.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdentityPublish {
+    /// Stored for the first time.
+    Created,
+    /// The same keys were already stored.
+    Unchanged,
+    /// Different keys are stored; nothing changed.
+    Conflict,
+}
+
+/// Stores a device's identity keys once; a device's identity never changes.
+pub async fn publish_identity_keys(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+    keys: &StoredIdentityKeys,
+) -> Result<IdentityPublish, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO device_identity_keys (user_id, device_id, curve25519_key, ed25519_key, signature)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id) DO NOTHING",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .bind(&keys.curve25519[..])
+    .bind(&keys.ed25519[..])
+    .bind(&keys.signature[..])
+    .execute(pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(IdentityPublish::Created);
+    }
+    let stored = identity_keys(pool, user_id, device_id).await?;
+    // Signatures may legitimately differ (Ed25519 signing is deterministic, but another
+    // implementation may randomise); the identity is the pair of keys.
+    Ok(match stored {
+        Some(stored) if stored.curve25519 == keys.curve25519 && stored.ed25519 == keys.ed25519 => IdentityPublish::Unchanged,
+        _ => IdentityPublish::Conflict,
+    })
+}
+
+/// The outcome of uploading one-time keys.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OneTimeUpload {
+    /// Stored (re-uploads of known key IDs with the same key are no-ops); the device now
+    /// has `unclaimed` keys.
+    Stored { unclaimed: u32 },
+    /// These key IDs are stored with a different key; nothing changed.
+    Conflict(Vec<String>),
+    /// The upload would leave more than `max` unclaimed keys; nothing changed.
+    LimitReached { unclaimed: u32 },
+}
+
+/// Stores a batch of verified one-time keys in one transaction.
+pub async fn upload_one_time_keys(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+    keys: &[VerifiedKey],
+    max_unclaimed: usize,
+) -> Result<OneTimeUpload, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Uploads of one device take turns, so the count check below sees a settled count.
+    sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2 FOR UPDATE")
+        .bind(user_id.as_uuid())
+        .bind(device_id.as_i32())
+        .execute(&mut *tx)
+        .await?;
+
+    let key_ids: Vec<&str> = keys.iter().map(|key| key.key_id.as_str()).collect();
+    let existing: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, public_key FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = ANY($3)",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .bind(&key_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let existing: HashMap<String, Vec<u8>> = existing.into_iter().collect();
+    let conflicts: Vec<String> = keys
+        .iter()
+        .filter(|key| existing.get(&key.key_id).is_some_and(|stored| stored[..] != key.public_key[..]))
+        .map(|key| key.key_id.clone())
+        .collect();
+    if !conflicts.is_empty() {
+        return Ok(OneTimeUpload::Conflict(conflicts));
+    }
+
+    let public_keys: Vec<&[u8]> = keys.iter().map(|key| &key.public_key[..]).collect();
+    let signatures: Vec<&[u8]> = keys.iter().map(|key| &key.signature[..]).collect();
+    sqlx::query(
+        "INSERT INTO one_time_keys (user_id, device_id, key_id, public_key, signature)
+         SELECT $1, $2, k.key_id, k.public_key, k.signature
+         FROM unnest($3::text[], $4::bytea[], $5::bytea[]) AS k (key_id, public_key, signature)
+         ON CONFLICT (user_id, device_id, key_id) DO NOTHING",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .bind(&key_ids)
+    .bind(&public_keys)
+    .bind(&signatures)
+    .execute(&mut *tx)
+    .await?;
+
+    let unclaimed = count_unclaimed(&mut tx, user_id, device_id).await?;
+    if unclaimed as usize > max_unclaimed {
+        return Ok(OneTimeUpload::LimitReached { unclaimed: unclaimed - u32::try_from(keys.len()).unwrap_or(0) });
+    }
+    tx.commit().await?;
+    Ok(OneTimeUpload::Stored { unclaimed })
+}
+
+async fn count_unclaimed(conn: &mut sqlx::PgConnection, user_id: UserId, device_id: DeviceId) -> Result<u32, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND claimed_at IS NULL",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .fetch_one(conn)
+    .await?;
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+/// Sets (or replaces) a device's fallback key.
+pub async fn set_fallback_key(pool: &PgPool, user_id: UserId, device_id: DeviceId, key: &VerifiedKey) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO fallback_keys (user_id, device_id, key_id, public_key, signature) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id, device_id) DO UPDATE
+         SET key_id = EXCLUDED.key_id, public_key = EXCLUDED.public_key, signature = EXCLUDED.signature, uploaded_at = now()",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .bind(&key.key_id)
+    .bind(&key.public_key[..])
+    .bind(&key.signature[..])
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Unclaimed one-time keys and the fallback key ID of a device.
+pub async fn key_counts(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<(u32, Option<String>), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let unclaimed = count_unclaimed(&mut conn, user_id, device_id).await?;
+    let fallback: Option<String> = sqlx::query_scalar("SELECT key_id FROM fallback_keys WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id.as_uuid())
+        .bind(device_id.as_i32())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok((unclaimed, fallback))
+}
+
+/// A user's reachable devices (active, with identity keys), by ascending ID.
+pub async fn directory(pool: &PgPool, user_id: UserId) -> Result<Vec<(DeviceId, StoredIdentityKeys)>, sqlx::Error> {
+    let rows: Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT k.device_id, k.curve25519_key, k.ed25519_key, k.signature
+         FROM device_identity_keys k
+         JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+         WHERE k.user_id = $1 AND d.removed_at IS NULL
+         ORDER BY k.device_id",
+    )
+    .bind(user_id.as_uuid())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, curve, ed, sig)| {
+            Ok((device_id(id)?, StoredIdentityKeys { curve25519: fixed(curve)?, ed25519: fixed(ed)?, signature: fixed(sig)? }))
+        })
+        .collect()
+}
+
+/// A key handed out by [`claim`].
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub device: DeviceRef,
+    pub key: VerifiedKey,
+    pub fallback: bool,
+}
+
+/// Claims one key for each device: an unclaimed one-time key if it has one (marked
+/// claimed, so never handed out again), else its fallback key. Returns the claimed keys
+/// and the devices that had neither.
+///
+/// One statement claims the one-time keys of all devices. `FOR UPDATE SKIP LOCKED` makes
+/// concurrent claims pick different rows instead of waiting and then finding their row
+/// gone; a row claimed by a transaction that committed meanwhile fails the re-check of
+/// `claimed_at IS NULL` and the next row is taken.
+pub async fn claim(pool: &PgPool, devices: &[DeviceRef]) -> Result<(Vec<Claimed>, Vec<DeviceRef>), sqlx::Error> {
+    let user_ids: Vec<Uuid> = devices.iter().map(|device| device.user_id.as_uuid()).collect();
+    let device_ids: Vec<i32> = devices.iter().map(|device| device.device_id.as_i32()).collect();
+
+    let one_time: Vec<(Uuid, i32, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "WITH wanted AS (
+             SELECT * FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
+         ), picked AS (
+             SELECT k.user_id, k.device_id, k.key_id
+             FROM wanted w
+             CROSS JOIN LATERAL (
+                 SELECT o.user_id, o.device_id, o.key_id
+                 FROM one_time_keys o
+                 WHERE o.user_id = w.user_id AND o.device_id = w.device_id AND o.claimed_at IS NULL
+                 ORDER BY o.uploaded_at, o.key_id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED
+             ) k
+         )
+         UPDATE one_time_keys o SET claimed_at = now()
+         FROM picked p
+         WHERE o.user_id = p.user_id AND o.device_id = p.device_id AND o.key_id = p.key_id
+         RETURNING o.user_id, o.device_id, o.key_id, o.public_key, o.signature",
+    )
+    .bind(&user_ids)
+    .bind(&device_ids)
+    .fetch_all(pool)
+    .await?;
+
+    let mut claimed = Vec::with_capacity(devices.len());
+    let mut served = HashSet::with_capacity(devices.len());
+    for (user_id, id, key_id, public_key, signature) in one_time {
+        let device = DeviceRef { user_id: UserId::from(user_id), device_id: device_id(id)? };
+        served.insert(device);
+        claimed.push(Claimed {
+            device,
+            key: VerifiedKey { key_id, public_key: fixed(public_key)?, signature: fixed(signature)? },
+            fallback: false,
+        });
+    }
+
+    let (rest_users, rest_devices): (Vec<Uuid>, Vec<i32>) = devices
+        .iter()
+        .filter(|device| !served.contains(device))
+        .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
+        .unzip();
+    if !rest_users.is_empty() {
+        let fallbacks: Vec<(Uuid, i32, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT f.user_id, f.device_id, f.key_id, f.public_key, f.signature
+             FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
+             JOIN fallback_keys f ON f.user_id = w.user_id AND f.device_id = w.device_id",
+        )
+        .bind(&rest_users)
+        .bind(&rest_devices)
+        .fetch_all(pool)
+        .await?;
+        for (user_id, id, key_id, public_key, signature) in fallbacks {
+            let device = DeviceRef { user_id: UserId::from(user_id), device_id: device_id(id)? };
+            served.insert(device);
+            claimed.push(Claimed {
+                device,
+                key: VerifiedKey { key_id, public_key: fixed(public_key)?, signature: fixed(signature)? },
+                fallback: true,
+            });
+        }
+    }
+
+    let unavailable = devices.iter().filter(|device| !served.contains(device)).copied().collect();
+    claimed.sort_by_key(|claim| claim.device);
+    Ok((claimed, unavailable))
+}

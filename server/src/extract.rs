@@ -1,0 +1,52 @@
+//! Extractors whose rejections answer in the one error shape instead of axum's plain text.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use courier_protocol::ErrorCode;
+
+use crate::error::ApiError;
+
+/// `axum::Json` with Courier's error body on rejection.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path` with Courier's error body on rejection.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` with Courier's error body on rejection.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+#[allow(dead_code)] // Used by the messaging routes.
+pub struct ApiQuery<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match &rejection {
+            JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::MalformedJson, rejection.body_text()),
+            JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidRequestBody, rejection.body_text()),
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::new(ErrorCode::UnsupportedMediaType, "the body must be JSON with Content-Type: application/json")
+            }
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the server accepts")
+            }
+            _ => ApiError::new(ErrorCode::MalformedJson, rejection.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::new(ErrorCode::InvalidPathParameter, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::new(ErrorCode::InvalidQueryParameter, rejection.body_text())
+    }
+}

@@ -1,0 +1,96 @@
+//! The router: every route with its OpenAPI annotation, the fallbacks, and the layers.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use courier_protocol::ErrorCode;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::routes::{accounts, devices, health, keys, tags};
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Courier",
+        description = "End-to-end-encrypted multi-device messaging. Every error answers with ErrorBody; see docs/api.md for the model and every error code.",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorCode, courier_protocol::api::devices::DeviceLimitDetails)),
+    tags(
+        (name = tags::ACCOUNTS, description = "Accounts and login (device registration)"),
+        (name = tags::DEVICES, description = "The caller's own devices"),
+        (name = tags::KEYS, description = "The key directory"),
+        (name = tags::OPERATIONS, description = "Probes"),
+    ),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("Courier device access token").build()),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(accounts::create_account))
+        .routes(routes!(accounts::login))
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::remove_device))
+        .routes(routes!(keys::publish_identity_keys))
+        .routes(routes!(keys::upload_one_time_keys))
+        .routes(routes!(keys::set_fallback_key))
+        .routes(routes!(keys::key_count))
+        .routes(routes!(keys::user_devices))
+        .routes(routes!(keys::claim_keys))
+}
+
+/// The OpenAPI document of the API, as `/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+pub(crate) fn build(state: AppState) -> axum::Router {
+    let (router, openapi) = api_router().split_for_parts();
+    let max_body_bytes = state.settings.max_body_bytes;
+    router
+        .route("/openapi.json", get(move || async move { Json(openapi) }))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this method") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            // The matched route template, never the concrete URI: paths carry user IDs.
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("<unmatched>", |path| path.as_str())
+                .to_owned();
+            tracing::info_span!("request", method = %request.method(), route)
+        }))
+        .with_state(state)
+}
+
+/// A panic in a handler is a bug: answer like any server error and keep serving.
+fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
+}

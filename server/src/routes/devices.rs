@@ -1,0 +1,50 @@
+//! The caller's own devices.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use courier_protocol::api::devices::OwnDevicesResponse;
+use courier_protocol::{DeviceId, ErrorBody};
+
+use super::accounts::device_not_found;
+use crate::auth::AuthenticatedDevice;
+use crate::db;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::state::AppState;
+
+/// Lists the caller's active devices.
+#[utoipa::path(
+    get, path = "/v1/devices", tag = super::tags::DEVICES,
+    security(("bearer" = [])),
+    responses((status = 200, body = OwnDevicesResponse), (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed")),
+)]
+pub async fn list_devices(State(state): State<AppState>, caller: AuthenticatedDevice) -> Result<Json<OwnDevicesResponse>, ApiError> {
+    let devices = db::devices::list_active(&state.pool, caller.user_id).await?;
+    Ok(Json(OwnDevicesResponse { devices, device_limit: state.settings.device_limit }))
+}
+
+/// Removes one of the caller's devices (the caller itself included): its token stops
+/// working at once and its keys leave the directory. Its ID is never reused.
+#[utoipa::path(
+    delete, path = "/v1/devices/{deviceId}", tag = super::tags::DEVICES,
+    security(("bearer" = [])),
+    params(("deviceId" = u32, Path, description = "One of the caller's devices")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "device_not_found: not an active device of the caller's user"),
+    ),
+)]
+pub async fn remove_device(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(device_id): ApiPath<DeviceId>,
+) -> Result<StatusCode, ApiError> {
+    if !db::devices::remove(&state.pool, caller.user_id, device_id).await? {
+        return Err(device_not_found());
+    }
+    tracing::info!(user_id = %caller.user_id, %device_id, by = %caller.device_id, "device removed");
+    Ok(StatusCode::NO_CONTENT)
+}
