@@ -68,7 +68,11 @@ impl DeviceId {
 
     /// A device ID, if `id` is in range. `0` means "assign me one".
     pub fn new(id: u32) -> Result<Self, InvalidDeviceId> {
-        if id > Self::MAX { Err(InvalidDeviceId(id)) } else { Ok(Self(id)) }
+        if id > Self::MAX {
+            Err(InvalidDeviceId(id))
+        } else {
+            Ok(Self(id))
+        }
     }
 
     /// The numeric ID.
@@ -89,7 +93,9 @@ impl DeviceId {
 
     /// A device ID read back from the database, where it is a positive `integer`.
     pub fn from_i32(id: i32) -> Result<Self, InvalidDeviceId> {
-        u32::try_from(id).map_err(|_| InvalidDeviceId(0)).and_then(Self::new)
+        u32::try_from(id)
+            .map_err(|_| InvalidDeviceId(0))
+            .and_then(Self::new)
     }
 }
 
@@ -126,7 +132,10 @@ mod tests {
     #[test]
     fn device_id_rejects_values_past_i32_max() {
         assert!(DeviceId::new(DeviceId::MAX).is_ok());
-        assert_eq!(DeviceId::new(DeviceId::MAX + 1), Err(InvalidDeviceId(DeviceId::MAX + 1)));
+        assert_eq!(
+            DeviceId::new(DeviceId::MAX + 1),
+            Err(InvalidDeviceId(DeviceId::MAX + 1))
+        );
         let parsed: Result<DeviceId, _> = serde_json::from_str("4294967295");
         assert!(parsed.is_err());
     }

@@ -27,14 +27,19 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 
 /// Decodes base64 (standard alphabet, padding optional).
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, KeyDecodeError> {
-    BASE64.decode(text).map_err(|_| KeyDecodeError::InvalidBase64)
+    BASE64
+        .decode(text)
+        .map_err(|_| KeyDecodeError::InvalidBase64)
 }
 
 /// Decodes a base64 field that must hold exactly `N` bytes (a key or a signature).
 pub fn decode_fixed<const N: usize>(text: &str) -> Result<[u8; N], KeyDecodeError> {
     let bytes = decode_base64(text)?;
     let actual = bytes.len();
-    bytes.try_into().map_err(|_| KeyDecodeError::WrongLength { expected: N, actual })
+    bytes.try_into().map_err(|_| KeyDecodeError::WrongLength {
+        expected: N,
+        actual,
+    })
 }
 
 /// Why a base64 key or signature field could not be decoded.
@@ -88,6 +93,9 @@ mod tests {
     fn padded_input_is_accepted_and_garbage_is_not() {
         assert_eq!(decode_base64("AQ==").unwrap(), vec![1]);
         assert_eq!(decode_base64("AQ").unwrap(), vec![1]);
-        assert_eq!(decode_base64("not base64!"), Err(KeyDecodeError::InvalidBase64));
+        assert_eq!(
+            decode_base64("not base64!"),
+            Err(KeyDecodeError::InvalidBase64)
+        );
     }
 }

@@ -34,7 +34,10 @@ pub fn canonical_username(username: &str) -> Result<String, UsernameError> {
     if !lower.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(UsernameError::FirstCharacter);
     }
-    if !lower.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')) {
+    if !lower
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+    {
         return Err(UsernameError::Characters);
     }
     Ok(lower)
@@ -80,7 +83,9 @@ pub enum PasswordError {
 pub fn check_key_id(key_id: &str) -> bool {
     !key_id.is_empty()
         && key_id.len() <= KEY_ID_MAX_CHARS
-        && key_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '/' | '=' | '-'))
+        && key_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '/' | '=' | '-'))
 }
 
 /// Checks a device name: 1 to 64 characters, no control characters.
@@ -97,8 +102,14 @@ mod tests {
     fn usernames_are_lowercased_and_checked() {
         assert_eq!(canonical_username("Alice_01").unwrap(), "alice_01");
         assert_eq!(canonical_username("ab"), Err(UsernameError::Length));
-        assert_eq!(canonical_username(&"a".repeat(33)), Err(UsernameError::Length));
-        assert_eq!(canonical_username("1alice"), Err(UsernameError::FirstCharacter));
+        assert_eq!(
+            canonical_username(&"a".repeat(33)),
+            Err(UsernameError::Length)
+        );
+        assert_eq!(
+            canonical_username("1alice"),
+            Err(UsernameError::FirstCharacter)
+        );
         assert_eq!(canonical_username("ali ce"), Err(UsernameError::Characters));
         assert_eq!(canonical_username("alíce"), Err(UsernameError::Characters));
     }
@@ -107,7 +118,10 @@ mod tests {
     fn passwords_have_bounded_length() {
         assert_eq!(check_password("short"), Err(PasswordError::TooShort));
         assert!(check_password("long enough").is_ok());
-        assert_eq!(check_password(&"x".repeat(257)), Err(PasswordError::TooLong));
+        assert_eq!(
+            check_password(&"x".repeat(257)),
+            Err(PasswordError::TooLong)
+        );
     }
 
     #[test]

@@ -50,7 +50,13 @@ pub fn identity_keys_payload(
     payload
 }
 
-fn key_payload(label: &[u8], user_id: UserId, device_id: DeviceId, key_id: &str, key: &[u8; CURVE25519_KEY_LEN]) -> Vec<u8> {
+fn key_payload(
+    label: &[u8],
+    user_id: UserId,
+    device_id: DeviceId,
+    key_id: &str,
+    key: &[u8; CURVE25519_KEY_LEN],
+) -> Vec<u8> {
     let mut payload = device_prefix(label, user_id, device_id);
     // Key IDs are at most 64 bytes (limits::KEY_ID_MAX_CHARS); saturate rather than wrap.
     let len = u16::try_from(key_id.len()).unwrap_or(u16::MAX);
@@ -61,12 +67,22 @@ fn key_payload(label: &[u8], user_id: UserId, device_id: DeviceId, key_id: &str,
 }
 
 /// The bytes a device signs to publish a one-time key.
-pub fn one_time_key_payload(user_id: UserId, device_id: DeviceId, key_id: &str, key: &[u8; CURVE25519_KEY_LEN]) -> Vec<u8> {
+pub fn one_time_key_payload(
+    user_id: UserId,
+    device_id: DeviceId,
+    key_id: &str,
+    key: &[u8; CURVE25519_KEY_LEN],
+) -> Vec<u8> {
     key_payload(ONE_TIME_KEY_LABEL, user_id, device_id, key_id, key)
 }
 
 /// The bytes a device signs to publish its fallback key.
-pub fn fallback_key_payload(user_id: UserId, device_id: DeviceId, key_id: &str, key: &[u8; CURVE25519_KEY_LEN]) -> Vec<u8> {
+pub fn fallback_key_payload(
+    user_id: UserId,
+    device_id: DeviceId,
+    key_id: &str,
+    key: &[u8; CURVE25519_KEY_LEN],
+) -> Vec<u8> {
     key_payload(FALLBACK_KEY_LABEL, user_id, device_id, key_id, key)
 }
 
@@ -77,11 +93,13 @@ pub fn verify(
     payload: &[u8],
     signature: &[u8; ED25519_SIGNATURE_LEN],
 ) -> Result<(), SignatureError> {
-    let key = VerifyingKey::from_bytes(signing_key).map_err(|_| SignatureError::InvalidPublicKey)?;
+    let key =
+        VerifyingKey::from_bytes(signing_key).map_err(|_| SignatureError::InvalidPublicKey)?;
     if key.is_weak() {
         return Err(SignatureError::InvalidPublicKey);
     }
-    key.verify_strict(payload, &Signature::from_bytes(signature)).map_err(|_| SignatureError::BadSignature)
+    key.verify_strict(payload, &Signature::from_bytes(signature))
+        .map_err(|_| SignatureError::BadSignature)
 }
 
 /// Verifies a device's self-signature over its identity keys.
@@ -92,7 +110,11 @@ pub fn verify_identity_keys(
     ed25519: &[u8; ED25519_KEY_LEN],
     signature: &[u8; ED25519_SIGNATURE_LEN],
 ) -> Result<(), SignatureError> {
-    verify(ed25519, &identity_keys_payload(user_id, device_id, curve25519, ed25519), signature)
+    verify(
+        ed25519,
+        &identity_keys_payload(user_id, device_id, curve25519, ed25519),
+        signature,
+    )
 }
 
 #[cfg(test)]
@@ -126,7 +148,10 @@ mod tests {
         let otk = one_time_key_payload(user(), device(1), "k1", &[5; 32]);
         let fallback = fallback_key_payload(user(), device(1), "k1", &[5; 32]);
         assert_ne!(otk, fallback);
-        assert_eq!(&otk[ONE_TIME_KEY_LABEL.len()..], &fallback[FALLBACK_KEY_LABEL.len()..]);
+        assert_eq!(
+            &otk[ONE_TIME_KEY_LABEL.len()..],
+            &fallback[FALLBACK_KEY_LABEL.len()..]
+        );
         // label, user, device, length prefix, key id, key
         assert_eq!(otk.len(), ONE_TIME_KEY_LABEL.len() + 16 + 4 + 2 + 2 + 32);
     }
@@ -139,9 +164,15 @@ mod tests {
         let sig = signing_key.sign(&payload).to_bytes();
         assert_eq!(verify(&ed, &payload, &sig), Ok(()));
         let other_device = one_time_key_payload(user(), device(4), "AAAA", &[9; 32]);
-        assert_eq!(verify(&ed, &other_device, &sig), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(&ed, &other_device, &sig),
+            Err(SignatureError::BadSignature)
+        );
         let as_fallback = fallback_key_payload(user(), device(3), "AAAA", &[9; 32]);
-        assert_eq!(verify(&ed, &as_fallback, &sig), Err(SignatureError::BadSignature));
+        assert_eq!(
+            verify(&ed, &as_fallback, &sig),
+            Err(SignatureError::BadSignature)
+        );
     }
 
     #[test]
@@ -149,7 +180,10 @@ mod tests {
         // The identity point (a weak key) and a non-canonical encoding.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert_eq!(verify(&identity, b"x", &[0; 64]), Err(SignatureError::InvalidPublicKey));
+        assert_eq!(
+            verify(&identity, b"x", &[0; 64]),
+            Err(SignatureError::InvalidPublicKey)
+        );
     }
 
     proptest! {

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PasswordRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -52,35 +52,54 @@ pub struct AuthenticatedDevice {
 impl FromRequestParts<AppState> for AuthenticatedDevice {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::new(ErrorCode::MissingToken, "send Authorization: Bearer <access token>"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingToken,
+                "send Authorization: Bearer <access token>",
+            )
+        })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|token| token.starts_with(TOKEN_PREFIX))
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the Authorization header is not a Courier bearer token"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidToken,
+                    "the Authorization header is not a Courier bearer token",
+                )
+            })?;
 
         let owner = db::devices::find_by_token(&state.pool, &hash_token(token))
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the access token is not valid"))?;
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidToken, "the access token is not valid")
+            })?;
         if owner.removed {
-            return Err(ApiError::new(ErrorCode::DeviceRemoved, "this device has been removed; log in again as a new device"));
+            return Err(ApiError::new(
+                ErrorCode::DeviceRemoved,
+                "this device has been removed; log in again as a new device",
+            ));
         }
         if Utc::now() - owner.last_seen_at > Duration::minutes(LAST_SEEN_GRANULARITY_MINUTES) {
             // Best effort and off the request path: a lost update only makes last-seen older.
             let pool = state.pool.clone();
             tokio::spawn(async move {
-                if let Err(error) = db::devices::touch(&pool, owner.user_id, owner.device_id).await {
+                if let Err(error) = db::devices::touch(&pool, owner.user_id, owner.device_id).await
+                {
                     tracing::warn!(error = %error, "could not update a device's last-seen time");
                 }
             });
         }
-        Ok(Self { user_id: owner.user_id, device_id: owner.device_id })
+        Ok(Self {
+            user_id: owner.user_id,
+            device_id: owner.device_id,
+        })
     }
 }
 
@@ -96,7 +115,10 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(max_concurrent: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), dummy_hash: Arc::new(OnceCell::new()) }
+        Self {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            dummy_hash: Arc::new(OnceCell::new()),
+        }
     }
 
     /// Hashes a password (Argon2id, default parameters, random salt) to a PHC string.
@@ -104,7 +126,9 @@ impl Passwords {
         let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut PasswordRng);
-            Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
         })
         .await
         .map_err(ApiError::internal)?
@@ -117,13 +141,20 @@ impl Passwords {
         let (stored, known) = match stored {
             Some(stored) => (stored, true),
             None => {
-                let dummy = self.dummy_hash.get_or_try_init(|| self.hash("courier-dummy-password".to_owned())).await?;
+                let dummy = self
+                    .dummy_hash
+                    .get_or_try_init(|| self.hash("courier-dummy-password".to_owned()))
+                    .await?;
                 (dummy.clone(), false)
             }
         };
         let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
         let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+            PasswordHash::new(&stored).is_ok_and(|hash| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok()
+            })
         })
         .await
         .map_err(ApiError::internal)?;
@@ -152,8 +183,23 @@ mod tests {
         let passwords = Passwords::new(2);
         let hash = passwords.hash("correct horse".to_owned()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(passwords.verify("correct horse".to_owned(), Some(hash.clone())).await.unwrap());
-        assert!(!passwords.verify("wrong horse".to_owned(), Some(hash)).await.unwrap());
-        assert!(!passwords.verify("courier-dummy-password".to_owned(), None).await.unwrap());
+        assert!(
+            passwords
+                .verify("correct horse".to_owned(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("wrong horse".to_owned(), Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("courier-dummy-password".to_owned(), None)
+                .await
+                .unwrap()
+        );
     }
 }

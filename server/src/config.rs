@@ -13,7 +13,11 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/couri
 /// Courier server configuration. Every flag has an environment variable; defaults run on
 /// a developer machine with a local PostgreSQL and nothing configured.
 #[derive(Clone, Parser)]
-#[command(name = "courier-server", version, about = "Courier: end-to-end-encrypted multi-device messaging server")]
+#[command(
+    name = "courier-server",
+    version,
+    about = "Courier: end-to-end-encrypted multi-device messaging server"
+)]
 pub struct Config {
     /// PostgreSQL URL. Falls back to DATABASE_URL (as Fly.io sets it), then to the local
     /// default. The database is created if missing and migrations are applied.
@@ -56,13 +60,21 @@ impl Config {
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
-            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()))
+            .or_else(|| {
+                std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|url| !url.is_empty())
+            })
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
     }
 
     /// The runtime limits this configuration sets.
     pub fn settings(&self) -> Settings {
-        Settings { device_limit: self.device_limit, max_body_bytes: self.max_body_bytes, ..Settings::default() }
+        Settings {
+            device_limit: self.device_limit,
+            max_body_bytes: self.max_body_bytes,
+            ..Settings::default()
+        }
     }
 }
 
@@ -99,7 +111,11 @@ mod tests {
 
     #[test]
     fn debug_hides_the_database_password() {
-        let config = Config::parse_from(["courier-server", "--database-url", "postgres://courier:s3cret-pw@db.internal:5432/courier"]);
+        let config = Config::parse_from([
+            "courier-server",
+            "--database-url",
+            "postgres://courier:s3cret-pw@db.internal:5432/courier",
+        ]);
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cret-pw"), "{debug}");
         assert!(debug.contains("db.internal"), "{debug}");
@@ -120,6 +136,9 @@ mod tests {
 
     #[test]
     fn unparsable_urls_are_not_echoed() {
-        assert_eq!(redact_database_url("not a url with secret"), "<unparsable database URL>");
+        assert_eq!(
+            redact_database_url("not a url with secret"),
+            "<unparsable database URL>"
+        );
     }
 }

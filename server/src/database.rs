@@ -17,7 +17,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// The database URL does not parse.
-    #[error("The database URL {url} is not a valid PostgreSQL URL ({reason}). Set COURIER_DATABASE_URL to a URL such as postgres://postgres@127.0.0.1:5432/courier.")]
+    #[error(
+        "The database URL {url} is not a valid PostgreSQL URL ({reason}). Set COURIER_DATABASE_URL to a URL such as postgres://postgres@127.0.0.1:5432/courier."
+    )]
     InvalidUrl {
         /// The URL, redacted.
         url: String,
@@ -38,7 +40,9 @@ pub enum StartupError {
         reason: String,
     },
     /// The database could not be created or migrated.
-    #[error("Courier reached PostgreSQL at {url} but could not prepare the database: {reason}. Check that the user may create databases and tables.")]
+    #[error(
+        "Courier reached PostgreSQL at {url} but could not prepare the database: {reason}. Check that the user may create databases and tables."
+    )]
     Prepare {
         /// The URL, redacted.
         url: String,
@@ -50,19 +54,38 @@ pub enum StartupError {
 /// Connects to `url`, creating the database if it does not exist and applying migrations.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, StartupError> {
     let redacted = redact_database_url(url);
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|error| StartupError::InvalidUrl { url: redacted.clone(), reason: error.to_string() })?;
+    let invalid = |reason: String| StartupError::InvalidUrl {
+        url: redacted.clone(),
+        reason,
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid(
+            "the scheme must be postgres:// or postgresql://".to_owned(),
+        ));
+    }
+    let options = PgConnectOptions::from_str(url).map_err(|error| invalid(error.to_string()))?;
 
-    let unreachable = |error: sqlx::Error| StartupError::Unreachable { url: redacted.clone(), reason: error.to_string() };
-    let prepare = |reason: String| StartupError::Prepare { url: redacted.clone(), reason };
+    let unreachable = |error: sqlx::Error| StartupError::Unreachable {
+        url: redacted.clone(),
+        reason: error.to_string(),
+    };
+    let prepare = |reason: String| StartupError::Prepare {
+        url: redacted.clone(),
+        reason,
+    };
 
-    let exists = Postgres::database_exists(url).await.map_err(|error| match error {
-        sqlx::Error::Database(db) => prepare(db.to_string()),
-        other => unreachable(other),
-    })?;
+    let exists = Postgres::database_exists(url)
+        .await
+        .map_err(|error| match error {
+            sqlx::Error::Database(db) => prepare(db.to_string()),
+            other => unreachable(other),
+        })?;
     if !exists {
         match Postgres::create_database(url).await {
-            Ok(()) => tracing::info!(database = options.get_database().unwrap_or("courier"), "created the database"),
+            Ok(()) => tracing::info!(
+                database = options.get_database().unwrap_or("courier"),
+                "created the database"
+            ),
             // Another process created it meanwhile (42P04 duplicate_database).
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
             Err(error) => return Err(prepare(error.to_string())),
@@ -75,6 +98,9 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
         .connect_with(options)
         .await
         .map_err(unreachable)?;
-    MIGRATOR.run(&pool).await.map_err(|error| prepare(error.to_string()))?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|error| prepare(error.to_string()))?;
     Ok(pool)
 }

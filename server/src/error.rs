@@ -20,7 +20,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `code` and a human-readable `message`.
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into(), details: None, cause: None }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+            cause: None,
+        }
     }
 
     /// Adds structured details to the answer.
@@ -61,15 +66,26 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             // The cause goes to the log only: it may name tables, hosts or internals.
             match &self.cause {
-                Some(cause) => tracing::error!(code = self.code.as_str(), error = format!("{cause:#}"), "request failed"),
+                Some(cause) => tracing::error!(
+                    code = self.code.as_str(),
+                    error = format!("{cause:#}"),
+                    "request failed"
+                ),
                 None => tracing::error!(code = self.code.as_str(), "request failed"),
             }
         }
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.into_owned(), details: self.details } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.into_owned(),
+                details: self.details,
+            },
+        };
         (status, axum::Json(body)).into_response()
     }
 }

@@ -26,14 +26,20 @@ pub struct ApiQuery<T>(pub T);
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match &rejection {
-            JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::MalformedJson, rejection.body_text()),
-            JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidRequestBody, rejection.body_text()),
-            JsonRejection::MissingJsonContentType(_) => {
-                ApiError::new(ErrorCode::UnsupportedMediaType, "the body must be JSON with Content-Type: application/json")
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::new(ErrorCode::MalformedJson, rejection.body_text())
             }
-            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the server accepts")
+            JsonRejection::JsonDataError(_) => {
+                ApiError::new(ErrorCode::InvalidRequestBody, rejection.body_text())
             }
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "the body must be JSON with Content-Type: application/json",
+            ),
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than the server accepts",
+            ),
             _ => ApiError::new(ErrorCode::MalformedJson, rejection.body_text()),
         }
     }

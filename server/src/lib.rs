@@ -7,9 +7,9 @@
 //! from `extract` and `auth`, input checks) → `db::<resource>` (SQL) → JSON, or an
 //! [`ApiError`] rendered as the one error body.
 
+mod auth;
 pub mod config;
 pub mod database;
-mod auth;
 mod db;
 mod error;
 mod extract;
@@ -26,10 +26,17 @@ pub use state::Settings;
 
 /// Serves the Courier API on `listener` until `shutdown` resolves, then stops accepting
 /// connections and waits for in-flight requests to finish.
-pub async fn launch<F>(pool: sqlx::PgPool, settings: Settings, listener: tokio::net::TcpListener, shutdown: F) -> std::io::Result<()>
+pub async fn launch<F>(
+    pool: sqlx::PgPool,
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: F,
+) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let app = router::build(state::AppState::new(pool, settings));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

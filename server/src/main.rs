@@ -12,16 +12,17 @@ async fn main() -> ExitCode {
     init_logging(config.log_format);
     tracing::info!(?config, "starting Courier");
 
-    let pool = match connect_and_migrate(&config.database_url(), config.database_max_connections).await {
-        Ok(pool) => pool,
-        Err(error) => {
-            #[allow(clippy::print_stderr)] // The operator reads this paragraph on the terminal.
-            {
-                eprintln!("\n{error}\n");
+    let pool =
+        match connect_and_migrate(&config.database_url(), config.database_max_connections).await {
+            Ok(pool) => pool,
+            Err(error) => {
+                #[allow(clippy::print_stderr)] // The operator reads this paragraph on the terminal.
+                {
+                    eprintln!("\n{error}\n");
+                }
+                return ExitCode::FAILURE;
             }
-            return ExitCode::FAILURE;
-        }
-    };
+        };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -29,7 +30,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %config.listen, "Courier is listening");
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |address| address.to_string());
+    tracing::info!(%address, "Courier is listening");
     match launch(pool, config.settings(), listener, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("Courier stopped");
@@ -43,7 +47,8 @@ async fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("COURIER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("COURIER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),

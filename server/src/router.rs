@@ -43,7 +43,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("Courier device access token").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("Courier device access token")
+                    .build(),
+            ),
         );
     }
 }
@@ -75,18 +80,25 @@ pub(crate) fn build(state: AppState) -> axum::Router {
     router
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this method") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take this method",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            // The matched route template, never the concrete URI: paths carry user IDs.
-            let route = request
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map_or("<unmatched>", |path| path.as_str())
-                .to_owned();
-            tracing::info_span!("request", method = %request.method(), route)
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // The matched route template, never the concrete URI: paths carry user IDs.
+                let route = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("<unmatched>", |path| path.as_str())
+                    .to_owned();
+                tracing::info_span!("request", method = %request.method(), route)
+            }),
+        )
         .with_state(state)
 }
 

@@ -23,7 +23,8 @@ impl Default for Settings {
         Self {
             device_limit: 5,
             max_body_bytes: 1024 * 1024,
-            max_concurrent_password_hashes: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            max_concurrent_password_hashes: std::thread::available_parallelism()
+                .map_or(2, |n| n.get().max(2)),
         }
     }
 }
@@ -39,6 +40,10 @@ pub(crate) struct AppState {
 impl AppState {
     pub fn new(pool: PgPool, settings: Settings) -> Self {
         let passwords = Passwords::new(settings.max_concurrent_password_hashes);
-        Self { pool, settings: Arc::new(settings), passwords }
+        Self {
+            pool,
+            settings: Arc::new(settings),
+            passwords,
+        }
     }
 }

@@ -21,7 +21,10 @@ pub struct CreateAccountRequest {
 
 impl fmt::Debug for CreateAccountRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreateAccountRequest").field("username", &self.username).field("password", &Redacted).finish()
+        f.debug_struct("CreateAccountRequest")
+            .field("username", &self.username)
+            .field("password", &Redacted)
+            .finish()
     }
 }
 
@@ -107,7 +110,10 @@ mod tests {
             replace_device_id: None,
         };
         assert!(!format!("{request:?}").contains("hunter2"));
-        let create = CreateAccountRequest { username: "alice".into(), password: "hunter2hunter2".into() };
+        let create = CreateAccountRequest {
+            username: "alice".into(),
+            password: "hunter2hunter2".into(),
+        };
         assert!(!format!("{create:?}").contains("hunter2"));
         let response = LoginResponse {
             user_id: UserId::new_random(),

@@ -19,7 +19,10 @@ pub struct TokenOwner {
 
 /// Looks up the device a token hash belongs to (removed devices included, so the caller
 /// can say so).
-pub async fn find_by_token(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<TokenOwner>, sqlx::Error> {
+pub async fn find_by_token(
+    pool: &PgPool,
+    token_hash: &[u8; 32],
+) -> Result<Option<TokenOwner>, sqlx::Error> {
     let row: Option<(Uuid, i32, bool, DateTime<Utc>)> = sqlx::query_as(
         "SELECT user_id, device_id, removed_at IS NOT NULL, last_seen_at FROM devices WHERE token_hash = $1",
     )
@@ -27,7 +30,12 @@ pub async fn find_by_token(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Optio
     .fetch_optional(pool)
     .await?;
     row.map(|(user_id, id, removed, last_seen_at)| {
-        Ok(TokenOwner { user_id: UserId::from(user_id), device_id: device_id(id)?, removed, last_seen_at })
+        Ok(TokenOwner {
+            user_id: UserId::from(user_id),
+            device_id: device_id(id)?,
+            removed,
+            last_seen_at,
+        })
     })
     .transpose()
 }
@@ -68,10 +76,11 @@ pub async fn register(
     limit: u32,
 ) -> Result<Registration, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let next_id: i32 = sqlx::query_scalar("SELECT next_device_id FROM users WHERE user_id = $1 FOR UPDATE")
-        .bind(user_id.as_uuid())
-        .fetch_one(&mut *tx)
-        .await?;
+    let next_id: i32 =
+        sqlx::query_scalar("SELECT next_device_id FROM users WHERE user_id = $1 FOR UPDATE")
+            .bind(user_id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
 
     if let Some(replace) = replace {
         if !remove_in(&mut tx, user_id, replace).await? {
@@ -79,12 +88,16 @@ pub async fn register(
         }
     }
 
-    let active: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE user_id = $1 AND removed_at IS NULL")
-        .bind(user_id.as_uuid())
-        .fetch_one(&mut *tx)
-        .await?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM devices WHERE user_id = $1 AND removed_at IS NULL",
+    )
+    .bind(user_id.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
     if active >= i64::from(limit) {
-        return Ok(Registration::LimitReached { count: u32::try_from(active).unwrap_or(u32::MAX) });
+        return Ok(Registration::LimitReached {
+            count: u32::try_from(active).unwrap_or(u32::MAX),
+        });
     }
 
     sqlx::query(
@@ -105,7 +118,12 @@ pub async fn register(
 }
 
 /// Gives an active device a new token, revoking its old one. `false` if no such device.
-pub async fn replace_token(pool: &PgPool, user_id: UserId, device_id: DeviceId, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
+pub async fn replace_token(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+    token_hash: &[u8; 32],
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE devices SET token_hash = $3, last_seen_at = now()
          WHERE user_id = $1 AND device_id = $2 AND removed_at IS NULL",
@@ -118,10 +136,19 @@ pub async fn replace_token(pool: &PgPool, user_id: UserId, device_id: DeviceId, 
     Ok(updated.rows_affected() == 1)
 }
 
+#[derive(sqlx::FromRow)]
+struct OwnDeviceRow {
+    device_id: i32,
+    device_name: Option<String>,
+    created_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    has_identity_keys: bool,
+}
+
 /// The user's active devices, by ascending ID.
 pub async fn list_active(pool: &PgPool, user_id: UserId) -> Result<Vec<OwnDevice>, sqlx::Error> {
-    let rows: Vec<(i32, Option<String>, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(
-        "SELECT d.device_id, d.device_name, d.created_at, d.last_seen_at, k.device_id IS NOT NULL
+    let rows: Vec<OwnDeviceRow> = sqlx::query_as(
+        "SELECT d.device_id, d.device_name, d.created_at, d.last_seen_at, k.device_id IS NOT NULL AS has_identity_keys
          FROM devices d
          LEFT JOIN device_identity_keys k ON k.user_id = d.user_id AND k.device_id = d.device_id
          WHERE d.user_id = $1 AND d.removed_at IS NULL
@@ -131,22 +158,36 @@ pub async fn list_active(pool: &PgPool, user_id: UserId) -> Result<Vec<OwnDevice
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(id, device_name, created_at, last_seen_at, has_identity_keys)| {
-            Ok(OwnDevice { device_id: device_id(id)?, device_name, created_at, last_seen_at, has_identity_keys })
+        .map(|row| {
+            Ok(OwnDevice {
+                device_id: device_id(row.device_id)?,
+                device_name: row.device_name,
+                created_at: row.created_at,
+                last_seen_at: row.last_seen_at,
+                has_identity_keys: row.has_identity_keys,
+            })
         })
         .collect()
 }
 
 /// Removes an active device: its token stops working at once and its keys are deleted.
 /// `false` if the user has no such active device.
-pub async fn remove(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<bool, sqlx::Error> {
+pub async fn remove(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let removed = remove_in(&mut tx, user_id, device_id).await?;
     tx.commit().await?;
     Ok(removed)
 }
 
-async fn remove_in(conn: &mut PgConnection, user_id: UserId, device_id: DeviceId) -> Result<bool, sqlx::Error> {
+async fn remove_in(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    device_id: DeviceId,
+) -> Result<bool, sqlx::Error> {
     let marked = sqlx::query(
         "UPDATE devices SET removed_at = now() WHERE user_id = $1 AND device_id = $2 AND removed_at IS NULL",
     )
@@ -158,11 +199,13 @@ async fn remove_in(conn: &mut PgConnection, user_id: UserId, device_id: DeviceId
         return Ok(false);
     }
     for table in ["device_identity_keys", "one_time_keys", "fallback_keys"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"))
-            .bind(user_id.as_uuid())
-            .bind(device_id.as_i32())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+        ))
+        .bind(user_id.as_uuid())
+        .bind(device_id.as_i32())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(true)
 }

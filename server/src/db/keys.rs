@@ -27,20 +27,49 @@ pub struct VerifiedKey {
 
 fn fixed<const N: usize>(bytes: Vec<u8>) -> Result<[u8; N], sqlx::Error> {
     // The schema's CHECK constraints guarantee the lengths; a mismatch is corruption.
-    bytes.try_into().map_err(|_| sqlx::Error::Decode("stored key has the wrong length".into()))
+    bytes
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("stored key has the wrong length".into()))
+}
+
+/// Identity keys as stored.
+#[derive(sqlx::FromRow)]
+struct IdentityRow {
+    device_id: i32,
+    curve25519_key: Vec<u8>,
+    ed25519_key: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl IdentityRow {
+    fn into_keys(self) -> Result<(DeviceId, StoredIdentityKeys), sqlx::Error> {
+        let keys = StoredIdentityKeys {
+            curve25519: fixed(self.curve25519_key)?,
+            ed25519: fixed(self.ed25519_key)?,
+            signature: fixed(self.signature)?,
+        };
+        Ok((device_id(self.device_id)?, keys))
+    }
 }
 
 /// The identity keys a device published, if any.
-pub async fn identity_keys(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<Option<StoredIdentityKeys>, sqlx::Error> {
-    let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT curve25519_key, ed25519_key, signature FROM device_identity_keys WHERE user_id = $1 AND device_id = $2",
+pub async fn identity_keys(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+) -> Result<Option<StoredIdentityKeys>, sqlx::Error> {
+    let row: Option<IdentityRow> = sqlx::query_as(
+        "SELECT device_id, curve25519_key, ed25519_key, signature
+         FROM device_identity_keys WHERE user_id = $1 AND device_id = $2",
     )
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())
     .fetch_optional(pool)
     .await?;
-    row.map(|(curve, ed, sig)| Ok(StoredIdentityKeys { curve25519: fixed(curve)?, ed25519: fixed(ed)?, signature: fixed(sig)? }))
-        .transpose()
+    Ok(row
+        .map(IdentityRow::into_keys)
+        .transpose()?
+        .map(|(_, keys)| keys))
 }
 
 /// The outcome of publishing identity keys.
@@ -79,7 +108,9 @@ pub async fn publish_identity_keys(
     // Signatures may legitimately differ (Ed25519 signing is deterministic, but another
     // implementation may randomise); the identity is the pair of keys.
     Ok(match stored {
-        Some(stored) if stored.curve25519 == keys.curve25519 && stored.ed25519 == keys.ed25519 => IdentityPublish::Unchanged,
+        Some(stored) if stored.curve25519 == keys.curve25519 && stored.ed25519 == keys.ed25519 => {
+            IdentityPublish::Unchanged
+        }
         _ => IdentityPublish::Conflict,
     })
 }
@@ -124,7 +155,11 @@ pub async fn upload_one_time_keys(
     let existing: HashMap<String, Vec<u8>> = existing.into_iter().collect();
     let conflicts: Vec<String> = keys
         .iter()
-        .filter(|key| existing.get(&key.key_id).is_some_and(|stored| stored[..] != key.public_key[..]))
+        .filter(|key| {
+            existing
+                .get(&key.key_id)
+                .is_some_and(|stored| stored[..] != key.public_key[..])
+        })
         .map(|key| key.key_id.clone())
         .collect();
     if !conflicts.is_empty() {
@@ -149,13 +184,19 @@ pub async fn upload_one_time_keys(
 
     let unclaimed = count_unclaimed(&mut tx, user_id, device_id).await?;
     if unclaimed as usize > max_unclaimed {
-        return Ok(OneTimeUpload::LimitReached { unclaimed: unclaimed - u32::try_from(keys.len()).unwrap_or(0) });
+        return Ok(OneTimeUpload::LimitReached {
+            unclaimed: unclaimed - u32::try_from(keys.len()).unwrap_or(0),
+        });
     }
     tx.commit().await?;
     Ok(OneTimeUpload::Stored { unclaimed })
 }
 
-async fn count_unclaimed(conn: &mut sqlx::PgConnection, user_id: UserId, device_id: DeviceId) -> Result<u32, sqlx::Error> {
+async fn count_unclaimed(
+    conn: &mut sqlx::PgConnection,
+    user_id: UserId,
+    device_id: DeviceId,
+) -> Result<u32, sqlx::Error> {
     let count: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND claimed_at IS NULL",
     )
@@ -167,7 +208,12 @@ async fn count_unclaimed(conn: &mut sqlx::PgConnection, user_id: UserId, device_
 }
 
 /// Sets (or replaces) a device's fallback key.
-pub async fn set_fallback_key(pool: &PgPool, user_id: UserId, device_id: DeviceId, key: &VerifiedKey) -> Result<(), sqlx::Error> {
+pub async fn set_fallback_key(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+    key: &VerifiedKey,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO fallback_keys (user_id, device_id, key_id, public_key, signature) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (user_id, device_id) DO UPDATE
@@ -184,20 +230,29 @@ pub async fn set_fallback_key(pool: &PgPool, user_id: UserId, device_id: DeviceI
 }
 
 /// Unclaimed one-time keys and the fallback key ID of a device.
-pub async fn key_counts(pool: &PgPool, user_id: UserId, device_id: DeviceId) -> Result<(u32, Option<String>), sqlx::Error> {
+pub async fn key_counts(
+    pool: &PgPool,
+    user_id: UserId,
+    device_id: DeviceId,
+) -> Result<(u32, Option<String>), sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let unclaimed = count_unclaimed(&mut conn, user_id, device_id).await?;
-    let fallback: Option<String> = sqlx::query_scalar("SELECT key_id FROM fallback_keys WHERE user_id = $1 AND device_id = $2")
-        .bind(user_id.as_uuid())
-        .bind(device_id.as_i32())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let fallback: Option<String> = sqlx::query_scalar(
+        "SELECT key_id FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok((unclaimed, fallback))
 }
 
 /// A user's reachable devices (active, with identity keys), by ascending ID.
-pub async fn directory(pool: &PgPool, user_id: UserId) -> Result<Vec<(DeviceId, StoredIdentityKeys)>, sqlx::Error> {
-    let rows: Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+pub async fn directory(
+    pool: &PgPool,
+    user_id: UserId,
+) -> Result<Vec<(DeviceId, StoredIdentityKeys)>, sqlx::Error> {
+    let rows: Vec<IdentityRow> = sqlx::query_as(
         "SELECT k.device_id, k.curve25519_key, k.ed25519_key, k.signature
          FROM device_identity_keys k
          JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
@@ -207,11 +262,34 @@ pub async fn directory(pool: &PgPool, user_id: UserId) -> Result<Vec<(DeviceId, 
     .bind(user_id.as_uuid())
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|(id, curve, ed, sig)| {
-            Ok((device_id(id)?, StoredIdentityKeys { curve25519: fixed(curve)?, ed25519: fixed(ed)?, signature: fixed(sig)? }))
+    rows.into_iter().map(IdentityRow::into_keys).collect()
+}
+
+/// A claimed key as the claim queries return it.
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    user_id: Uuid,
+    device_id: i32,
+    key_id: String,
+    public_key: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl ClaimedRow {
+    fn into_claimed(self, fallback: bool) -> Result<Claimed, sqlx::Error> {
+        Ok(Claimed {
+            device: DeviceRef {
+                user_id: UserId::from(self.user_id),
+                device_id: device_id(self.device_id)?,
+            },
+            key: VerifiedKey {
+                key_id: self.key_id,
+                public_key: fixed(self.public_key)?,
+                signature: fixed(self.signature)?,
+            },
+            fallback,
         })
-        .collect()
+    }
 }
 
 /// A key handed out by [`claim`].
@@ -230,11 +308,20 @@ pub struct Claimed {
 /// concurrent claims pick different rows instead of waiting and then finding their row
 /// gone; a row claimed by a transaction that committed meanwhile fails the re-check of
 /// `claimed_at IS NULL` and the next row is taken.
-pub async fn claim(pool: &PgPool, devices: &[DeviceRef]) -> Result<(Vec<Claimed>, Vec<DeviceRef>), sqlx::Error> {
-    let user_ids: Vec<Uuid> = devices.iter().map(|device| device.user_id.as_uuid()).collect();
-    let device_ids: Vec<i32> = devices.iter().map(|device| device.device_id.as_i32()).collect();
+pub async fn claim(
+    pool: &PgPool,
+    devices: &[DeviceRef],
+) -> Result<(Vec<Claimed>, Vec<DeviceRef>), sqlx::Error> {
+    let user_ids: Vec<Uuid> = devices
+        .iter()
+        .map(|device| device.user_id.as_uuid())
+        .collect();
+    let device_ids: Vec<i32> = devices
+        .iter()
+        .map(|device| device.device_id.as_i32())
+        .collect();
 
-    let one_time: Vec<(Uuid, i32, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    let one_time: Vec<ClaimedRow> = sqlx::query_as(
         "WITH wanted AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
          ), picked AS (
@@ -261,14 +348,10 @@ pub async fn claim(pool: &PgPool, devices: &[DeviceRef]) -> Result<(Vec<Claimed>
 
     let mut claimed = Vec::with_capacity(devices.len());
     let mut served = HashSet::with_capacity(devices.len());
-    for (user_id, id, key_id, public_key, signature) in one_time {
-        let device = DeviceRef { user_id: UserId::from(user_id), device_id: device_id(id)? };
-        served.insert(device);
-        claimed.push(Claimed {
-            device,
-            key: VerifiedKey { key_id, public_key: fixed(public_key)?, signature: fixed(signature)? },
-            fallback: false,
-        });
+    for row in one_time {
+        let claim = row.into_claimed(false)?;
+        served.insert(claim.device);
+        claimed.push(claim);
     }
 
     let (rest_users, rest_devices): (Vec<Uuid>, Vec<i32>) = devices
@@ -277,7 +360,7 @@ pub async fn claim(pool: &PgPool, devices: &[DeviceRef]) -> Result<(Vec<Claimed>
         .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
         .unzip();
     if !rest_users.is_empty() {
-        let fallbacks: Vec<(Uuid, i32, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let fallbacks: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT f.user_id, f.device_id, f.key_id, f.public_key, f.signature
              FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
              JOIN fallback_keys f ON f.user_id = w.user_id AND f.device_id = w.device_id",
@@ -286,18 +369,18 @@ pub async fn claim(pool: &PgPool, devices: &[DeviceRef]) -> Result<(Vec<Claimed>
         .bind(&rest_devices)
         .fetch_all(pool)
         .await?;
-        for (user_id, id, key_id, public_key, signature) in fallbacks {
-            let device = DeviceRef { user_id: UserId::from(user_id), device_id: device_id(id)? };
-            served.insert(device);
-            claimed.push(Claimed {
-                device,
-                key: VerifiedKey { key_id, public_key: fixed(public_key)?, signature: fixed(signature)? },
-                fallback: true,
-            });
+        for row in fallbacks {
+            let claim = row.into_claimed(true)?;
+            served.insert(claim.device);
+            claimed.push(claim);
         }
     }
 
-    let unavailable = devices.iter().filter(|device| !served.contains(device)).copied().collect();
+    let unavailable = devices
+        .iter()
+        .filter(|device| !served.contains(device))
+        .copied()
+        .collect();
     claimed.sort_by_key(|claim| claim.device);
     Ok((claimed, unavailable))
 }

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use courier_protocol::api::accounts::{CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse};
+use courier_protocol::api::accounts::{
+    CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
+};
 use courier_protocol::api::devices::DeviceLimitDetails;
 use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 
@@ -30,10 +32,14 @@ pub async fn create_account(
 ) -> Result<(StatusCode, Json<CreateAccountResponse>), ApiError> {
     let username = limits::canonical_username(&request.username)
         .map_err(|error| ApiError::new(ErrorCode::InvalidUsername, error.to_string()))?;
-    limits::check_password(&request.password).map_err(|error| ApiError::new(ErrorCode::InvalidPassword, error.to_string()))?;
+    limits::check_password(&request.password)
+        .map_err(|error| ApiError::new(ErrorCode::InvalidPassword, error.to_string()))?;
 
     // Cheap pre-check so a taken name costs no hashing; the insert below decides races.
-    if db::accounts::find_credentials(&state.pool, &username).await?.is_some() {
+    if db::accounts::find_credentials(&state.pool, &username)
+        .await?
+        .is_some()
+    {
         return Err(username_taken());
     }
     let password_hash = state.passwords.hash(request.password).await?;
@@ -42,7 +48,10 @@ pub async fn create_account(
         return Err(username_taken());
     }
     tracing::info!(%user_id, "account created");
-    Ok((StatusCode::CREATED, Json(CreateAccountResponse { user_id, username })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateAccountResponse { user_id, username }),
+    ))
 }
 
 fn username_taken() -> ApiError {
@@ -62,14 +71,23 @@ fn username_taken() -> ApiError {
         (status = 409, body = ErrorBody, description = "device_limit_reached, with DeviceLimitDetails"),
     ),
 )]
-pub async fn login(State(state): State<AppState>, ApiJson(request): ApiJson<LoginRequest>) -> Result<Json<LoginResponse>, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
     if let Some(name) = &request.device_name {
         if !limits::check_device_name(name) {
-            return Err(ApiError::new(ErrorCode::InvalidDeviceName, "a device name is 1 to 64 characters without control characters"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidDeviceName,
+                "a device name is 1 to 64 characters without control characters",
+            ));
         }
     }
     if request.replace_device_id.is_some() && !request.device_id.is_new() {
-        return Err(ApiError::new(ErrorCode::InvalidRequestBody, "replaceDeviceId goes with deviceId 0 (a new device)"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestBody,
+            "replaceDeviceId goes with deviceId 0 (a new device)",
+        ));
     }
 
     // Usernames that break the rules cannot exist; they fail like a wrong password.
@@ -82,19 +100,32 @@ pub async fn login(State(state): State<AppState>, ApiJson(request): ApiJson<Logi
         Some((user_id, hash)) => (Some(user_id), Some(hash)),
         None => (None, None),
     };
-    let verified = state.passwords.verify(request.password, stored_hash).await?;
+    let verified = state
+        .passwords
+        .verify(request.password, stored_hash)
+        .await?;
     let user_id = match user_id {
         Some(user_id) if verified => user_id,
-        _ => return Err(ApiError::new(ErrorCode::InvalidCredentials, "wrong username or password")),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "wrong username or password",
+            ));
+        }
     };
 
     let (access_token, token_hash) = new_access_token();
     if !request.device_id.is_new() {
-        if !db::devices::replace_token(&state.pool, user_id, request.device_id, &token_hash).await? {
+        if !db::devices::replace_token(&state.pool, user_id, request.device_id, &token_hash).await?
+        {
             return Err(device_not_found());
         }
         tracing::info!(%user_id, device_id = %request.device_id, "device logged in again");
-        return Ok(Json(LoginResponse { user_id, device_id: request.device_id, access_token }));
+        return Ok(Json(LoginResponse {
+            user_id,
+            device_id: request.device_id,
+            access_token,
+        }));
     }
 
     let limit = state.settings.device_limit;
@@ -110,7 +141,11 @@ pub async fn login(State(state): State<AppState>, ApiJson(request): ApiJson<Logi
     match registration {
         Registration::Registered(device_id) => {
             tracing::info!(%user_id, %device_id, "device registered");
-            Ok(Json(LoginResponse { user_id, device_id, access_token }))
+            Ok(Json(LoginResponse {
+                user_id,
+                device_id,
+                access_token,
+            }))
         }
         Registration::ReplaceTargetNotFound => Err(device_not_found()),
         Registration::LimitReached { count } => {
@@ -125,5 +160,8 @@ pub async fn login(State(state): State<AppState>, ApiJson(request): ApiJson<Logi
 }
 
 pub(crate) fn device_not_found() -> ApiError {
-    ApiError::new(ErrorCode::DeviceNotFound, "no such active device for this user")
+    ApiError::new(
+        ErrorCode::DeviceNotFound,
+        "no such active device for this user",
+    )
 }

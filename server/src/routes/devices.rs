@@ -19,9 +19,15 @@ use crate::state::AppState;
     security(("bearer" = [])),
     responses((status = 200, body = OwnDevicesResponse), (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed")),
 )]
-pub async fn list_devices(State(state): State<AppState>, caller: AuthenticatedDevice) -> Result<Json<OwnDevicesResponse>, ApiError> {
+pub async fn list_devices(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+) -> Result<Json<OwnDevicesResponse>, ApiError> {
     let devices = db::devices::list_active(&state.pool, caller.user_id).await?;
-    Ok(Json(OwnDevicesResponse { devices, device_limit: state.settings.device_limit }))
+    Ok(Json(OwnDevicesResponse {
+        devices,
+        device_limit: state.settings.device_limit,
+    }))
 }
 
 /// Removes one of the caller's devices (the caller itself included): its token stops

@@ -33,6 +33,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>,
     let ping = sqlx::query("SELECT 1").execute(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => Ok(Json(HealthStatus { status: "ok" })),
-        _ => Err(ApiError::new(ErrorCode::ServiceUnavailable, "the database is not reachable")),
+        _ => Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "the database is not reachable",
+        )),
     }
 }

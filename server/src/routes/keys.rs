@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use courier_protocol::api::keys::{
-    ClaimKeysRequest, ClaimKeysResponse, ClaimedKey, DirectoryDevice, IdentityKeys, KeyCountResponse, SignedKey,
-    UploadOneTimeKeysRequest, UserDevicesResponse,
+    ClaimKeysRequest, ClaimKeysResponse, ClaimedKey, DirectoryDevice, IdentityKeys,
+    KeyCountResponse, SignedKey, UploadOneTimeKeysRequest, UserDevicesResponse,
 };
 use courier_protocol::keys::{KeyDecodeError, decode_fixed, encode_base64};
 use courier_protocol::signing::{self, SignatureError};
@@ -25,26 +25,36 @@ use crate::state::AppState;
 /// Decodes a base64 key or signature field of exactly `N` bytes, naming the field on error.
 fn decode_field<const N: usize>(field: &str, text: &str) -> Result<[u8; N], ApiError> {
     decode_fixed::<N>(text).map_err(|error| match error {
-        KeyDecodeError::InvalidBase64 => {
-            ApiError::new(ErrorCode::InvalidBase64, format!("{field} is not valid base64")).with_details(json!({ "field": field }))
-        }
-        KeyDecodeError::WrongLength { expected, actual } => {
-            ApiError::new(ErrorCode::InvalidKeyLength, format!("{field} must decode to {expected} bytes, not {actual}"))
-                .with_details(json!({ "field": field, "expected": expected, "actual": actual }))
-        }
+        KeyDecodeError::InvalidBase64 => ApiError::new(
+            ErrorCode::InvalidBase64,
+            format!("{field} is not valid base64"),
+        )
+        .with_details(json!({ "field": field })),
+        KeyDecodeError::WrongLength { expected, actual } => ApiError::new(
+            ErrorCode::InvalidKeyLength,
+            format!("{field} must decode to {expected} bytes, not {actual}"),
+        )
+        .with_details(json!({ "field": field, "expected": expected, "actual": actual })),
     })
 }
 
 fn signature_error(error: SignatureError, field: &str, key_id: Option<&str>) -> ApiError {
     match error {
-        SignatureError::InvalidPublicKey => ApiError::new(ErrorCode::InvalidPublicKey, "the Ed25519 key is not a valid public key")
-            .with_details(json!({ "field": "ed25519" })),
+        SignatureError::InvalidPublicKey => ApiError::new(
+            ErrorCode::InvalidPublicKey,
+            "the Ed25519 key is not a valid public key",
+        )
+        .with_details(json!({ "field": "ed25519" })),
         SignatureError::BadSignature => {
             let mut details = json!({ "field": field });
             if let Some(key_id) = key_id {
                 details["keyId"] = json!(key_id);
             }
-            ApiError::new(ErrorCode::InvalidSignature, format!("{field} does not verify")).with_details(details)
+            ApiError::new(
+                ErrorCode::InvalidSignature,
+                format!("{field} does not verify"),
+            )
+            .with_details(details)
         }
     }
 }
@@ -66,21 +76,37 @@ fn verify_signed_key(
     payload_fn: impl Fn(&str, &[u8; 32]) -> Vec<u8>,
 ) -> Result<VerifiedKey, ApiError> {
     if !limits::check_key_id(&key.key_id) {
-        return Err(ApiError::new(ErrorCode::InvalidKeyId, "a key ID is 1 to 64 characters of [A-Za-z0-9_+/=-]")
-            .with_details(json!({ "field": format!("{field}.keyId") })));
+        return Err(ApiError::new(
+            ErrorCode::InvalidKeyId,
+            "a key ID is 1 to 64 characters of [A-Za-z0-9_+/=-]",
+        )
+        .with_details(json!({ "field": format!("{field}.keyId") })));
     }
     let public_key = decode_field::<32>(&format!("{field}.key"), &key.key)?;
     let signature = decode_field::<64>(&format!("{field}.signature"), &key.signature)?;
-    signing::verify(signer, &payload_fn(&key.key_id, &public_key), &signature)
-        .map_err(|error| signature_error(error, &format!("{field}.signature"), Some(&key.key_id)))?;
-    Ok(VerifiedKey { key_id: key.key_id.clone(), public_key, signature })
+    signing::verify(signer, &payload_fn(&key.key_id, &public_key), &signature).map_err(
+        |error| signature_error(error, &format!("{field}.signature"), Some(&key.key_id)),
+    )?;
+    Ok(VerifiedKey {
+        key_id: key.key_id.clone(),
+        public_key,
+        signature,
+    })
 }
 
-async fn signing_key_of(state: &AppState, caller: AuthenticatedDevice) -> Result<[u8; 32], ApiError> {
+async fn signing_key_of(
+    state: &AppState,
+    caller: AuthenticatedDevice,
+) -> Result<[u8; 32], ApiError> {
     db::keys::identity_keys(&state.pool, caller.user_id, caller.device_id)
         .await?
         .map(|keys| keys.ed25519)
-        .ok_or_else(|| ApiError::new(ErrorCode::IdentityKeysRequired, "publish this device's identity keys first"))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::IdentityKeysRequired,
+                "publish this device's identity keys first",
+            )
+        })
 }
 
 /// Publishes the calling device's identity keys, self-signed over a payload that binds
@@ -108,9 +134,22 @@ pub async fn publish_identity_keys(
         ed25519: decode_field("ed25519", &request.ed25519)?,
         signature: decode_field("signature", &request.signature)?,
     };
-    signing::verify_identity_keys(caller.user_id, caller.device_id, &keys.curve25519, &keys.ed25519, &keys.signature)
-        .map_err(|error| signature_error(error, "signature", None))?;
-    let status = match db::keys::publish_identity_keys(&state.pool, caller.user_id, caller.device_id, &keys).await? {
+    signing::verify_identity_keys(
+        caller.user_id,
+        caller.device_id,
+        &keys.curve25519,
+        &keys.ed25519,
+        &keys.signature,
+    )
+    .map_err(|error| signature_error(error, "signature", None))?;
+    let status = match db::keys::publish_identity_keys(
+        &state.pool,
+        caller.user_id,
+        caller.device_id,
+        &keys,
+    )
+    .await?
+    {
         IdentityPublish::Created => StatusCode::CREATED,
         IdentityPublish::Unchanged => StatusCode::OK,
         IdentityPublish::Conflict => {
@@ -120,7 +159,13 @@ pub async fn publish_identity_keys(
             ));
         }
     };
-    Ok((status, Json(DirectoryDevice { device_id: caller.device_id, identity_keys: identity_keys_wire(&keys) })))
+    Ok((
+        status,
+        Json(DirectoryDevice {
+            device_id: caller.device_id,
+            identity_keys: identity_keys_wire(&keys),
+        }),
+    ))
 }
 
 /// Uploads a batch of signed one-time keys. All or nothing: one bad key refuses the batch.
@@ -143,13 +188,22 @@ pub async fn upload_one_time_keys(
 ) -> Result<Json<KeyCountResponse>, ApiError> {
     let max = limits::MAX_ONE_TIME_KEYS_PER_UPLOAD;
     if request.one_time_keys.len() > max {
-        return Err(ApiError::new(ErrorCode::TooManyKeys, format!("at most {max} one-time keys per upload"))
-            .with_details(json!({ "max": max })));
+        return Err(ApiError::new(
+            ErrorCode::TooManyKeys,
+            format!("at most {max} one-time keys per upload"),
+        )
+        .with_details(json!({ "max": max })));
     }
     let mut seen = HashSet::with_capacity(request.one_time_keys.len());
-    if let Some(duplicate) = request.one_time_keys.iter().find(|key| !seen.insert(key.key_id.as_str())) {
-        return Err(ApiError::new(ErrorCode::DuplicateKeyId, "the upload names a key ID twice")
-            .with_details(json!({ "keyId": duplicate.key_id })));
+    if let Some(duplicate) = request
+        .one_time_keys
+        .iter()
+        .find(|key| !seen.insert(key.key_id.as_str()))
+    {
+        return Err(
+            ApiError::new(ErrorCode::DuplicateKeyId, "the upload names a key ID twice")
+                .with_details(json!({ "keyId": duplicate.key_id })),
+        );
     }
 
     let signer = signing_key_of(&state, caller).await?;
@@ -158,14 +212,32 @@ pub async fn upload_one_time_keys(
         .iter()
         .enumerate()
         .map(|(index, key)| {
-            verify_signed_key(key, &format!("oneTimeKeys[{index}]"), &signer, |key_id, public_key| {
-                signing::one_time_key_payload(caller.user_id, caller.device_id, key_id, public_key)
-            })
+            verify_signed_key(
+                key,
+                &format!("oneTimeKeys[{index}]"),
+                &signer,
+                |key_id, public_key| {
+                    signing::one_time_key_payload(
+                        caller.user_id,
+                        caller.device_id,
+                        key_id,
+                        public_key,
+                    )
+                },
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
 
     let max_stored = limits::MAX_STORED_ONE_TIME_KEYS;
-    match db::keys::upload_one_time_keys(&state.pool, caller.user_id, caller.device_id, &keys, max_stored).await? {
+    match db::keys::upload_one_time_keys(
+        &state.pool,
+        caller.user_id,
+        caller.device_id,
+        &keys,
+        max_stored,
+    )
+    .await?
+    {
         OneTimeUpload::Stored { .. } => key_count(State(state), caller).await,
         OneTimeUpload::Conflict(key_ids) => Err(ApiError::new(
             ErrorCode::OneTimeKeyConflict,
@@ -174,7 +246,9 @@ pub async fn upload_one_time_keys(
         .with_details(json!({ "keyIds": key_ids }))),
         OneTimeUpload::LimitReached { unclaimed } => Err(ApiError::new(
             ErrorCode::OneTimeKeyLimitReached,
-            format!("a device holds at most {max_stored} unclaimed one-time keys; nothing was stored"),
+            format!(
+                "a device holds at most {max_stored} unclaimed one-time keys; nothing was stored"
+            ),
         )
         .with_details(json!({ "stored": unclaimed, "max": max_stored }))),
     }
@@ -213,9 +287,16 @@ pub async fn set_fallback_key(
     security(("bearer" = [])),
     responses((status = 200, body = KeyCountResponse), (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed")),
 )]
-pub async fn key_count(State(state): State<AppState>, caller: AuthenticatedDevice) -> Result<Json<KeyCountResponse>, ApiError> {
-    let (one_time_key_count, fallback_key_id) = db::keys::key_counts(&state.pool, caller.user_id, caller.device_id).await?;
-    Ok(Json(KeyCountResponse { one_time_key_count, fallback_key_id }))
+pub async fn key_count(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+) -> Result<Json<KeyCountResponse>, ApiError> {
+    let (one_time_key_count, fallback_key_id) =
+        db::keys::key_counts(&state.pool, caller.user_id, caller.device_id).await?;
+    Ok(Json(KeyCountResponse {
+        one_time_key_count,
+        fallback_key_id,
+    }))
 }
 
 /// Lists a user's reachable devices (active, with published identity keys) and their
@@ -242,7 +323,10 @@ pub async fn user_devices(
     }
     let devices = devices
         .iter()
-        .map(|(device_id, keys)| DirectoryDevice { device_id: *device_id, identity_keys: identity_keys_wire(keys) })
+        .map(|(device_id, keys)| DirectoryDevice {
+            device_id: *device_id,
+            identity_keys: identity_keys_wire(keys),
+        })
         .collect();
     Ok(Json(UserDevicesResponse { user_id, devices }))
 }
@@ -267,11 +351,18 @@ pub async fn claim_keys(
 ) -> Result<Json<ClaimKeysResponse>, ApiError> {
     let max = limits::MAX_DEVICES_PER_CLAIM;
     if request.devices.len() > max {
-        return Err(ApiError::new(ErrorCode::TooManyDevices, format!("a claim names at most {max} devices"))
-            .with_details(json!({ "max": max })));
+        return Err(ApiError::new(
+            ErrorCode::TooManyDevices,
+            format!("a claim names at most {max} devices"),
+        )
+        .with_details(json!({ "max": max })));
     }
     let mut seen = HashSet::with_capacity(request.devices.len());
-    let devices: Vec<_> = request.devices.into_iter().filter(|device| seen.insert(*device)).collect();
+    let devices: Vec<_> = request
+        .devices
+        .into_iter()
+        .filter(|device| seen.insert(*device))
+        .collect();
     let (claimed, unavailable) = db::keys::claim(&state.pool, &devices).await?;
     let keys = claimed
         .into_iter()
@@ -288,4 +379,3 @@ pub async fn claim_keys(
         .collect();
     Ok(Json(ClaimKeysResponse { keys, unavailable }))
 }
-

@@ -1,8 +1,10 @@
 //! Test harness: a real server on port 0 over a per-test PostgreSQL database, a real HTTP
 //! client, and devices holding real Ed25519 keys.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use courier_protocol::api::accounts::{CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse};
+use courier_protocol::api::accounts::{
+    CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
+};
 use courier_protocol::api::keys::{IdentityKeys, SignedKey};
 use courier_protocol::keys::encode_base64;
 use courier_protocol::{DeviceId, UserId, signing};
@@ -37,7 +39,12 @@ impl TestServer {
         let task = tokio::spawn(courier_server::launch(pool, settings, listener, async {
             let _ = rx.await;
         }));
-        Self { base, http: reqwest::Client::new(), shutdown: Some(tx), task: Some(task) }
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Stops the server gracefully and returns what `launch` returned.
@@ -52,7 +59,13 @@ impl TestServer {
 
     /// Sends a request, with a JSON body if given, and returns status and JSON body
     /// (`Value::Null` for an empty body).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -65,8 +78,18 @@ impl TestServer {
     }
 
     pub async fn create_account(&self, username: &str) -> CreateAccountResponse {
-        let body = CreateAccountRequest { username: username.into(), password: PASSWORD.into() };
-        let (status, json) = self.call(Method::POST, "/v1/accounts", None, Some(serde_json::to_value(body).unwrap())).await;
+        let body = CreateAccountRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+        };
+        let (status, json) = self
+            .call(
+                Method::POST,
+                "/v1/accounts",
+                None,
+                Some(serde_json::to_value(body).unwrap()),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{json}");
         serde_json::from_value(json).unwrap()
     }
@@ -79,7 +102,13 @@ impl TestServer {
             device_name: None,
             replace_device_id: None,
         };
-        self.call(Method::POST, "/v1/login", None, Some(serde_json::to_value(body).unwrap())).await
+        self.call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(serde_json::to_value(body).unwrap()),
+        )
+        .await
     }
 
     pub async fn login(&self, username: &str) -> LoginResponse {
@@ -96,7 +125,14 @@ impl TestServer {
     /// Logs in as a new device and publishes its identity keys.
     pub async fn new_published_device(&self, username: &str) -> TestDevice {
         let device = self.new_device(username).await;
-        let (status, json) = self.call(Method::PUT, "/v1/keys/identity", Some(&device.token), Some(device.identity_keys_json())).await;
+        let (status, json) = self
+            .call(
+                Method::PUT,
+                "/v1/keys/identity",
+                Some(&device.token),
+                Some(device.identity_keys_json()),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{json}");
         device
     }
@@ -113,7 +149,11 @@ impl Drop for TestServer {
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let bytes = response.bytes().await.unwrap();
-    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}")) };
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"))
+    };
     (status, json)
 }
 
@@ -123,7 +163,12 @@ pub fn assert_error(actual: &(StatusCode, Value), status: StatusCode, code: &str
     let (actual_status, body) = actual;
     assert_eq!(*actual_status, status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 /// A device as a client holds it: its session and its key pairs.
@@ -154,7 +199,12 @@ impl TestDevice {
 
     /// Identity keys signed for `device_id` (normally this device's own).
     pub fn identity_keys_for(&self, device_id: DeviceId) -> IdentityKeys {
-        let payload = signing::identity_keys_payload(self.user_id, device_id, &self.curve25519, &self.ed25519());
+        let payload = signing::identity_keys_payload(
+            self.user_id,
+            device_id,
+            &self.curve25519,
+            &self.ed25519(),
+        );
         IdentityKeys {
             curve25519: encode_base64(&self.curve25519),
             ed25519: encode_base64(&self.ed25519()),
@@ -169,13 +219,21 @@ impl TestDevice {
     pub fn one_time_key(&self, key_id: &str) -> SignedKey {
         let key = random_key();
         let payload = signing::one_time_key_payload(self.user_id, self.device_id, key_id, &key);
-        SignedKey { key_id: key_id.into(), key: encode_base64(&key), signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()) }
+        SignedKey {
+            key_id: key_id.into(),
+            key: encode_base64(&key),
+            signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()),
+        }
     }
 
     pub fn fallback_key(&self, key_id: &str) -> SignedKey {
         let key = random_key();
         let payload = signing::fallback_key_payload(self.user_id, self.device_id, key_id, &key);
-        SignedKey { key_id: key_id.into(), key: encode_base64(&key), signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()) }
+        SignedKey {
+            key_id: key_id.into(),
+            key: encode_base64(&key),
+            signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()),
+        }
     }
 }
 

@@ -1,0 +1,490 @@
+//! Bad input: every case answers its status and stable code in the one error shape, and
+//! nothing a client sends produces a 500.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{PASSWORD, TestServer, assert_error, read};
+use courier_protocol::keys::encode_base64;
+use courier_server::{MIGRATOR, Settings};
+use reqwest::{Method, StatusCode};
+use sqlx::PgPool;
+
+/// How a case's request is built.
+enum Body {
+    None,
+    /// Sent as JSON with `Content-Type: application/json`.
+    Json(&'static str),
+    /// Sent raw with the given content type.
+    Raw(&'static str, &'static str),
+    /// A JSON body of this many bytes.
+    Large(usize),
+}
+
+/// Whose token a case sends.
+#[derive(Clone, Copy)]
+enum Token {
+    None,
+    Valid,
+    Removed,
+    Unknown,
+    Garbage,
+    NotBearer,
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    token: Token,
+    body: Body,
+    status: StatusCode,
+    code: &'static str,
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
+    let server = TestServer::start_with(
+        pool,
+        Settings {
+            max_body_bytes: 64 * 1024,
+            ..Settings::default()
+        },
+    )
+    .await;
+    server.create_account("alice").await;
+    let device = server.new_published_device("alice").await;
+    let removed = server.new_device("alice").await;
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/devices/{}", removed.device_id),
+            Some(&device.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let user = device.user_id;
+    let key32 = encode_base64(&[7; 32]);
+    let sig64 = encode_base64(&[7; 64]);
+    let identity_wrong_len = Box::leak(
+        format!(
+            r#"{{"curve25519":"{}","ed25519":"{key32}","signature":"{sig64}"}}"#,
+            encode_base64(&[1; 16])
+        )
+        .into_boxed_str(),
+    );
+    let identity_bad_b64 = Box::leak(
+        format!(r#"{{"curve25519":"%%%","ed25519":"{key32}","signature":"{sig64}"}}"#)
+            .into_boxed_str(),
+    );
+    // The encoding of the identity point: a small-order (weak) key that would verify anything.
+    let mut weak_key = [0u8; 32];
+    weak_key[0] = 1;
+    let identity_bad_point = Box::leak(
+        format!(
+            r#"{{"curve25519":"{key32}","ed25519":"{}","signature":"{sig64}"}}"#,
+            encode_base64(&weak_key)
+        )
+        .into_boxed_str(),
+    );
+    let many_devices = Box::leak(
+        format!(
+            r#"{{"devices":[{}]}}"#,
+            vec![format!(r#"{{"userId":"{user}","deviceId":1}}"#); 1001].join(",")
+        )
+        .into_boxed_str(),
+    );
+
+    let cases = vec![
+        Case {
+            name: "malformed JSON",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Json("{\"username\": "),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+        },
+        Case {
+            name: "wrong type",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": 5, "password": "xxxxxxxxxx"}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "missing field",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": "alice", "password": "xxxxxxxxxx"}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "negative device ID",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": "alice", "password": "xxxxxxxxxx", "deviceId": -1}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "device ID past i32",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(
+                r#"{"username": "alice", "password": "xxxxxxxxxx", "deviceId": 3000000000}"#,
+            ),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "replace with an existing device ID",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(
+                r#"{"username": "alice", "password": "correct horse battery", "deviceId": 1, "replaceDeviceId": 2}"#,
+            ),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "control character in device name",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(
+                r#"{"username": "alice", "password": "correct horse battery", "deviceId": 0, "deviceName": "a\u0007b"}"#,
+            ),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_device_name",
+        },
+        Case {
+            name: "JSON array instead of object",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Json("[]"),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "not JSON content type",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Raw("text/plain", r#"{"username":"x","password":"y"}"#),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+        },
+        Case {
+            name: "no body where one is needed",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::None,
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+        },
+        Case {
+            name: "oversized body",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Large(65 * 1024),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+        },
+        Case {
+            name: "oversized authenticated body",
+            method: Method::POST,
+            path: "/v1/keys/one-time".into(),
+            token: Token::Valid,
+            body: Body::Large(65 * 1024),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+        },
+        Case {
+            name: "bad base64",
+            method: Method::PUT,
+            path: "/v1/keys/identity".into(),
+            token: Token::Valid,
+            body: Body::Json(identity_bad_b64),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_base64",
+        },
+        Case {
+            name: "wrong key length",
+            method: Method::PUT,
+            path: "/v1/keys/identity".into(),
+            token: Token::Valid,
+            body: Body::Json(identity_wrong_len),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_key_length",
+        },
+        Case {
+            name: "weak Ed25519 key",
+            method: Method::PUT,
+            path: "/v1/keys/identity".into(),
+            token: Token::Valid,
+            body: Body::Json(identity_bad_point),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_public_key",
+        },
+        Case {
+            name: "missing token",
+            method: Method::GET,
+            path: "/v1/devices".into(),
+            token: Token::None,
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            code: "missing_token",
+        },
+        Case {
+            name: "revoked token",
+            method: Method::GET,
+            path: "/v1/devices".into(),
+            token: Token::Removed,
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            code: "device_removed",
+        },
+        Case {
+            name: "unknown token",
+            method: Method::GET,
+            path: "/v1/devices".into(),
+            token: Token::Unknown,
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_token",
+        },
+        Case {
+            name: "garbage token",
+            method: Method::GET,
+            path: "/v1/keys/count".into(),
+            token: Token::Garbage,
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_token",
+        },
+        Case {
+            name: "basic auth instead of bearer",
+            method: Method::GET,
+            path: "/v1/keys/count".into(),
+            token: Token::NotBearer,
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_token",
+        },
+        Case {
+            name: "token checked before the body",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::None,
+            body: Body::Json("{"),
+            status: StatusCode::UNAUTHORIZED,
+            code: "missing_token",
+        },
+        Case {
+            name: "another user's device",
+            method: Method::DELETE,
+            path: "/v1/devices/99".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::NOT_FOUND,
+            code: "device_not_found",
+        },
+        Case {
+            name: "device ID not a number",
+            method: Method::DELETE,
+            path: "/v1/devices/abc".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_path_parameter",
+        },
+        Case {
+            name: "device ID out of range",
+            method: Method::DELETE,
+            path: "/v1/devices/4294967296".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_path_parameter",
+        },
+        Case {
+            name: "user ID not a UUID",
+            method: Method::GET,
+            path: "/v1/keys/devices/not-a-uuid".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_path_parameter",
+        },
+        Case {
+            name: "unknown user",
+            method: Method::GET,
+            path: format!("/v1/keys/devices/{}", uuid::Uuid::nil()),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::NOT_FOUND,
+            code: "user_not_found",
+        },
+        Case {
+            name: "too many devices in a claim",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::Valid,
+            body: Body::Json(many_devices),
+            status: StatusCode::BAD_REQUEST,
+            code: "too_many_devices",
+        },
+        Case {
+            name: "claim with a bad user ID",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"devices":[{"userId":"x","deviceId":1}]}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "one-time keys not a list",
+            method: Method::POST,
+            path: "/v1/keys/one-time".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"oneTimeKeys": {}}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "unknown route",
+            method: Method::GET,
+            path: "/v1/nothing-here".into(),
+            token: Token::None,
+            body: Body::None,
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+        },
+        Case {
+            name: "wrong method",
+            method: Method::PATCH,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::None,
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+        },
+    ];
+
+    for case in cases {
+        let mut request = server
+            .http
+            .request(case.method.clone(), server.url(&case.path));
+        request = match case.token {
+            Token::None => request,
+            Token::Valid => request.bearer_auth(&device.token),
+            Token::Removed => request.bearer_auth(&removed.token),
+            Token::Unknown => {
+                request.bearer_auth("cdt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            }
+            Token::Garbage => request.bearer_auth("\u{1F600} not a token"),
+            Token::NotBearer => request.basic_auth("alice", Some(PASSWORD)),
+        };
+        request = match case.body {
+            Body::None => request,
+            Body::Json(text) => request
+                .header("content-type", "application/json")
+                .body(text),
+            Body::Raw(content_type, text) => {
+                request.header("content-type", content_type).body(text)
+            }
+            Body::Large(size) => {
+                let padding = "x".repeat(size);
+                request
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"username":"alice","password":"{padding}"}}"#))
+            }
+        };
+        let answer = read(request.send().await.unwrap()).await;
+        assert_eq!(answer.0, case.status, "{}: {}", case.name, answer.1);
+        assert_eq!(
+            answer.1["error"]["code"], case.code,
+            "{}: {}",
+            case.name, answer.1
+        );
+        assert!(
+            answer.1["error"]["message"].is_string(),
+            "{}: {}",
+            case.name,
+            answer.1
+        );
+    }
+
+    // The server is still fine after all of that.
+    let (status, _) = server
+        .call(Method::GET, "/v1/devices", Some(&device.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn server_errors_do_not_leak_details(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    server.create_account("bob").await;
+    let device = server.new_device("bob").await;
+    // Break the database under the server: the answer is a bare internal error.
+    sqlx::query("DROP TABLE fallback_keys")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let answer = server
+        .call(Method::GET, "/v1/keys/count", Some(&device.token), None)
+        .await;
+    assert_error(&answer, StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
+    let text = answer.1.to_string();
+    assert!(
+        !text.contains("fallback_keys") && !text.contains("relation"),
+        "{text}"
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn probes_answer_and_shutdown_is_graceful(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    assert_eq!(
+        server.call(Method::GET, "/healthz", None, None).await.1["status"],
+        "ok"
+    );
+    assert_eq!(
+        server.call(Method::GET, "/readyz", None, None).await.1["status"],
+        "ok"
+    );
+
+    pool.close().await;
+    assert_error(
+        &server.call(Method::GET, "/readyz", None, None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
+    assert_eq!(
+        server.call(Method::GET, "/healthz", None, None).await.0,
+        StatusCode::OK,
+        "alive even when not ready"
+    );
+
+    let base = server.base.clone();
+    server.stop().await.unwrap();
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
