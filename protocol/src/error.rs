@@ -14,10 +14,9 @@ macro_rules! error_codes {
         /// A stable, machine-readable error code. Its string form is the wire form.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum ErrorCode {
-            $( $(#[doc = $doc])* $variant, )*
+            $( $(#[doc = $doc])* #[serde(rename = $code)] $variant, )*
             /// A code this version of the protocol does not know (a newer server).
             #[serde(other)]
             Unknown,
@@ -114,6 +113,32 @@ error_codes! {
     OneTimeKeyLimitReached = ("one_time_key_limit_reached", 409),
     /// A claim names more devices than allowed. Details carry `max`.
     TooManyDevices = ("too_many_devices", 400),
+    /// The client message ID is empty, too long, or outside `[A-Za-z0-9_-]`.
+    InvalidClientMessageId = ("invalid_client_message_id", 400),
+    /// `protocolVersion` is neither 1 nor 2. Details carry `supported`.
+    UnsupportedProtocolVersion = ("unsupported_protocol_version", 400),
+    /// An envelope is unusable: empty ciphertext, or a `legacy` type in a V2 send.
+    /// Details carry `field`.
+    InvalidEnvelope = ("invalid_envelope", 400),
+    /// Two envelopes name the same device. Details carry `userId` and `deviceId`.
+    DuplicateEnvelope = ("duplicate_envelope", 400),
+    /// An envelope's ciphertext is larger than the envelope size limit. Details carry
+    /// `field` and `max` (bytes, decoded).
+    EnvelopeTooLarge = ("envelope_too_large", 413),
+    /// More envelopes in one message than allowed. Details carry `max`.
+    TooManyEnvelopes = ("too_many_envelopes", 400),
+    /// The envelope set does not match the current device lists. Details carry `missing`,
+    /// `extra` and `stale` (see `DeviceListMismatch`); nothing was stored.
+    DeviceListMismatch = ("device_list_mismatch", 409),
+    /// The recipient has no device that can receive the message; nothing was stored.
+    RecipientUnreachable = ("recipient_unreachable", 409),
+    /// No such message for the calling device (including another device's or user's).
+    MessageNotFound = ("message_not_found", 404),
+    /// The calling device's envelope for this message was delivered and its ciphertext
+    /// purged.
+    EnvelopeDelivered = ("envelope_delivered", 410),
+    /// `GET /v1/ws` without a WebSocket upgrade.
+    NotWebSocket = ("not_websocket", 400),
     /// The server failed; details are in its log, not in the answer.
     InternalError = ("internal_error", 500),
     /// The server cannot serve right now (its database is unreachable).

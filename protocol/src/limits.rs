@@ -88,6 +88,18 @@ pub fn check_key_id(key_id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '/' | '=' | '-'))
 }
 
+/// A client message ID is 1 to 64 characters from `[A-Za-z0-9_-]` (a UUID fits).
+pub const CLIENT_MESSAGE_ID_MAX_CHARS: usize = 64;
+
+/// Checks a client message ID.
+pub fn check_client_message_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= CLIENT_MESSAGE_ID_MAX_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
 /// Checks a device name: 1 to 64 characters, no control characters.
 pub fn check_device_name(name: &str) -> bool {
     let len = name.chars().count();

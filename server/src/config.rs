@@ -36,6 +36,14 @@ pub struct Config {
     #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Largest envelope ciphertext accepted, in bytes.
+    #[arg(long, env = "COURIER_MAX_ENVELOPE_BYTES", default_value_t = 64 * 1024)]
+    pub max_envelope_bytes: usize,
+
+    /// Days an undelivered envelope is kept before it expires.
+    #[arg(long, env = "COURIER_ENVELOPE_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub envelope_ttl_days: u32,
+
     /// Connections in the database pool.
     #[arg(long, env = "COURIER_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
@@ -99,6 +107,8 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("device_limit", &self.device_limit)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("envelope_ttl_days", &self.envelope_ttl_days)
             .field("database_max_connections", &self.database_max_connections)
             .field("log_format", &self.log_format)
             .finish()

@@ -1,5 +1,5 @@
-//! Courier's server: accounts, server-assigned devices and the key directory, over
-//! PostgreSQL, behind an HTTP API whose wire types live in `courier-protocol`.
+//! Courier's server: accounts, server-assigned devices, the key directory, and per-device
+//! message streams delivered over WebSockets, over PostgreSQL, behind an HTTP API whose wire types live in `courier-protocol`.
 //!
 //! [`launch`] serves the API on a listener until a shutdown future resolves; the binary
 //! (`main.rs`) and the tests both start the server through it, the tests on port 0.
@@ -11,21 +11,28 @@ mod auth;
 pub mod config;
 pub mod database;
 mod db;
+pub mod delivery;
 mod error;
 mod extract;
+pub mod metrics;
 pub mod router;
 mod routes;
 mod state;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 pub use config::{Config, LogFormat};
 pub use database::{MIGRATOR, StartupError, connect_and_migrate};
 pub use error::ApiError;
 pub use state::Settings;
 
-/// Serves the Courier API on `listener` until `shutdown` resolves, then stops accepting
-/// connections and waits for in-flight requests to finish.
+/// Serves the Courier API on `listener` until `shutdown` resolves, then closes device
+/// sockets (close code 1001), waits for in-flight requests, and writes the last
+/// acknowledgements before returning.
 pub async fn launch<F>(
     pool: sqlx::PgPool,
     settings: Settings,
@@ -35,8 +42,45 @@ pub async fn launch<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = router::build(state::AppState::new(pool, settings));
-    axum::serve(listener, app)
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
+    let (acks, ack_task) = delivery::acks::start(pool.clone(), metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let retention = delivery::retention::start(
+        pool.clone(),
+        metrics.clone(),
+        settings.envelope_ttl,
+        settings.retention_interval,
+        settings.retention_batch,
+        stop_rx,
+    );
+    let state = state::AppState {
+        pool: pool.clone(),
+        passwords: auth::Passwords::new(settings.max_concurrent_password_hashes),
+        settings: Arc::new(settings),
+        hub: hub.clone(),
+        acks,
+        metrics,
+    };
+    let app = router::build(state);
+
+    // Device sockets live until closed, so graceful shutdown must close them first.
+    let shutdown = async move {
+        shutdown.await;
+        hub.close_all(courier_protocol::api::stream::close_code::GOING_AWAY);
+    };
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
+        .await;
+
+    let _ = stop_tx.send(true);
+    let _ = retention.await;
+    // Every connection (and so every ack sender) is gone: the batcher drains and ends.
+    if tokio::time::timeout(Duration::from_secs(10), ack_task)
         .await
+        .is_err()
+    {
+        tracing::warn!("acknowledgements were still being written at shutdown");
+    }
+    served
 }

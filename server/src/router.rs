@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{accounts, devices, health, keys, tags};
+use crate::routes::{accounts, devices, health, inbox, keys, messages, tags};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use crate::state::AppState;
         (name = tags::ACCOUNTS, description = "Accounts and login (device registration)"),
         (name = tags::DEVICES, description = "The caller's own devices"),
         (name = tags::KEYS, description = "The key directory"),
+        (name = tags::MESSAGES, description = "Messages, envelopes, the inbox and the WebSocket stream"),
         (name = tags::OPERATIONS, description = "Probes"),
     ),
 )]
@@ -67,6 +68,12 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::key_count))
         .routes(routes!(keys::user_devices))
         .routes(routes!(keys::claim_keys))
+        .routes(routes!(messages::send_message))
+        .routes(routes!(messages::get_envelope))
+        .routes(routes!(messages::mark_delivered))
+        .routes(routes!(inbox::list_inbox))
+        .routes(routes!(inbox::ack_inbox))
+        .routes(routes!(inbox::open_socket))
 }
 
 /// The OpenAPI document of the API, as `/openapi.json` serves it.
@@ -79,6 +86,7 @@ pub(crate) fn build(state: AppState) -> axum::Router {
     let max_body_bytes = state.settings.max_body_bytes;
     router
         .route("/openapi.json", get(move || async move { Json(openapi) }))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -100,6 +108,17 @@ pub(crate) fn build(state: AppState) -> axum::Router {
             }),
         )
         .with_state(state)
+}
+
+/// Prometheus counters (aggregate numbers only; see `metrics.rs`).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// A panic in a handler is a bug: answer like any server error and keep serving.

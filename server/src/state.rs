@@ -1,21 +1,44 @@
-//! Shared state handed to every handler.
+//! Shared state handed to every handler, and the runtime settings.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 
 use crate::auth::Passwords;
+use crate::delivery::Hub;
+use crate::delivery::acks::AckSender;
+use crate::metrics::Metrics;
 
-/// Runtime limits of a server instance (from [`Config`](crate::Config) in the binary;
-/// tests build them directly).
+/// Runtime limits and timings of a server instance (from [`Config`](crate::Config) in the
+/// binary; tests build them directly).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Active devices a user may have at once.
     pub device_limit: u32,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest envelope ciphertext accepted, in bytes (decoded).
+    pub max_envelope_bytes: usize,
+    /// Most envelopes one message may carry.
+    pub max_envelopes_per_message: usize,
+    /// Undelivered envelopes older than this are deleted.
+    pub envelope_ttl: Duration,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
+    /// Rows the retention task deletes per statement.
+    pub retention_batch: i64,
     /// Password hashes computed at once (each Argon2id hash holds 19 MiB).
     pub max_concurrent_password_hashes: usize,
+    /// How often the server pings an idle WebSocket.
+    pub ws_ping_interval: Duration,
+    /// A WebSocket with no frame from the client for this long is closed.
+    pub ws_idle_timeout: Duration,
+    /// A WebSocket whose client does not take a frame for this long is closed.
+    pub ws_send_timeout: Duration,
+    /// Items buffered per connection for live push; past this the device catches up
+    /// from its inbox instead.
+    pub ws_push_buffer: usize,
 }
 
 impl Default for Settings {
@@ -23,8 +46,17 @@ impl Default for Settings {
         Self {
             device_limit: 5,
             max_body_bytes: 1024 * 1024,
+            max_envelope_bytes: 64 * 1024,
+            max_envelopes_per_message: 100,
+            envelope_ttl: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
+            retention_batch: 1000,
             max_concurrent_password_hashes: std::thread::available_parallelism()
                 .map_or(2, |n| n.get().max(2)),
+            ws_ping_interval: Duration::from_secs(20),
+            ws_idle_timeout: Duration::from_secs(60),
+            ws_send_timeout: Duration::from_secs(30),
+            ws_push_buffer: 64,
         }
     }
 }
@@ -35,15 +67,7 @@ pub(crate) struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub passwords: Passwords,
-}
-
-impl AppState {
-    pub fn new(pool: PgPool, settings: Settings) -> Self {
-        let passwords = Passwords::new(settings.max_concurrent_password_hashes);
-        Self {
-            pool,
-            settings: Arc::new(settings),
-            passwords,
-        }
-    }
+    pub hub: Arc<Hub>,
+    pub acks: AckSender,
+    pub metrics: Arc<Metrics>,
 }

@@ -5,6 +5,8 @@
 pub mod accounts;
 pub mod devices;
 pub mod keys;
+pub mod messages;
+pub mod stream;
 
 /// Writes `[redacted]` for a secret field in a `Debug` implementation.
 pub(crate) struct Redacted;

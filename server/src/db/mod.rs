@@ -4,6 +4,8 @@
 pub mod accounts;
 pub mod devices;
 pub mod keys;
+pub mod messages;
+pub mod stream;
 
 use courier_protocol::{DeviceId, InvalidDeviceId};
 

@@ -7,6 +7,7 @@ use courier_protocol::api::accounts::{
     CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
 };
 use courier_protocol::api::devices::DeviceLimitDetails;
+use courier_protocol::api::stream::close_code;
 use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 
 use crate::auth::new_access_token;
@@ -140,6 +141,11 @@ pub async fn login(
     .await?;
     match registration {
         Registration::Registered(device_id) => {
+            if let Some(replaced) = request.replace_device_id {
+                state
+                    .hub
+                    .close_device((user_id, replaced), close_code::DEVICE_REMOVED);
+            }
             tracing::info!(%user_id, %device_id, "device registered");
             Ok(Json(LoginResponse {
                 user_id,

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use courier_protocol::api::devices::OwnDevicesResponse;
+use courier_protocol::api::stream::close_code;
 use courier_protocol::{DeviceId, ErrorBody};
 
 use super::accounts::device_not_found;
@@ -31,7 +32,8 @@ pub async fn list_devices(
 }
 
 /// Removes one of the caller's devices (the caller itself included): its token stops
-/// working at once and its keys leave the directory. Its ID is never reused.
+/// working at once, its socket closes, its keys leave the directory and its pending
+/// envelopes are dropped. Its ID is never reused.
 #[utoipa::path(
     delete, path = "/v1/devices/{deviceId}", tag = super::tags::DEVICES,
     security(("bearer" = [])),
@@ -51,6 +53,9 @@ pub async fn remove_device(
     if !db::devices::remove(&state.pool, caller.user_id, device_id).await? {
         return Err(device_not_found());
     }
+    state
+        .hub
+        .close_device((caller.user_id, device_id), close_code::DEVICE_REMOVED);
     tracing::info!(user_id = %caller.user_id, %device_id, by = %caller.device_id, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,12 +5,15 @@
 pub mod accounts;
 pub mod devices;
 pub mod health;
+pub mod inbox;
 pub mod keys;
+pub mod messages;
 
 /// OpenAPI tag names.
 pub mod tags {
     pub const ACCOUNTS: &str = "accounts";
     pub const DEVICES: &str = "devices";
     pub const KEYS: &str = "keys";
+    pub const MESSAGES: &str = "messages";
     pub const OPERATIONS: &str = "operations";
 }

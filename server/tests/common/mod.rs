@@ -242,3 +242,144 @@ pub fn random_key() -> [u8; 32] {
     rand::rngs::OsRng.fill_bytes(&mut key);
     key
 }
+
+/// A device's WebSocket, as a client holds it.
+pub struct Socket {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// What a socket read produced.
+#[derive(Debug)]
+pub enum Received {
+    Envelope(courier_protocol::api::stream::Envelope),
+    CaughtUp(u64),
+    Error(String),
+    Closed(Option<u16>),
+}
+
+impl TestServer {
+    /// Opens `device`'s stream socket, optionally resuming after a cursor.
+    pub async fn connect(&self, token: &str, after: Option<u64>) -> Socket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut url = format!("{}/v1/ws", self.base.replacen("http", "ws", 1));
+        if let Some(after) = after {
+            url.push_str(&format!("?after={after}"));
+        }
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Socket { stream }
+    }
+}
+
+impl Socket {
+    /// The next meaningful frame, waiting at most 10 s (a bound, not a timing assertion).
+    pub async fn next(&mut self) -> Received {
+        use courier_protocol::api::stream::{ControlFrame, ServerFrame, StreamItem};
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.next())
+                    .await
+                    .expect("a frame within 10 s");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return match serde_json::from_str::<ServerFrame>(text.as_str()).unwrap() {
+                        ServerFrame::Item(StreamItem::Envelope(envelope)) => {
+                            Received::Envelope(envelope)
+                        }
+                        ServerFrame::Control(ControlFrame::CaughtUp { cursor }) => {
+                            Received::CaughtUp(cursor)
+                        }
+                        ServerFrame::Control(ControlFrame::Error { code, .. }) => {
+                            Received::Error(code)
+                        }
+                    };
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Received::Closed(None),
+            }
+        }
+    }
+
+    pub async fn next_envelope(&mut self) -> courier_protocol::api::stream::Envelope {
+        match self.next().await {
+            Received::Envelope(envelope) => envelope,
+            other => panic!("expected an envelope, got {other:?}"),
+        }
+    }
+
+    /// Reads envelopes until `caughtUp`, returning them.
+    pub async fn backlog(&mut self) -> (Vec<courier_protocol::api::stream::Envelope>, u64) {
+        let mut envelopes = Vec::new();
+        loop {
+            match self.next().await {
+                Received::Envelope(envelope) => envelopes.push(envelope),
+                Received::CaughtUp(cursor) => return (envelopes, cursor),
+                other => panic!("expected the backlog, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn ack_up_to(&mut self, seq: u64) {
+        self.send_text(&format!(r#"{{"type":"ack","upTo":{seq}}}"#))
+            .await;
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+/// Builds a V2 send body with one envelope per listed device, each ciphertext naming its
+/// device so a test can check every device got its own.
+pub fn v2_body(
+    client_message_id: &str,
+    recipient: UserId,
+    devices: &[(UserId, DeviceId)],
+    text: &str,
+) -> Value {
+    let envelopes: Vec<Value> = devices
+        .iter()
+        .map(|(user, device)| {
+            serde_json::json!({
+                "userId": user,
+                "deviceId": device,
+                "envelopeType": "normal",
+                "ciphertext": encode_base64(envelope_plaintext(*user, *device, text).as_bytes()),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "protocolVersion": 2,
+        "clientMessageId": client_message_id,
+        "recipientUserId": recipient,
+        "deviceEnvelopes": envelopes,
+    })
+}
+
+/// What a test puts in an envelope for one device (stands in for an Olm ciphertext).
+pub fn envelope_plaintext(user: UserId, device: DeviceId, text: &str) -> String {
+    format!("{user}/{device}:{text}")
+}
+
+/// Decodes a test envelope's content.
+pub fn envelope_text(envelope: &courier_protocol::api::stream::Envelope) -> String {
+    String::from_utf8(courier_protocol::keys::decode_base64(&envelope.ciphertext).unwrap()).unwrap()
+}

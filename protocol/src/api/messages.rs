@@ -1,0 +1,136 @@
+//! Sending messages (`POST /v1/messages`, protocols V1 and V2) and reading envelopes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::keys::DeviceRef;
+use crate::ids::{DeviceId, UserId};
+
+/// The Olm message type of an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum EnvelopeType {
+    /// An Olm pre-key message: opens a session (the recipient creates an inbound session).
+    PreKey,
+    /// An Olm normal message on an established session.
+    Normal,
+    /// A protocol V1 envelope: one ciphertext for the whole recipient user, whose format
+    /// only V1 clients know.
+    Legacy,
+}
+
+impl EnvelopeType {
+    /// The type as PostgreSQL stores it.
+    pub fn as_i16(self) -> i16 {
+        match self {
+            EnvelopeType::PreKey => 0,
+            EnvelopeType::Normal => 1,
+            EnvelopeType::Legacy => 2,
+        }
+    }
+
+    /// The type read back from the database.
+    pub fn from_i16(value: i16) -> Option<Self> {
+        match value {
+            0 => Some(EnvelopeType::PreKey),
+            1 => Some(EnvelopeType::Normal),
+            2 => Some(EnvelopeType::Legacy),
+            _ => None,
+        }
+    }
+}
+
+/// One opaque ciphertext for one device (protocol V2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceEnvelope {
+    /// The device's user: the recipient, or the sender for the sender's own other devices.
+    pub user_id: UserId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// `preKey` or `normal` (`legacy` is refused in V2).
+    pub envelope_type: EnvelopeType,
+    /// The ciphertext, base64 (at most the server's envelope size limit once decoded).
+    pub ciphertext: String,
+}
+
+/// Sends a message: protocol V2 (`protocolVersion: 2`, `deviceEnvelopes`) or V1
+/// (`protocolVersion: 1` or absent, `encryptedEnvelope`).
+///
+/// The sender and sending device come from the access token, never from the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageRequest {
+    /// `2` for per-device envelopes; `1` or absent for a V1 client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<u8>,
+    /// The client's ID for this message (1 to 64 characters of `[A-Za-z0-9_-]`). The same
+    /// ID from the same device returns the original answer and stores nothing new.
+    pub client_message_id: String,
+    /// The user the message is for.
+    pub recipient_user_id: UserId,
+    /// V2: exactly one envelope per reachable device of the recipient and per reachable
+    /// device of the sender other than the sending one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_envelopes: Option<Vec<DeviceEnvelope>>,
+    /// V1: one ciphertext (base64) for the recipient user, delivered to all of its devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_envelope: Option<String>,
+}
+
+/// The server's answer to a send (the same for a retry of the same client message ID).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageResponse {
+    /// The server's ID of the message (a time-ordered UUID).
+    pub message_id: Uuid,
+    /// When the server committed the message.
+    pub server_timestamp: DateTime<Utc>,
+    /// How many device envelopes were stored (V1: one per recipient device).
+    pub envelope_count: u32,
+}
+
+/// `details` of a `device_list_mismatch` error: everything wrong with the envelope set at
+/// once, so the client fixes it in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceListMismatch {
+    /// Reachable devices the request has no envelope for.
+    pub missing: Vec<DeviceRef>,
+    /// Envelopes for devices that are not (and never were) reachable devices of these
+    /// users, or for the sending device itself.
+    pub extra: Vec<DeviceRef>,
+    /// Envelopes for devices that have been removed.
+    pub stale: Vec<DeviceRef>,
+}
+
+impl DeviceListMismatch {
+    /// Whether the envelope set matched.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.stale.is_empty()
+    }
+}
+
+/// `POST /v1/inbox/ack`: marks the caller device's stream delivered up to a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AckRequest {
+    /// Everything in the stream with a sequence number up to this one is delivered.
+    pub up_to: u64,
+}
+
+/// The answer to an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AckResponse {
+    /// How many items were newly marked delivered.
+    pub delivered: u64,
+}

@@ -1,0 +1,186 @@
+//! A device's stream: what the WebSocket pushes and the inbox lists.
+//!
+//! Every device has one ordered stream. Each item carries `seq`, a sequence number that
+//! grows by one per item for that device (envelopes now; receipts, group keys and
+//! device-list changes join later). A device acknowledges items by `seq`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::messages::EnvelopeType;
+use crate::ids::{DeviceId, UserId};
+
+/// An envelope for the receiving device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// The item's position in this device's stream.
+    pub seq: u64,
+    /// The message's server ID.
+    pub message_id: Uuid,
+    /// Who sent it (from the sender's token).
+    pub sender_user_id: UserId,
+    /// Which device sent it (from the sender's token).
+    pub sender_device_id: DeviceId,
+    /// `1` for a V1 message (one ciphertext for all devices), `2` for a per-device envelope.
+    pub protocol_version: u8,
+    /// The Olm message type (`legacy` for V1).
+    pub envelope_type: EnvelopeType,
+    /// The ciphertext, base64.
+    pub ciphertext: String,
+    /// When the server committed the message.
+    pub server_timestamp: DateTime<Utc>,
+}
+
+/// An item of a device's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum StreamItem {
+    /// An envelope.
+    Envelope(Envelope),
+}
+
+impl StreamItem {
+    /// The item's sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            StreamItem::Envelope(envelope) => envelope.seq,
+        }
+    }
+}
+
+/// A page of the inbox (`GET /v1/inbox`): undelivered items after a cursor, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct InboxPage {
+    /// Items in ascending `seq`.
+    pub items: Vec<StreamItem>,
+    /// Pass as `after` to get the next page (the last item's `seq`, or the request's
+    /// `after` when the page is empty).
+    pub next_cursor: u64,
+    /// Whether more items follow.
+    pub has_more: bool,
+}
+
+/// What the server sends on the WebSocket (text frames, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerFrame {
+    /// A stream item.
+    Item(StreamItem),
+    /// A control message.
+    Control(ControlFrame),
+}
+
+/// Control messages on the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ControlFrame {
+    /// Everything that was waiting when the connection opened has been sent; from now on
+    /// items arrive as they are sent. `cursor` is the highest `seq` sent so far.
+    CaughtUp {
+        /// Highest `seq` sent on this connection so far.
+        cursor: u64,
+    },
+    /// The server could not use a frame the client sent. The connection stays open.
+    Error {
+        /// A stable code (`invalid_frame`).
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// What the client sends on the WebSocket (text frames, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientFrame {
+    /// Acknowledges items the device has durably stored: everything up to `upTo`
+    /// (cumulative) and/or the listed `seqs` (per item). Acknowledged items are marked
+    /// delivered and are not sent again.
+    Ack {
+        /// Cumulative: every item with `seq <= upTo`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        up_to: Option<u64>,
+        /// Per item.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        seqs: Vec<u64>,
+    },
+}
+
+/// WebSocket close codes Courier uses (besides the standard ones).
+pub mod close_code {
+    /// A newer connection of the same device replaced this one.
+    pub const REPLACED: u16 = 4001;
+    /// No frame (not even a pong) arrived within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4002;
+    /// The device was removed; its token no longer works.
+    pub const DEVICE_REMOVED: u16 = 4003;
+    /// The device read too slowly for too long; reconnect and catch up from the inbox.
+    pub const TOO_SLOW: u16 = 4004;
+    /// The server is shutting down (standard "going away").
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_a_type_tag() {
+        let ack: ClientFrame = serde_json::from_str(r#"{"type":"ack","upTo":7}"#).unwrap();
+        assert_eq!(
+            ack,
+            ClientFrame::Ack {
+                up_to: Some(7),
+                seqs: vec![]
+            }
+        );
+        let ack: ClientFrame = serde_json::from_str(r#"{"type":"ack","seqs":[1,3]}"#).unwrap();
+        assert_eq!(
+            ack,
+            ClientFrame::Ack {
+                up_to: None,
+                seqs: vec![1, 3]
+            }
+        );
+
+        let caught_up =
+            serde_json::to_value(ServerFrame::Control(ControlFrame::CaughtUp { cursor: 4 }))
+                .unwrap();
+        assert_eq!(
+            caught_up,
+            serde_json::json!({"type": "caughtUp", "cursor": 4})
+        );
+    }
+
+    #[test]
+    fn an_envelope_frame_round_trips() {
+        let envelope = Envelope {
+            seq: 9,
+            message_id: Uuid::nil(),
+            sender_user_id: UserId::from(Uuid::nil()),
+            sender_device_id: DeviceId::new(2).unwrap(),
+            protocol_version: 2,
+            envelope_type: EnvelopeType::PreKey,
+            ciphertext: "AAAA".into(),
+            server_timestamp: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
+        };
+        let frame = ServerFrame::Item(StreamItem::Envelope(envelope));
+        let json = serde_json::to_string(&frame).unwrap();
+        assert!(json.starts_with(r#"{"type":"envelope","seq":9"#), "{json}");
+        assert_eq!(serde_json::from_str::<ServerFrame>(&json).unwrap(), frame);
+    }
+}

@@ -1,0 +1,97 @@
+//! Acknowledgements from WebSockets, written in batches.
+//!
+//! Every connected device acknowledges what it stored; one UPDATE per acknowledgement would
+//! cost a commit each. The batcher gathers what arrives while the previous batch is being
+//! written and marks it all delivered in one statement per kind. An acknowledgement lost
+//! in a crash only means the item is sent again (at-least-once; the SDK deduplicates).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::DeviceKey;
+use crate::db;
+use crate::metrics::Metrics;
+
+/// Most acknowledgements written in one batch.
+const MAX_BATCH: usize = 4096;
+
+/// An acknowledgement from a device's connection.
+#[derive(Debug, Clone)]
+pub enum Ack {
+    /// Every item up to and including `seq`.
+    UpTo(DeviceKey, u64),
+    /// These items.
+    Each(DeviceKey, Vec<u64>),
+}
+
+/// The connections' handle on the batcher.
+#[derive(Debug, Clone)]
+pub struct AckSender(mpsc::Sender<Ack>);
+
+impl AckSender {
+    /// Queues an acknowledgement. Waits when the batcher is behind, which slows the acking
+    /// connection instead of growing memory.
+    pub async fn send(&self, ack: Ack) {
+        // Closed only at shutdown, after every connection has gone.
+        let _ = self.0.send(ack).await;
+    }
+}
+
+/// Starts the batcher. It ends, after writing what it has, once every sender is dropped.
+pub fn start(pool: PgPool, metrics: Arc<Metrics>) -> (AckSender, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+    let task = tokio::spawn(run(pool, metrics, rx));
+    (AckSender(tx), task)
+}
+
+async fn run(pool: PgPool, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Ack>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut up_to: HashMap<DeviceKey, u64> = HashMap::new();
+        let mut each: Vec<(DeviceKey, u64)> = Vec::new();
+        for ack in batch.drain(..) {
+            match ack {
+                Ack::UpTo(device, seq) => {
+                    let entry = up_to.entry(device).or_insert(seq);
+                    *entry = (*entry).max(seq);
+                }
+                Ack::Each(device, seqs) => each.extend(seqs.into_iter().map(|seq| (device, seq))),
+            }
+        }
+        // Retry a failed write a few times: the items would otherwise be sent again,
+        // which is safe but wasteful.
+        for attempt in 1..=3 {
+            match write(&pool, &up_to, &each).await {
+                Ok(delivered) => {
+                    Metrics::add(&metrics.envelopes_delivered, delivered);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "could not record acknowledgements");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn write(
+    pool: &PgPool,
+    up_to: &HashMap<DeviceKey, u64>,
+    each: &[(DeviceKey, u64)],
+) -> Result<u64, sqlx::Error> {
+    let mut delivered = 0;
+    if !up_to.is_empty() {
+        let entries: Vec<(DeviceKey, u64)> =
+            up_to.iter().map(|(device, seq)| (*device, *seq)).collect();
+        delivered += db::stream::mark_delivered_up_to(pool, &entries).await?;
+    }
+    if !each.is_empty() {
+        delivered += db::stream::mark_delivered_each(pool, each).await?;
+    }
+    Ok(delivered)
+}

@@ -1,0 +1,284 @@
+//! One device's WebSocket: sends its stream in order, takes its acknowledgements.
+//!
+//! On open: register with the hub (so live pushes start queueing), take the `after` cursor
+//! as an implicit acknowledgement, send every undelivered item from PostgreSQL, then say
+//! `caughtUp`. After that, live pushes are written as they come; a push that skips a
+//! sequence number, or a dropped push (full buffer), makes the connection read the stream
+//! from PostgreSQL again, so the device always gets its items in order and none is lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use courier_protocol::api::stream::{
+    ClientFrame, ControlFrame, ServerFrame, StreamItem, close_code,
+};
+use futures::SinkExt;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::acks::Ack;
+use super::{ConnectionSignal, DeviceKey, PushedFrame};
+use crate::auth::AuthenticatedDevice;
+use crate::db;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Items read from PostgreSQL per query when catching up.
+const CATCH_UP_PAGE: i64 = 500;
+
+/// Why a connection ended early.
+#[derive(Debug)]
+enum End {
+    /// The client went away or the socket failed.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+impl From<axum::Error> for End {
+    fn from(_: axum::Error) -> Self {
+        End::Gone
+    }
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: AppState,
+    device: DeviceKey,
+    /// Highest `seq` written to this socket (or known delivered).
+    last_sent: u64,
+    last_heard: Instant,
+}
+
+/// Runs a device's connection until it closes.
+pub(crate) async fn run(
+    socket: WebSocket,
+    state: AppState,
+    caller: AuthenticatedDevice,
+    after: Option<u64>,
+) {
+    let device = (caller.user_id, caller.device_id);
+    let registration = state.hub.register(device);
+    state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
+    let mut connection = Connection {
+        socket,
+        state: state.clone(),
+        device,
+        last_sent: 0,
+        last_heard: Instant::now(),
+    };
+
+    let end = connection
+        .serve(after, registration.rx, &registration.signal)
+        .await;
+    if let Err(End::Close(code, reason)) = end {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            connection.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    state.hub.unregister(device, registration.id);
+    state.metrics.ws_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        after: Option<u64>,
+        mut pushes: tokio::sync::mpsc::Receiver<PushedFrame>,
+        signal: &Arc<ConnectionSignal>,
+    ) -> Result<(), End> {
+        let (user_id, device_id) = self.device;
+        let committed = db::stream::committed_seq(&self.state.pool, user_id, device_id)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "could not open a device stream");
+                End::Close(1011, "the server could not read the stream")
+            })?;
+        if let Some(after) = after {
+            // The device says it has everything up to `after`: that is an acknowledgement.
+            let after = after.min(committed);
+            self.last_sent = after;
+            if after > 0 {
+                self.state.acks.send(Ack::UpTo(self.device, after)).await;
+            }
+        }
+        self.catch_up().await?;
+        self.last_sent = self.last_sent.max(committed);
+        self.send_control(ControlFrame::CaughtUp {
+            cursor: self.last_sent,
+        })
+        .await?;
+
+        let settings = self.state.settings.clone();
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + settings.ws_ping_interval,
+            settings.ws_ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = signal.notify.notified() => {
+                    match signal.close_code.load(Ordering::Acquire) {
+                        0 => {}
+                        close_code::REPLACED => return Err(End::Close(close_code::REPLACED, "replaced by a newer connection of this device")),
+                        close_code::DEVICE_REMOVED => return Err(End::Close(close_code::DEVICE_REMOVED, "this device was removed")),
+                        code => return Err(End::Close(code, "the server is shutting down")),
+                    }
+                    if signal.missed.swap(false, Ordering::AcqRel) {
+                        // Pushes were dropped: whatever is buffered is older than what the
+                        // database holds, so read the stream from there.
+                        while pushes.try_recv().is_ok() {}
+                        self.catch_up().await?;
+                    }
+                }
+                pushed = pushes.recv() => {
+                    let Some(pushed) = pushed else { return Err(End::Close(close_code::GOING_AWAY, "the server is shutting down")) };
+                    self.on_push(pushed).await?;
+                }
+                incoming = self.socket.recv() => {
+                    match incoming {
+                        Some(Ok(message)) => self.on_message(message).await?,
+                        Some(Err(_)) | None => return Err(End::Gone),
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > settings.ws_idle_timeout {
+                        return Err(End::Close(close_code::IDLE_TIMEOUT, "idle timeout"));
+                    }
+                    self.write(Message::Ping(Default::default())).await?;
+                    self.flush().await?;
+                }
+            }
+        }
+    }
+
+    async fn on_push(&mut self, pushed: PushedFrame) -> Result<(), End> {
+        if pushed.seq <= self.last_sent {
+            return Ok(()); // Already sent by a catch-up.
+        }
+        if pushed.seq != self.last_sent + 1 {
+            // An earlier item (committed before this one) has not been pushed here yet, or
+            // was delivered another way: the stream in the database is the authority.
+            return self.catch_up().await;
+        }
+        self.write(Message::Text(Utf8Bytes::from(pushed.text.as_ref())))
+            .await?;
+        self.flush().await?;
+        self.last_sent = pushed.seq;
+        Metrics::add(&self.state.metrics.envelopes_pushed, 1);
+        Ok(())
+    }
+
+    /// Sends every undelivered item after `last_sent`, page by page, in order.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        let (user_id, device_id) = self.device;
+        loop {
+            let page = db::stream::undelivered_after(
+                &self.state.pool,
+                user_id,
+                device_id,
+                self.last_sent,
+                CATCH_UP_PAGE,
+            )
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "could not read a device stream");
+                End::Close(1011, "the server could not read the stream")
+            })?;
+            let count = page.len();
+            for envelope in page {
+                let seq = envelope.seq;
+                let text =
+                    serde_json::to_string(&ServerFrame::Item(StreamItem::Envelope(envelope)))
+                        .map_err(|_| End::Close(1011, "the server could not encode an item"))?;
+                self.write(Message::Text(text.into())).await?;
+                self.last_sent = seq;
+            }
+            self.flush().await?;
+            Metrics::add(&self.state.metrics.envelopes_pushed, count as u64);
+            if (count as i64) < CATCH_UP_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match message {
+            Message::Text(text) => match serde_json::from_str::<ClientFrame>(text.as_str()) {
+                Ok(ClientFrame::Ack { up_to, seqs }) => {
+                    // Only what was sent here can be acknowledged here.
+                    if let Some(up_to) = up_to {
+                        self.state
+                            .acks
+                            .send(Ack::UpTo(self.device, up_to.min(self.last_sent)))
+                            .await;
+                    }
+                    let seqs: Vec<u64> = seqs
+                        .into_iter()
+                        .filter(|seq| *seq <= self.last_sent)
+                        .collect();
+                    if !seqs.is_empty() {
+                        self.state.acks.send(Ack::Each(self.device, seqs)).await;
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    self.send_control(ControlFrame::Error {
+                        code: "invalid_frame".into(),
+                        message: error.to_string(),
+                    })
+                    .await
+                }
+            },
+            Message::Binary(_) => {
+                self.send_control(ControlFrame::Error {
+                    code: "invalid_frame".into(),
+                    message: "frames are JSON text".into(),
+                })
+                .await
+            }
+            Message::Close(_) => Err(End::Gone),
+            // axum answers pings itself; a pong only proves the client is alive.
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+        }
+    }
+
+    async fn send_control(&mut self, frame: ControlFrame) -> Result<(), End> {
+        let text = serde_json::to_string(&ServerFrame::Control(frame))
+            .map_err(|_| End::Close(1011, "encoding failed"))?;
+        self.write(Message::Text(text.into())).await?;
+        self.flush().await
+    }
+
+    /// Queues a frame; a client that does not take frames for `ws_send_timeout` is cut off
+    /// rather than holding the connection (and its buffers) forever.
+    async fn write(&mut self, message: Message) -> Result<(), End> {
+        let timeout = self.state.settings.ws_send_timeout;
+        match tokio::time::timeout(timeout, self.socket.feed(message)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(End::Close(
+                close_code::TOO_SLOW,
+                "the device did not read its stream",
+            )),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.state.settings.ws_send_timeout;
+        match tokio::time::timeout(timeout, self.socket.flush()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(End::Close(
+                close_code::TOO_SLOW,
+                "the device did not read its stream",
+            )),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Real-time delivery: the [`Hub`] of live device connections, the WebSocket
+//! [`connection`] task, the acknowledgement batcher ([`acks`]) and [`retention`].
+//!
+//! Live push is an optimisation over the inbox, never the source of truth: every item is
+//! committed to the device's stream before it is pushed, a connection that misses pushes
+//! (slow reader, gap in sequence numbers) reads the stream from PostgreSQL instead, and
+//! whatever is not acknowledged is sent again on the next connection.
+
+pub mod acks;
+pub(crate) mod connection;
+pub mod retention;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+
+use courier_protocol::{DeviceId, UserId};
+use tokio::sync::{Notify, mpsc};
+
+use crate::metrics::Metrics;
+
+/// A device, as the hub keys connections.
+pub type DeviceKey = (UserId, DeviceId);
+
+/// A frame ready to write: its stream position and its JSON text (serialized once, by
+/// the sender).
+#[derive(Debug, Clone)]
+pub struct PushedFrame {
+    pub seq: u64,
+    pub text: Arc<str>,
+}
+
+/// Out-of-band signals to a connection, which a full push buffer cannot block.
+#[derive(Debug, Default)]
+pub struct ConnectionSignal {
+    /// Pushes were dropped: read the stream from the database.
+    pub missed: AtomicBool,
+    /// Close with this code (0: stay open).
+    pub close_code: AtomicU16,
+    pub notify: Notify,
+}
+
+#[derive(Debug)]
+struct Registered {
+    id: u64,
+    tx: mpsc::Sender<PushedFrame>,
+    signal: Arc<ConnectionSignal>,
+}
+
+/// The live connections of this process, one per device.
+#[derive(Debug)]
+pub struct Hub {
+    connections: std::sync::Mutex<HashMap<DeviceKey, Registered>>,
+    next_id: AtomicU64,
+    buffer: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// What a new connection gets from [`Hub::register`].
+#[derive(Debug)]
+pub struct Registration {
+    pub id: u64,
+    pub rx: mpsc::Receiver<PushedFrame>,
+    pub signal: Arc<ConnectionSignal>,
+}
+
+impl Hub {
+    pub fn new(buffer: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            connections: std::sync::Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            buffer: buffer.max(1),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, Registered>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every
+        // operation is a single insert or remove), so a poisoned lock is still usable.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a device's new connection, replacing (and closing) an older one.
+    pub fn register(&self, device: DeviceKey) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let signal = Arc::new(ConnectionSignal::default());
+        let previous = self.lock().insert(
+            device,
+            Registered {
+                id,
+                tx,
+                signal: signal.clone(),
+            },
+        );
+        if let Some(previous) = previous {
+            Metrics::add(&self.metrics.ws_replaced, 1);
+            close(
+                &previous.signal,
+                courier_protocol::api::stream::close_code::REPLACED,
+            );
+        }
+        Registration { id, rx, signal }
+    }
+
+    /// Removes a connection, unless a newer one has replaced it already.
+    pub fn unregister(&self, device: DeviceKey, id: u64) {
+        let mut connections = self.lock();
+        if connections
+            .get(&device)
+            .is_some_and(|registered| registered.id == id)
+        {
+            connections.remove(&device);
+        }
+    }
+
+    /// Pushes a committed stream item to the device if it is connected here. Never waits:
+    /// with a full buffer the connection is told to read the stream from the database.
+    pub fn push(&self, device: DeviceKey, frame: PushedFrame) {
+        let connections = self.lock();
+        let Some(registered) = connections.get(&device) else {
+            return;
+        };
+        match registered.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::add(&self.metrics.push_overflows, 1);
+                registered.signal.missed.store(true, Ordering::Release);
+                registered.signal.notify.notify_one();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Closes a device's connection (the device was removed).
+    pub fn close_device(&self, device: DeviceKey, code: u16) {
+        if let Some(registered) = self.lock().remove(&device) {
+            close(&registered.signal, code);
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, code: u16) {
+        for (_, registered) in self.lock().drain() {
+            close(&registered.signal, code);
+        }
+    }
+
+    /// How many devices are connected to this process.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+fn close(signal: &ConnectionSignal, code: u16) {
+    signal.close_code.store(code, Ordering::Release);
+    signal.notify.notify_one();
+}

@@ -1,0 +1,150 @@
+//! The inbox over REST (clients that cannot hold a socket, and backfill) and the
+//! WebSocket upgrade.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use courier_protocol::api::messages::{AckRequest, AckResponse};
+use courier_protocol::api::stream::{InboxPage, StreamItem};
+use courier_protocol::{ErrorBody, ErrorCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::AuthenticatedDevice;
+use crate::db;
+use crate::delivery::connection;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Default and largest inbox page.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// Largest WebSocket message a client may send (acks are small).
+const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+
+/// Inbox paging.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxQuery {
+    /// Items after this sequence number (default 0: from the start).
+    #[serde(default)]
+    after: u64,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// Lists the calling device's undelivered stream items after a cursor, in order.
+#[utoipa::path(
+    get, path = "/v1/inbox", tag = super::tags::MESSAGES,
+    security(("bearer" = [])),
+    params(InboxQuery),
+    responses(
+        (status = 200, body = InboxPage),
+        (status = 400, body = ErrorBody, description = "invalid_query_parameter"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+    ),
+)]
+pub async fn list_inbox(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiQuery(query): ApiQuery<InboxQuery>,
+) -> Result<Json<InboxPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQueryParameter,
+            format!("limit is 1 to {MAX_PAGE}"),
+        )
+        .with_details(json!({ "field": "limit", "max": MAX_PAGE })));
+    }
+    // One more than asked tells whether another page follows.
+    let mut envelopes = db::stream::undelivered_after(
+        &state.pool,
+        caller.user_id,
+        caller.device_id,
+        query.after,
+        i64::from(limit) + 1,
+    )
+    .await?;
+    let has_more = envelopes.len() > limit as usize;
+    envelopes.truncate(limit as usize);
+    let next_cursor = envelopes
+        .last()
+        .map_or(query.after, |envelope| envelope.seq);
+    let items = envelopes.into_iter().map(StreamItem::Envelope).collect();
+    Ok(Json(InboxPage {
+        items,
+        next_cursor,
+        has_more,
+    }))
+}
+
+/// Marks the calling device's stream delivered up to a sequence number (cumulative).
+#[utoipa::path(
+    post, path = "/v1/inbox/ack", tag = super::tags::MESSAGES,
+    security(("bearer" = [])),
+    request_body = AckRequest,
+    responses(
+        (status = 200, body = AckResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request_body"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+    ),
+)]
+pub async fn ack_inbox(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiJson(request): ApiJson<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
+    let delivered = db::stream::mark_delivered_up_to(
+        &state.pool,
+        &[((caller.user_id, caller.device_id), request.up_to)],
+    )
+    .await?;
+    Metrics::add(&state.metrics.envelopes_delivered, delivered);
+    Ok(Json(AckResponse { delivered }))
+}
+
+/// WebSocket query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketQuery {
+    /// The device has stored everything up to this sequence number: an implicit
+    /// acknowledgement; the socket starts after it.
+    after: Option<u64>,
+}
+
+/// Opens the calling device's stream as a WebSocket (token in the `Authorization`
+/// header). Server frames: stream items (`{"type": "envelope", "seq", ...}`), then
+/// `{"type": "caughtUp", "cursor"}` once the backlog is out. Client frames:
+/// `{"type": "ack", "upTo": n}` or `{"type": "ack", "seqs": [...]}`. Close codes: 4001
+/// replaced by a newer connection, 4002 idle timeout, 4003 device removed, 4004 too slow,
+/// 1001 server shutting down.
+#[utoipa::path(
+    get, path = "/v1/ws", tag = super::tags::MESSAGES,
+    security(("bearer" = [])),
+    params(SocketQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, body = ErrorBody, description = "invalid_query_parameter; a request that is not a WebSocket upgrade"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+    ),
+)]
+pub async fn open_socket(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiQuery(query): ApiQuery<SocketQuery>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade
+        .map_err(|rejection| ApiError::new(ErrorCode::NotWebSocket, rejection.body_text()))?;
+    Ok(upgrade
+        // Small buffers: an idle device costs a few KiB, so one process holds many.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| connection::run(socket, state, caller, query.after)))
+}

@@ -1,0 +1,390 @@
+//! Sending messages (V1 and V2), reading one envelope, marking one delivered.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use courier_protocol::api::keys::DeviceRef;
+use courier_protocol::api::messages::{EnvelopeType, SendMessageRequest, SendMessageResponse};
+use courier_protocol::api::stream::{Envelope, ServerFrame, StreamItem};
+use courier_protocol::keys::{KeyDecodeError, decode_base64, encode_base64};
+use courier_protocol::{DeviceId, ErrorBody, ErrorCode, limits};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::AuthenticatedDevice;
+use crate::db;
+use crate::db::messages::{NewEnvelope, SendOutcome, StoredMessage};
+use crate::db::stream::EnvelopeLookup;
+use crate::delivery::PushedFrame;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+fn answer(message: &StoredMessage) -> SendMessageResponse {
+    SendMessageResponse {
+        message_id: message.message_id,
+        server_timestamp: message.created_at,
+        envelope_count: message.envelope_count,
+    }
+}
+
+/// Decodes an envelope's ciphertext and checks it against the size limit.
+fn decode_ciphertext(state: &AppState, field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    let max = state.settings.max_envelope_bytes;
+    // Checked before decoding, so an oversized envelope costs no allocation.
+    if text.len() > max.div_ceil(3) * 4 + 4 {
+        return Err(envelope_too_large(field, max));
+    }
+    let bytes = decode_base64(text).map_err(|_: KeyDecodeError| {
+        ApiError::new(
+            ErrorCode::InvalidBase64,
+            format!("{field} is not valid base64"),
+        )
+        .with_details(json!({ "field": field }))
+    })?;
+    if bytes.len() > max {
+        return Err(envelope_too_large(field, max));
+    }
+    if bytes.is_empty() {
+        return Err(
+            ApiError::new(ErrorCode::InvalidEnvelope, format!("{field} is empty"))
+                .with_details(json!({ "field": field })),
+        );
+    }
+    Ok(bytes)
+}
+
+fn envelope_too_large(field: &str, max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::EnvelopeTooLarge,
+        format!("{field} is larger than {max} bytes"),
+    )
+    .with_details(json!({ "field": field, "max": max }))
+}
+
+/// Sends a message. V2: one envelope per reachable device of the recipient and of the
+/// sender (less the sending device), all or nothing. V1: one ciphertext for every device
+/// of the recipient. The same client message ID from the same device answers the
+/// original result and stores nothing.
+#[utoipa::path(
+    post, path = "/v1/messages", tag = super::tags::MESSAGES,
+    security(("bearer" = [])),
+    request_body = SendMessageRequest,
+    responses(
+        (status = 201, body = SendMessageResponse, description = "Stored (committed durably) and pushed to online devices"),
+        (status = 200, body = SendMessageResponse, description = "A retry: the original answer; nothing new stored"),
+        (status = 400, body = ErrorBody, description = "invalid_client_message_id, unsupported_protocol_version, invalid_request_body, invalid_base64, invalid_envelope, duplicate_envelope, too_many_envelopes"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "user_not_found"),
+        (status = 409, body = ErrorBody, description = "device_list_mismatch (details: missing, extra, stale), recipient_unreachable"),
+        (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
+    ),
+)]
+pub async fn send_message(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiJson(request): ApiJson<SendMessageRequest>,
+) -> Result<(StatusCode, Json<SendMessageResponse>), ApiError> {
+    if !limits::check_client_message_id(&request.client_message_id) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidClientMessageId,
+            "a client message ID is 1 to 64 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    enum Version<'a> {
+        V1(&'a str),
+        V2(&'a [courier_protocol::api::messages::DeviceEnvelope]),
+    }
+    let version = match (
+        request.protocol_version,
+        &request.device_envelopes,
+        &request.encrypted_envelope,
+    ) {
+        (Some(2) | None, Some(envelopes), None) => Version::V2(envelopes),
+        (Some(1) | None, None, Some(envelope)) => Version::V1(envelope),
+        (Some(version), _, _) if version != 1 && version != 2 => {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedProtocolVersion,
+                format!("protocol version {version} is not supported"),
+            )
+            .with_details(json!({ "supported": [1, 2] })));
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestBody,
+                "a V2 message carries deviceEnvelopes, a V1 message encryptedEnvelope, never both",
+            ));
+        }
+    };
+
+    let sender = DeviceRef {
+        user_id: caller.user_id,
+        device_id: caller.device_id,
+    };
+    // A retry is answered before anything else is checked: the device lists may have
+    // changed since the original was stored.
+    if let Some(existing) =
+        db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id).await?
+    {
+        Metrics::add(&state.metrics.messages_deduplicated, 1);
+        return Ok((StatusCode::OK, Json(answer(&existing))));
+    }
+
+    let (outcome, envelopes) = match version {
+        Version::V2(envelopes) => {
+            let max = state.settings.max_envelopes_per_message;
+            if envelopes.len() > max {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyEnvelopes,
+                    format!("a message carries at most {max} envelopes"),
+                )
+                .with_details(json!({ "max": max })));
+            }
+            let mut seen = HashSet::with_capacity(envelopes.len());
+            let mut decoded = Vec::with_capacity(envelopes.len());
+            for (index, envelope) in envelopes.iter().enumerate() {
+                let device = DeviceRef {
+                    user_id: envelope.user_id,
+                    device_id: envelope.device_id,
+                };
+                if !seen.insert(device) {
+                    return Err(ApiError::new(
+                        ErrorCode::DuplicateEnvelope,
+                        "two envelopes for one device",
+                    )
+                    .with_details(
+                        json!({ "userId": device.user_id, "deviceId": device.device_id }),
+                    ));
+                }
+                let field = format!("deviceEnvelopes[{index}].ciphertext");
+                if envelope.envelope_type == EnvelopeType::Legacy {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidEnvelope,
+                        "a V2 envelope is preKey or normal",
+                    )
+                    .with_details(
+                        json!({ "field": format!("deviceEnvelopes[{index}].envelopeType") }),
+                    ));
+                }
+                let ciphertext = decode_ciphertext(&state, &field, &envelope.ciphertext)?;
+                decoded.push(NewEnvelope {
+                    device,
+                    envelope_type: envelope.envelope_type,
+                    ciphertext: Some(ciphertext),
+                });
+            }
+            let outcome = db::messages::store_v2(
+                &state.pool,
+                sender,
+                &request.client_message_id,
+                request.recipient_user_id,
+                &decoded,
+            )
+            .await?;
+            (outcome, decoded)
+        }
+        Version::V1(envelope) => {
+            let ciphertext = decode_ciphertext(&state, "encryptedEnvelope", envelope)?;
+            let outcome = db::messages::store_v1(
+                &state.pool,
+                sender,
+                &request.client_message_id,
+                request.recipient_user_id,
+                &ciphertext,
+            )
+            .await?;
+            let legacy = NewEnvelope {
+                device: sender, // unused: V1 rows share the message's ciphertext
+                envelope_type: EnvelopeType::Legacy,
+                ciphertext: Some(ciphertext),
+            };
+            (outcome, vec![legacy])
+        }
+    };
+
+    match outcome {
+        SendOutcome::Stored { message, placed } => {
+            let v1 = request.encrypted_envelope.is_some();
+            Metrics::add(
+                if v1 {
+                    &state.metrics.messages_v1
+                } else {
+                    &state.metrics.messages_v2
+                },
+                1,
+            );
+            Metrics::add(&state.metrics.envelopes_stored, placed.len() as u64);
+            push(&state, caller, &message, &placed, &envelopes, v1);
+            Ok((StatusCode::CREATED, Json(answer(&message))))
+        }
+        SendOutcome::Duplicate(existing) => {
+            Metrics::add(&state.metrics.messages_deduplicated, 1);
+            Ok((StatusCode::OK, Json(answer(&existing))))
+        }
+        SendOutcome::Mismatch(mismatch) => {
+            Metrics::add(&state.metrics.sends_refused_mismatch, 1);
+            Err(ApiError::new(
+                ErrorCode::DeviceListMismatch,
+                "the envelopes do not match the current device lists; refresh them and send again",
+            )
+            .with_details(mismatch))
+        }
+        SendOutcome::RecipientNotFound => {
+            Err(ApiError::new(ErrorCode::UserNotFound, "no such user"))
+        }
+        SendOutcome::RecipientUnreachable => Err(ApiError::new(
+            ErrorCode::RecipientUnreachable,
+            "the recipient has no device that can receive messages",
+        )),
+    }
+}
+
+/// Pushes each stored envelope to its device if it is connected to this process.
+fn push(
+    state: &AppState,
+    caller: AuthenticatedDevice,
+    message: &StoredMessage,
+    placed: &[db::messages::Placed],
+    envelopes: &[NewEnvelope],
+    v1: bool,
+) {
+    for placed in placed {
+        let (envelope_type, ciphertext) = if v1 {
+            (
+                EnvelopeType::Legacy,
+                envelopes.first().and_then(|e| e.ciphertext.as_deref()),
+            )
+        } else {
+            let envelope = envelopes.iter().find(|e| e.device == placed.device);
+            (
+                envelope.map_or(EnvelopeType::Normal, |e| e.envelope_type),
+                envelope.and_then(|e| e.ciphertext.as_deref()),
+            )
+        };
+        let frame = ServerFrame::Item(StreamItem::Envelope(Envelope {
+            seq: placed.seq,
+            message_id: message.message_id,
+            sender_user_id: caller.user_id,
+            sender_device_id: caller.device_id,
+            protocol_version: if v1 { 1 } else { 2 },
+            envelope_type,
+            ciphertext: encode_base64(ciphertext.unwrap_or_default()),
+            server_timestamp: message.created_at,
+        }));
+        match serde_json::to_string(&frame) {
+            Ok(text) => state.hub.push(
+                (placed.device.user_id, placed.device.device_id),
+                PushedFrame {
+                    seq: placed.seq,
+                    text: Arc::from(text),
+                },
+            ),
+            Err(error) => tracing::error!(%error, "could not encode a pushed envelope"),
+        }
+    }
+}
+
+/// Optional device ID in envelope queries (V1 clients omit it).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvelopeQuery {
+    /// The calling device's ID. Omitted (V1 clients), it is the token's device; any other
+    /// device's ID answers 404.
+    device_id: Option<DeviceId>,
+}
+
+fn check_own_device(
+    caller: AuthenticatedDevice,
+    device_id: Option<DeviceId>,
+) -> Result<(), ApiError> {
+    match device_id {
+        Some(id) if id != caller.device_id => Err(not_found()),
+        _ => Ok(()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::MessageNotFound,
+        "no such message for this device",
+    )
+}
+
+/// The calling device's envelope of one message (while it is undelivered).
+#[utoipa::path(
+    get, path = "/v1/messages/{messageId}/envelope", tag = super::tags::MESSAGES,
+    security(("bearer" = [])),
+    params(("messageId" = Uuid, Path, description = "The message"), EnvelopeQuery),
+    responses(
+        (status = 200, body = Envelope),
+        (status = 400, body = ErrorBody, description = "invalid_path_parameter, invalid_query_parameter"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "message_not_found: no envelope of this message for the calling device (another device's or user's included)"),
+        (status = 410, body = ErrorBody, description = "envelope_delivered: delivered, ciphertext purged"),
+    ),
+)]
+pub async fn get_envelope(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(message_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<EnvelopeQuery>,
+) -> Result<Json<Envelope>, ApiError> {
+    check_own_device(caller, query.device_id)?;
+    match db::stream::envelope_for_message(
+        &state.pool,
+        caller.user_id,
+        caller.device_id,
+        message_id,
+    )
+    .await?
+    {
+        EnvelopeLookup::Pending(envelope) => Ok(Json(envelope)),
+        EnvelopeLookup::Delivered => Err(ApiError::new(
+            ErrorCode::EnvelopeDelivered,
+            "this envelope was delivered and its ciphertext purged",
+        )),
+        EnvelopeLookup::NotFound => Err(not_found()),
+    }
+}
+
+/// Marks the calling device's envelope of one message delivered (idempotent).
+#[utoipa::path(
+    post, path = "/v1/messages/{messageId}/delivered", tag = super::tags::MESSAGES,
+    security(("bearer" = [])),
+    params(("messageId" = Uuid, Path, description = "The message"), EnvelopeQuery),
+    responses(
+        (status = 204, description = "Delivered (now or before)"),
+        (status = 400, body = ErrorBody, description = "invalid_path_parameter, invalid_query_parameter"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "message_not_found"),
+    ),
+)]
+pub async fn mark_delivered(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(message_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<EnvelopeQuery>,
+) -> Result<StatusCode, ApiError> {
+    check_own_device(caller, query.device_id)?;
+    match db::stream::mark_message_delivered(
+        &state.pool,
+        caller.user_id,
+        caller.device_id,
+        message_id,
+    )
+    .await?
+    {
+        None => Err(not_found()),
+        Some(newly) => {
+            if newly {
+                Metrics::add(&state.metrics.envelopes_delivered, 1);
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
