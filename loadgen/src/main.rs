@@ -1,0 +1,542 @@
+//! `courier-loadgen`: drives a real Courier server over HTTP and WebSocket and prints one
+//! JSON report.
+//!
+//! Modes:
+//! - `throughput`: U users x D devices online; messages from random devices to random
+//!   other users, each with envelopes for every recipient device and the sender's other
+//!   devices, C in flight (optionally paced to a rate). Reports messages/s, envelopes/s
+//!   delivered and acknowledged, send-to-receive latency, lost and duplicated envelopes.
+//! - `idle`: N device sockets held open; reports the server's resident memory.
+//! - `offline`: one device comes back to N queued envelopes; reports how long it takes
+//!   to drain them.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_possible_truncation)]
+
+mod setup;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use courier_protocol::api::messages::{DeviceEnvelope, EnvelopeType, SendMessageRequest};
+use courier_protocol::api::stream::{ControlFrame, ServerFrame, StreamItem};
+use courier_protocol::keys::{decode_base64, encode_base64};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use rand::{Rng, RngCore, SeedableRng};
+use serde_json::json;
+use setup::{Device, Population, Socket, User};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Throughput,
+    Idle,
+    Offline,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "courier-loadgen", about = "Load generator for a Courier server; prints a JSON report")]
+struct Args {
+    #[arg(long, value_enum, default_value_t = Mode::Throughput)]
+    mode: Mode,
+    /// Base URL of a running server (ignored with --spawn-server).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Start this courier-server binary on a fresh database for the run.
+    #[arg(long)]
+    spawn_server: Option<String>,
+    /// PostgreSQL server for --spawn-server (a fresh database is created on it).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    postgres: String,
+    /// PID of the server, to read its memory (known with --spawn-server).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Users (throughput).
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Devices per user (throughput; idle uses up to 100 per user).
+    #[arg(long, default_value_t = 5)]
+    devices: usize,
+    /// Messages to send (throughput; 0 = until --duration).
+    #[arg(long, default_value_t = 0)]
+    messages: u64,
+    /// Seconds to send for (throughput).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Messages in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Messages per second to pace at (0 = as fast as the server takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Ciphertext bytes per envelope.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Sockets to hold open (idle).
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
+    /// Envelopes queued for the offline device (offline).
+    #[arg(long, default_value_t = 10_000)]
+    backlog: u64,
+    /// Seconds to wait for stragglers after the last send.
+    #[arg(long, default_value_t = 15)]
+    drain_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let run_id = format!("{:08x}", rand::rngs::OsRng.next_u32());
+    let mut spawned = None;
+    let (base, server_pid) = match &args.spawn_server {
+        Some(binary) => {
+            let server = SpawnedServer::start(binary, &args, &run_id).await?;
+            let base = server.base.clone();
+            let pid = server.child.id();
+            spawned = Some(server);
+            (base, Some(pid))
+        }
+        None => (args.server.trim_end_matches('/').to_owned(), args.server_pid),
+    };
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency.max(16)).build()?;
+
+    let report = match args.mode {
+        Mode::Throughput => throughput(&args, &http, &base, &run_id).await,
+        Mode::Idle => idle(&args, &http, &base, &run_id, server_pid).await,
+        Mode::Offline => offline(&args, &http, &base, &run_id).await,
+    };
+    let mut report = report?;
+    if let Some(server) = spawned {
+        report["database"] = json!(server.database);
+        server.stop();
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// A server started for the run, on its own database.
+struct SpawnedServer {
+    child: Child,
+    base: String,
+    database: String,
+}
+
+impl SpawnedServer {
+    async fn start(binary: &str, args: &Args, run_id: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let database = format!("courier_bench_{run_id}");
+        let device_limit = args.devices.clamp(5, 100);
+        let child = Command::new(binary)
+            .env("COURIER_DATABASE_URL", format!("{}/{database}", args.postgres.trim_end_matches('/')))
+            .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("COURIER_DEVICE_LIMIT", device_limit.to_string())
+            .env("COURIER_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = reqwest::get(format!("{base}/readyz")).await {
+                if response.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the spawned server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { child, base, database })
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process, in MiB, from /proc.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// What every receiver reports.
+#[derive(Default)]
+struct Received {
+    unique: u64,
+    duplicates: u64,
+    latency: Option<Histogram<u64>>,
+}
+
+/// Expected envelopes per device (by index into the flat device list).
+struct Expectations {
+    per_device: Vec<AtomicU64>,
+    total: AtomicU64,
+    received: AtomicU64,
+}
+
+/// Reads a device's socket: records each envelope (first 8 bytes of the payload: message
+/// number; next 8: send time in µs since the run started), acknowledges cumulatively.
+async fn receive(mut socket: Socket, start: Instant, expectations: Arc<Expectations>, mut stop: watch::Receiver<bool>) -> Received {
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+    let mut pending_ack = 0u64;
+    let mut acked = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            frame = socket.next() => {
+                let Some(Ok(Message::Text(text))) = frame else {
+                    if matches!(frame, Some(Ok(_))) { continue }
+                    break;
+                };
+                match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    Ok(ServerFrame::Item(StreamItem::Envelope(envelope))) => {
+                        let now = start.elapsed().as_micros() as u64;
+                        let bytes = decode_base64(&envelope.ciphertext).unwrap_or_default();
+                        if bytes.len() >= 16 {
+                            let number = u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default());
+                            let sent = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default());
+                            if seen.insert(number) {
+                                expectations.received.fetch_add(1, Ordering::Relaxed);
+                                if let Some(histogram) = latency.as_mut() {
+                                    let _ = histogram.record(now.saturating_sub(sent).max(1));
+                                }
+                            } else {
+                                duplicates += 1;
+                            }
+                        }
+                        pending_ack = envelope.seq;
+                        if pending_ack - acked >= 16 {
+                            let _ = socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{pending_ack}}}"#).into())).await;
+                            acked = pending_ack;
+                        }
+                    }
+                    Ok(ServerFrame::Control(ControlFrame::CaughtUp { .. } | ControlFrame::Error { .. })) | Err(_) => {}
+                }
+            }
+            _ = tick.tick() => {
+                if pending_ack > acked {
+                    let _ = socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{pending_ack}}}"#).into())).await;
+                    acked = pending_ack;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    if pending_ack > acked {
+        let _ = socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{pending_ack}}}"#).into())).await;
+    }
+    let _ = socket.close(None).await;
+    Received { unique: seen.len() as u64, duplicates, latency }
+}
+
+/// Builds one message: envelopes for every device of `recipient` and every other device
+/// of the sender, each carrying the message number and the send time.
+fn message(number: u64, sender: &Device, sender_user: &User, recipient: &User, payload: usize, start: Instant) -> SendMessageRequest {
+    let mut bytes = vec![0u8; payload.max(16)];
+    rand::thread_rng().fill_bytes(&mut bytes[16..]);
+    bytes[..8].copy_from_slice(&number.to_be_bytes());
+    bytes[8..16].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+    let ciphertext = encode_base64(&bytes);
+    let targets = recipient.devices.iter().chain(sender_user.devices.iter().filter(|d| d.device_id != sender.device_id));
+    SendMessageRequest {
+        protocol_version: Some(2),
+        client_message_id: format!("lg-{number}"),
+        recipient_user_id: recipient.user_id,
+        device_envelopes: Some(
+            targets
+                .map(|device| DeviceEnvelope {
+                    user_id: device.user_id,
+                    device_id: device.device_id,
+                    envelope_type: EnvelopeType::Normal,
+                    ciphertext: ciphertext.clone(),
+                })
+                .collect(),
+        ),
+        encrypted_envelope: None,
+    }
+}
+
+async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<serde_json::Value> {
+    if args.users < 2 {
+        bail!("throughput needs at least 2 users");
+    }
+    let setup_start = Instant::now();
+    let users: Population = Arc::new(setup::populate(http, base, run_id, args.users, args.devices, 8).await?);
+    let devices: Vec<(usize, Device)> = users.iter().enumerate().flat_map(|(u, user)| user.devices.iter().map(move |d| (u, d.clone()))).collect();
+    let setup_seconds = setup_start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let expectations = Arc::new(Expectations {
+        per_device: (0..devices.len()).map(|_| AtomicU64::new(0)).collect(),
+        total: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut receivers = Vec::with_capacity(devices.len());
+    for (_, device) in &devices {
+        let mut socket = setup::connect(base, device).await?;
+        // Wait for the (empty) backlog so every socket is live before sending starts.
+        while let Some(Ok(frame)) = socket.next().await {
+            if let Message::Text(text) = frame {
+                if text.contains("\"caughtUp\"") {
+                    break;
+                }
+            }
+        }
+        receivers.push(tokio::spawn(receive(socket, start, expectations.clone(), stop_rx.clone())));
+    }
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let send_start = Instant::now();
+    let deadline = send_start + Duration::from_secs(args.duration);
+    let limit = if args.messages == 0 { u64::MAX } else { args.messages };
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|worker| {
+            let (http, base, users, expectations) = (http.clone(), base.to_owned(), users.clone(), expectations.clone());
+            let (sent, failed, next) = (sent.clone(), failed.clone(), next.clone());
+            let (devices_per_user, payload, rate) = (args.devices, args.payload, args.rate);
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(worker as u64);
+                loop {
+                    let number = next.fetch_add(1, Ordering::Relaxed);
+                    if number >= limit || Instant::now() >= deadline {
+                        break;
+                    }
+                    if rate > 0 {
+                        let at = send_start + Duration::from_secs_f64(number as f64 / rate as f64);
+                        if at >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    let from = rng.gen_range(0..users.len());
+                    let mut to = rng.gen_range(0..users.len() - 1);
+                    if to >= from {
+                        to += 1;
+                    }
+                    let device = rng.gen_range(0..devices_per_user);
+                    let sender = &users[from].devices[device];
+                    let body = message(number, sender, &users[from], &users[to], payload, start);
+                    let answer = http.post(format!("{base}/v1/messages")).bearer_auth(&sender.token).json(&body).send().await;
+                    match answer {
+                        Ok(response) if response.status().as_u16() == 201 => {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            for d in 0..devices_per_user {
+                                expectations.per_device[to * devices_per_user + d].fetch_add(1, Ordering::Relaxed);
+                                if d != device {
+                                    expectations.per_device[from * devices_per_user + d].fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            expectations.total.fetch_add(2 * devices_per_user as u64 - 1, Ordering::Relaxed);
+                        }
+                        Ok(response) => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("send failed: {} {}", response.status(), response.text().await.unwrap_or_default());
+                            }
+                        }
+                        Err(error) => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("send failed: {error}");
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await?;
+    }
+    let send_seconds = send_start.elapsed().as_secs_f64();
+
+    // Wait for every expected envelope (bounded), then stop the receivers.
+    let drain_deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
+    while expectations.received.load(Ordering::Relaxed) < expectations.total.load(Ordering::Relaxed) && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered_seconds = send_start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut unique, mut duplicates) = (0u64, 0u64);
+    for receiver in receivers {
+        let received = receiver.await?;
+        unique += received.unique;
+        duplicates += received.duplicates;
+        if let Some(histogram) = received.latency {
+            latency.add(histogram)?;
+        }
+    }
+    let expected = expectations.total.load(Ordering::Relaxed);
+    let messages = sent.load(Ordering::Relaxed);
+    let acked = server_counter(http, base, "courier_envelopes_delivered_total").await;
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(json!({
+        "mode": "throughput",
+        "users": args.users,
+        "devicesPerUser": args.devices,
+        "envelopesPerMessage": 2 * args.devices - 1,
+        "concurrency": args.concurrency,
+        "rateTarget": args.rate,
+        "payloadBytes": args.payload,
+        "setupSeconds": setup_seconds,
+        "sendSeconds": send_seconds,
+        "messagesSent": messages,
+        "sendsFailed": failed.load(Ordering::Relaxed),
+        "messagesPerSecond": messages as f64 / send_seconds,
+        "envelopesExpected": expected,
+        "envelopesReceived": unique,
+        "envelopesPerSecond": unique as f64 / send_seconds,
+        "envelopesAckedByServer": acked,
+        "lost": expected.saturating_sub(unique),
+        "duplicated": duplicates,
+        "drainSecondsAfterLastSend": delivered_seconds - send_seconds,
+        "latencyMs": { "p50": ms(0.50), "p95": ms(0.95), "p99": ms(0.99), "max": latency.max() as f64 / 1000.0, "samples": latency.len() },
+    }))
+}
+
+/// Reads one counter from the server's /metrics.
+async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Option<u64> {
+    // Acks are written in batches; give the last batch a moment to land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+}
+
+async fn idle(args: &Args, http: &reqwest::Client, base: &str, run_id: &str, server_pid: Option<u32>) -> anyhow::Result<serde_json::Value> {
+    let per_user = args.devices.clamp(1, 100);
+    let users = args.sockets.div_ceil(per_user);
+    let setup_start = Instant::now();
+    let rss_before = server_pid.and_then(rss_mib);
+    let population = setup::populate(http, base, run_id, users, per_user, 8).await?;
+    let setup_seconds = setup_start.elapsed().as_secs_f64();
+    let rss_after_setup = server_pid.and_then(rss_mib);
+    let devices: Vec<Device> = population.into_iter().flat_map(|user| user.devices).take(args.sockets).collect();
+
+    let open = Arc::new(AtomicUsize::new(0));
+    let connect_start = Instant::now();
+    let sockets: Vec<Socket> = futures::stream::iter(devices.iter())
+        .map(|device| {
+            let open = open.clone();
+            async move {
+                let mut socket = setup::connect(base, device).await?;
+                while let Some(Ok(frame)) = socket.next().await {
+                    if let Message::Text(text) = frame {
+                        if text.contains("\"caughtUp\"") {
+                            break;
+                        }
+                    }
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                anyhow::Ok(socket)
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let connect_seconds = connect_start.elapsed().as_secs_f64();
+    // Let the server settle (allocator, first pings) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_open = server_pid.and_then(rss_mib);
+    let connected = server_counter(http, base, "courier_websocket_connections").await;
+    drop(sockets);
+    Ok(json!({
+        "mode": "idle",
+        "socketsOpen": open.load(Ordering::Relaxed),
+        "serverConnections": connected,
+        "setupSeconds": setup_seconds,
+        "connectSeconds": connect_seconds,
+        "serverRssMiB": { "beforeSetup": rss_before, "afterSetup": rss_after_setup, "withSocketsOpen": rss_open },
+    }))
+}
+
+async fn offline(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<serde_json::Value> {
+    let users = setup::populate(http, base, run_id, 2, 1, 2).await?;
+    let (sender_user, recipient) = (&users[0], &users[1]);
+    let sender = &sender_user.devices[0];
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let fill_start = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (http, base, next) = (http.clone(), base.to_owned(), next.clone());
+            let (sender, sender_user, recipient) = (sender.clone(), sender_user.clone(), recipient.clone());
+            let (backlog, payload) = (args.backlog, args.payload);
+            tokio::spawn(async move {
+                loop {
+                    let number = next.fetch_add(1, Ordering::Relaxed);
+                    if number >= backlog {
+                        return anyhow::Ok(());
+                    }
+                    let body = message(number, &sender, &sender_user, &recipient, payload, start);
+                    let response = http.post(format!("{base}/v1/messages")).bearer_auth(&sender.token).json(&body).send().await?;
+                    if response.status().as_u16() != 201 {
+                        bail!("queueing failed: {}", response.status());
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let fill_seconds = fill_start.elapsed().as_secs_f64();
+
+    let device = &recipient.devices[0];
+    let drain_start = Instant::now();
+    let mut socket = setup::connect(base, device).await?;
+    let mut seen = HashSet::new();
+    let mut duplicates = 0u64;
+    let mut last_seq = 0;
+    let mut in_order = true;
+    let mut caught_up_after = None;
+    while let Some(Ok(frame)) = socket.next().await {
+        let Message::Text(text) = frame else { continue };
+        match serde_json::from_str::<ServerFrame>(text.as_str())? {
+            ServerFrame::Item(StreamItem::Envelope(envelope)) => {
+                in_order &= envelope.seq > last_seq;
+                last_seq = envelope.seq;
+                let bytes = decode_base64(&envelope.ciphertext).unwrap_or_default();
+                let number = u64::from_be_bytes(bytes.get(..8).and_then(|b| b.try_into().ok()).unwrap_or_default());
+                if !seen.insert(number) {
+                    duplicates += 1;
+                }
+            }
+            ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {
+                caught_up_after = Some(drain_start.elapsed().as_secs_f64());
+                break;
+            }
+            ServerFrame::Control(ControlFrame::Error { .. }) => {}
+        }
+    }
+    let received_seconds = drain_start.elapsed().as_secs_f64();
+    socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{last_seq}}}"#).into())).await?;
+    socket.close(None).await?;
+    Ok(json!({
+        "mode": "offline",
+        "queued": args.backlog,
+        "fillSeconds": fill_seconds,
+        "received": seen.len(),
+        "lost": args.backlog.saturating_sub(seen.len() as u64),
+        "duplicated": duplicates,
+        "inOrder": in_order,
+        "drainSeconds": received_seconds,
+        "caughtUpSeconds": caught_up_after,
+        "envelopesPerSecond": seen.len() as f64 / received_seconds,
+    }))
+}
