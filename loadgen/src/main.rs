@@ -9,7 +9,11 @@
 //! - `idle`: N device sockets held open; reports the server's resident memory.
 //! - `offline`: one device comes back to N queued envelopes; reports how long it takes
 //!   to drain them.
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_possible_truncation
+)]
 
 mod setup;
 
@@ -40,7 +44,10 @@ enum Mode {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "courier-loadgen", about = "Load generator for a Courier server; prints a JSON report")]
+#[command(
+    name = "courier-loadgen",
+    about = "Load generator for a Courier server; prints a JSON report"
+)]
 struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Throughput)]
     mode: Mode,
@@ -101,9 +108,14 @@ async fn main() -> anyhow::Result<()> {
             spawned = Some(server);
             (base, Some(pid))
         }
-        None => (args.server.trim_end_matches('/').to_owned(), args.server_pid),
+        None => (
+            args.server.trim_end_matches('/').to_owned(),
+            args.server_pid,
+        ),
     };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency.max(16)).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency.max(16))
+        .build()?;
 
     let report = match args.mode {
         Mode::Throughput => throughput(&args, &http, &base, &run_id).await,
@@ -128,11 +140,16 @@ struct SpawnedServer {
 
 impl SpawnedServer {
     async fn start(binary: &str, args: &Args, run_id: &str) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let database = format!("courier_bench_{run_id}");
         let device_limit = args.devices.clamp(5, 100);
         let child = Command::new(binary)
-            .env("COURIER_DATABASE_URL", format!("{}/{database}", args.postgres.trim_end_matches('/')))
+            .env(
+                "COURIER_DATABASE_URL",
+                format!("{}/{database}", args.postgres.trim_end_matches('/')),
+            )
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
             .env("COURIER_DEVICE_LIMIT", device_limit.to_string())
             .env("COURIER_LOG", "warn")
@@ -152,11 +169,17 @@ impl SpawnedServer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Self { child, base, database })
+        Ok(Self {
+            child,
+            base,
+            database,
+        })
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -186,7 +209,12 @@ struct Expectations {
 
 /// Reads a device's socket: records each envelope (first 8 bytes of the payload: message
 /// number; next 8: send time in µs since the run started), acknowledges cumulatively.
-async fn receive(mut socket: Socket, start: Instant, expectations: Arc<Expectations>, mut stop: watch::Receiver<bool>) -> Received {
+async fn receive(
+    mut socket: Socket,
+    start: Instant,
+    expectations: Arc<Expectations>,
+    mut stop: watch::Receiver<bool>,
+) -> Received {
     let mut seen = HashSet::new();
     let mut duplicates = 0;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
@@ -235,21 +263,41 @@ async fn receive(mut socket: Socket, start: Instant, expectations: Arc<Expectati
         }
     }
     if pending_ack > acked {
-        let _ = socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{pending_ack}}}"#).into())).await;
+        let _ = socket
+            .send(Message::Text(
+                format!(r#"{{"type":"ack","upTo":{pending_ack}}}"#).into(),
+            ))
+            .await;
     }
     let _ = socket.close(None).await;
-    Received { unique: seen.len() as u64, duplicates, latency }
+    Received {
+        unique: seen.len() as u64,
+        duplicates,
+        latency,
+    }
 }
 
 /// Builds one message: envelopes for every device of `recipient` and every other device
 /// of the sender, each carrying the message number and the send time.
-fn message(number: u64, sender: &Device, sender_user: &User, recipient: &User, payload: usize, start: Instant) -> SendMessageRequest {
+fn message(
+    number: u64,
+    sender: &Device,
+    sender_user: &User,
+    recipient: &User,
+    payload: usize,
+    start: Instant,
+) -> SendMessageRequest {
     let mut bytes = vec![0u8; payload.max(16)];
     rand::thread_rng().fill_bytes(&mut bytes[16..]);
     bytes[..8].copy_from_slice(&number.to_be_bytes());
     bytes[8..16].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
     let ciphertext = encode_base64(&bytes);
-    let targets = recipient.devices.iter().chain(sender_user.devices.iter().filter(|d| d.device_id != sender.device_id));
+    let targets = recipient.devices.iter().chain(
+        sender_user
+            .devices
+            .iter()
+            .filter(|d| d.device_id != sender.device_id),
+    );
     SendMessageRequest {
         protocol_version: Some(2),
         client_message_id: format!("lg-{number}"),
@@ -268,13 +316,23 @@ fn message(number: u64, sender: &Device, sender_user: &User, recipient: &User, p
     }
 }
 
-async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<serde_json::Value> {
+async fn throughput(
+    args: &Args,
+    http: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+) -> anyhow::Result<serde_json::Value> {
     if args.users < 2 {
         bail!("throughput needs at least 2 users");
     }
     let setup_start = Instant::now();
-    let users: Population = Arc::new(setup::populate(http, base, run_id, args.users, args.devices, 8).await?);
-    let devices: Vec<(usize, Device)> = users.iter().enumerate().flat_map(|(u, user)| user.devices.iter().map(move |d| (u, d.clone()))).collect();
+    let users: Population =
+        Arc::new(setup::populate(http, base, run_id, args.users, args.devices, 8).await?);
+    let devices: Vec<(usize, Device)> = users
+        .iter()
+        .enumerate()
+        .flat_map(|(u, user)| user.devices.iter().map(move |d| (u, d.clone())))
+        .collect();
     let setup_seconds = setup_start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -295,7 +353,12 @@ async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &st
                 }
             }
         }
-        receivers.push(tokio::spawn(receive(socket, start, expectations.clone(), stop_rx.clone())));
+        receivers.push(tokio::spawn(receive(
+            socket,
+            start,
+            expectations.clone(),
+            stop_rx.clone(),
+        )));
     }
 
     let sent = Arc::new(AtomicU64::new(0));
@@ -303,10 +366,19 @@ async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &st
     let next = Arc::new(AtomicU64::new(0));
     let send_start = Instant::now();
     let deadline = send_start + Duration::from_secs(args.duration);
-    let limit = if args.messages == 0 { u64::MAX } else { args.messages };
+    let limit = if args.messages == 0 {
+        u64::MAX
+    } else {
+        args.messages
+    };
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
-            let (http, base, users, expectations) = (http.clone(), base.to_owned(), users.clone(), expectations.clone());
+            let (http, base, users, expectations) = (
+                http.clone(),
+                base.to_owned(),
+                users.clone(),
+                expectations.clone(),
+            );
             let (sent, failed, next) = (sent.clone(), failed.clone(), next.clone());
             let (devices_per_user, payload, rate) = (args.devices, args.payload, args.rate);
             tokio::spawn(async move {
@@ -331,21 +403,34 @@ async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &st
                     let device = rng.gen_range(0..devices_per_user);
                     let sender = &users[from].devices[device];
                     let body = message(number, sender, &users[from], &users[to], payload, start);
-                    let answer = http.post(format!("{base}/v1/messages")).bearer_auth(&sender.token).json(&body).send().await;
+                    let answer = http
+                        .post(format!("{base}/v1/messages"))
+                        .bearer_auth(&sender.token)
+                        .json(&body)
+                        .send()
+                        .await;
                     match answer {
                         Ok(response) if response.status().as_u16() == 201 => {
                             sent.fetch_add(1, Ordering::Relaxed);
                             for d in 0..devices_per_user {
-                                expectations.per_device[to * devices_per_user + d].fetch_add(1, Ordering::Relaxed);
+                                expectations.per_device[to * devices_per_user + d]
+                                    .fetch_add(1, Ordering::Relaxed);
                                 if d != device {
-                                    expectations.per_device[from * devices_per_user + d].fetch_add(1, Ordering::Relaxed);
+                                    expectations.per_device[from * devices_per_user + d]
+                                        .fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            expectations.total.fetch_add(2 * devices_per_user as u64 - 1, Ordering::Relaxed);
+                            expectations
+                                .total
+                                .fetch_add(2 * devices_per_user as u64 - 1, Ordering::Relaxed);
                         }
                         Ok(response) => {
                             if failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("send failed: {} {}", response.status(), response.text().await.unwrap_or_default());
+                                eprintln!(
+                                    "send failed: {} {}",
+                                    response.status(),
+                                    response.text().await.unwrap_or_default()
+                                );
                             }
                         }
                         Err(error) => {
@@ -365,7 +450,9 @@ async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &st
 
     // Wait for every expected envelope (bounded), then stop the receivers.
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_timeout);
-    while expectations.received.load(Ordering::Relaxed) < expectations.total.load(Ordering::Relaxed) && Instant::now() < drain_deadline {
+    while expectations.received.load(Ordering::Relaxed) < expectations.total.load(Ordering::Relaxed)
+        && Instant::now() < drain_deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered_seconds = send_start.elapsed().as_secs_f64();
@@ -412,11 +499,27 @@ async fn throughput(args: &Args, http: &reqwest::Client, base: &str, run_id: &st
 async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Option<u64> {
     // Acks are written in batches; give the last batch a moment to land.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
 }
 
-async fn idle(args: &Args, http: &reqwest::Client, base: &str, run_id: &str, server_pid: Option<u32>) -> anyhow::Result<serde_json::Value> {
+async fn idle(
+    args: &Args,
+    http: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    server_pid: Option<u32>,
+) -> anyhow::Result<serde_json::Value> {
     let per_user = args.devices.clamp(1, 100);
     let users = args.sockets.div_ceil(per_user);
     let setup_start = Instant::now();
@@ -424,7 +527,11 @@ async fn idle(args: &Args, http: &reqwest::Client, base: &str, run_id: &str, ser
     let population = setup::populate(http, base, run_id, users, per_user, 8).await?;
     let setup_seconds = setup_start.elapsed().as_secs_f64();
     let rss_after_setup = server_pid.and_then(rss_mib);
-    let devices: Vec<Device> = population.into_iter().flat_map(|user| user.devices).take(args.sockets).collect();
+    let devices: Vec<Device> = population
+        .into_iter()
+        .flat_map(|user| user.devices)
+        .take(args.sockets)
+        .collect();
 
     let open = Arc::new(AtomicUsize::new(0));
     let connect_start = Instant::now();
@@ -465,7 +572,12 @@ async fn idle(args: &Args, http: &reqwest::Client, base: &str, run_id: &str, ser
     }))
 }
 
-async fn offline(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<serde_json::Value> {
+async fn offline(
+    args: &Args,
+    http: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+) -> anyhow::Result<serde_json::Value> {
     let users = setup::populate(http, base, run_id, 2, 1, 2).await?;
     let (sender_user, recipient) = (&users[0], &users[1]);
     let sender = &sender_user.devices[0];
@@ -475,7 +587,8 @@ async fn offline(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) 
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (http, base, next) = (http.clone(), base.to_owned(), next.clone());
-            let (sender, sender_user, recipient) = (sender.clone(), sender_user.clone(), recipient.clone());
+            let (sender, sender_user, recipient) =
+                (sender.clone(), sender_user.clone(), recipient.clone());
             let (backlog, payload) = (args.backlog, args.payload);
             tokio::spawn(async move {
                 loop {
@@ -484,7 +597,12 @@ async fn offline(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) 
                         return anyhow::Ok(());
                     }
                     let body = message(number, &sender, &sender_user, &recipient, payload, start);
-                    let response = http.post(format!("{base}/v1/messages")).bearer_auth(&sender.token).json(&body).send().await?;
+                    let response = http
+                        .post(format!("{base}/v1/messages"))
+                        .bearer_auth(&sender.token)
+                        .json(&body)
+                        .send()
+                        .await?;
                     if response.status().as_u16() != 201 {
                         bail!("queueing failed: {}", response.status());
                     }
@@ -512,7 +630,12 @@ async fn offline(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) 
                 in_order &= envelope.seq > last_seq;
                 last_seq = envelope.seq;
                 let bytes = decode_base64(&envelope.ciphertext).unwrap_or_default();
-                let number = u64::from_be_bytes(bytes.get(..8).and_then(|b| b.try_into().ok()).unwrap_or_default());
+                let number = u64::from_be_bytes(
+                    bytes
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or_default(),
+                );
                 if !seen.insert(number) {
                     duplicates += 1;
                 }
@@ -525,7 +648,11 @@ async fn offline(args: &Args, http: &reqwest::Client, base: &str, run_id: &str) 
         }
     }
     let received_seconds = drain_start.elapsed().as_secs_f64();
-    socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{last_seq}}}"#).into())).await?;
+    socket
+        .send(Message::Text(
+            format!(r#"{{"type":"ack","upTo":{last_seq}}}"#).into(),
+        ))
+        .await?;
     socket.close(None).await?;
     Ok(json!({
         "mode": "offline",

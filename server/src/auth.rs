@@ -1,6 +1,8 @@
 //! Device access tokens, the authenticated-device extractor, and password hashing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PasswordRng;
@@ -14,7 +16,7 @@ use chrono::{Duration, Utc};
 use courier_protocol::{DeviceId, ErrorCode, UserId};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 use crate::db;
 use crate::error::ApiError;
@@ -75,11 +77,21 @@ impl FromRequestParts<AppState> for AuthenticatedDevice {
                 )
             })?;
 
-        let owner = db::devices::find_by_token(&state.pool, &hash_token(token))
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidToken, "the access token is not valid")
-            })?;
+        let hash = hash_token(token);
+        let owner = match state.tokens.get(&hash) {
+            Some(owner) => owner,
+            None => {
+                let owner = db::devices::find_by_token(&state.pool, &hash)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::InvalidToken, "the access token is not valid")
+                    })?;
+                if !owner.removed {
+                    state.tokens.insert(hash, owner);
+                }
+                owner
+            }
+        };
         if owner.removed {
             return Err(ApiError::new(
                 ErrorCode::DeviceRemoved,
@@ -103,35 +115,74 @@ impl FromRequestParts<AppState> for AuthenticatedDevice {
     }
 }
 
-/// Argon2id password hashing, off the async runtime and with bounded concurrency: each
-/// hash holds 19 MiB, so a burst of logins must not exhaust a small machine's memory.
+/// Argon2id password hashing on a small dedicated thread pool: each hash holds 19 MiB,
+/// so a burst of logins must neither block the async runtime nor spread that memory over
+/// many threads (glibc keeps an arena per thread, and arenas do not shrink).
 #[derive(Debug, Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
     /// A hash to verify against when the username does not exist, so that a login for an
     /// unknown user takes as long as one with a wrong password (no username probing).
     dummy_hash: Arc<OnceCell<String>>,
 }
 
 impl Passwords {
-    pub fn new(max_concurrent: usize) -> Self {
+    /// Starts `threads` hashing threads (they end when the last clone is dropped).
+    pub fn new(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("courier-argon2-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "could not start a password hashing thread");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            jobs,
             dummy_hash: Arc::new(OnceCell::new()),
         }
     }
 
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
+            .map_err(|_| {
+                ApiError::internal(anyhow::anyhow!("the password hashing threads are gone"))
+            })?;
+        result
+            .await
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("a password hashing job was dropped")))
+    }
+
     /// Hashes a password (Argon2id, default parameters, random salt) to a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let salt = SaltString::generate(&mut PasswordRng);
             Argon2::default()
                 .hash_password(password.as_bytes(), &salt)
                 .map(|hash| hash.to_string())
         })
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .map_err(|error| ApiError::internal(anyhow::anyhow!("argon2: {error}")))
     }
 
@@ -148,17 +199,70 @@ impl Passwords {
                 (dummy.clone(), false)
             }
         };
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
-        let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored).is_ok_and(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
+        let matches = self
+            .run(move || {
+                PasswordHash::new(&stored).is_ok_and(|hash| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &hash)
+                        .is_ok()
+                })
             })
-        })
-        .await
-        .map_err(ApiError::internal)?;
+            .await?;
         Ok(known && matches)
+    }
+}
+
+/// Recently authenticated tokens, so a busy device costs no database read per request.
+///
+/// Entries live `ttl`; removing a device or replacing its token forgets its entries at
+/// once in this process (other processes, once there are several, within `ttl`).
+#[derive(Debug)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<HashMap<[u8; 32], (db::devices::TokenOwner, Instant)>>,
+    ttl: std::time::Duration,
+    max_entries: usize,
+}
+
+impl TokenCache {
+    pub fn new(ttl: std::time::Duration, max_entries: usize) -> Self {
+        Self {
+            entries: std::sync::Mutex::new(HashMap::new()),
+            ttl,
+            max_entries,
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (db::devices::TokenOwner, Instant)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<db::devices::TokenOwner> {
+        self.lock()
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(owner, _)| *owner)
+    }
+
+    fn insert(&self, hash: [u8; 32], owner: db::devices::TokenOwner) {
+        let mut entries = self.lock();
+        if entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (owner, Instant::now()));
+    }
+
+    /// Forgets every cached token of a device (it was removed, or got a new token).
+    pub fn forget_device(&self, user_id: UserId, device_id: DeviceId) {
+        self.lock()
+            .retain(|_, (owner, _)| !(owner.user_id == user_id && owner.device_id == device_id));
     }
 }
 

@@ -57,6 +57,7 @@ where
     let state = state::AppState {
         pool: pool.clone(),
         passwords: auth::Passwords::new(settings.max_concurrent_password_hashes),
+        tokens: Arc::new(auth::TokenCache::new(settings.token_cache_ttl, 100_000)),
         settings: Arc::new(settings),
         hub: hub.clone(),
         acks,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::auth::Passwords;
+use crate::auth::{Passwords, TokenCache};
 use crate::delivery::Hub;
 use crate::delivery::acks::AckSender;
 use crate::metrics::Metrics;
@@ -28,6 +28,8 @@ pub struct Settings {
     pub retention_interval: Duration,
     /// Rows the retention task deletes per statement.
     pub retention_batch: i64,
+    /// How long an authenticated token is remembered without asking the database.
+    pub token_cache_ttl: Duration,
     /// Password hashes computed at once (each Argon2id hash holds 19 MiB).
     pub max_concurrent_password_hashes: usize,
     /// How often the server pings an idle WebSocket.
@@ -51,6 +53,7 @@ impl Default for Settings {
             envelope_ttl: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(60),
             retention_batch: 1000,
+            token_cache_ttl: Duration::from_secs(10),
             max_concurrent_password_hashes: std::thread::available_parallelism()
                 .map_or(2, |n| n.get().max(2)),
             ws_ping_interval: Duration::from_secs(20),
@@ -67,7 +70,23 @@ pub(crate) struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub passwords: Passwords,
+    pub tokens: Arc<TokenCache>,
     pub hub: Arc<Hub>,
     pub acks: AckSender,
     pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// After a device was removed: its cached token is forgotten and its socket closed.
+    pub fn device_removed(
+        &self,
+        user_id: courier_protocol::UserId,
+        device_id: courier_protocol::DeviceId,
+    ) {
+        self.tokens.forget_device(user_id, device_id);
+        self.hub.close_device(
+            (user_id, device_id),
+            courier_protocol::api::stream::close_code::DEVICE_REMOVED,
+        );
+    }
 }

@@ -1,12 +1,16 @@
 //! Storing messages and their per-device envelopes.
+//!
+//! A send costs two round trips: [`prepare`] reads what the send is checked against (an
+//! earlier message with this client ID, the device lists), and [`store`] writes the
+//! message and all its envelopes in one statement, which is one transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use courier_protocol::UserId;
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{DeviceListMismatch, EnvelopeType};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::device_id;
@@ -35,297 +39,166 @@ pub struct Placed {
     pub seq: u64,
 }
 
-/// The outcome of a send.
+/// What a send is checked against, read in one query.
 #[derive(Debug)]
-pub enum SendOutcome {
-    /// Stored; each envelope's stream position, in the order of the request.
-    Stored {
-        message: StoredMessage,
-        placed: Vec<Placed>,
-    },
-    /// This client message ID was stored before (by a retry that won a race).
-    Duplicate(StoredMessage),
-    /// The envelope set does not match the device lists; nothing stored.
-    Mismatch(DeviceListMismatch),
-    /// No such recipient user.
-    RecipientNotFound,
-    /// The recipient has no device that can receive; nothing stored.
-    RecipientUnreachable,
-}
-
-/// The message a device sent earlier under this client message ID, if any.
-pub async fn find_by_client_id(
-    pool: &PgPool,
-    sender: DeviceRef,
-    client_message_id: &str,
-) -> Result<Option<StoredMessage>, sqlx::Error> {
-    let row: Option<(Uuid, DateTime<Utc>, i32)> = sqlx::query_as(
-        "SELECT message_id, created_at, envelope_count FROM messages
-         WHERE sender_user_id = $1 AND sender_device_id = $2 AND client_message_id = $3",
-    )
-    .bind(sender.user_id.as_uuid())
-    .bind(sender.device_id.as_i32())
-    .bind(client_message_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(message_id, created_at, count)| StoredMessage {
-        message_id,
-        created_at,
-        envelope_count: u32::try_from(count).unwrap_or(0),
-    }))
+pub struct SendContext {
+    /// The message this device sent earlier under the same client message ID.
+    pub existing: Option<StoredMessage>,
+    recipient_exists: bool,
+    /// Reachable devices (active, identity keys published) of the recipient and sender.
+    reachable: BTreeSet<DeviceRef>,
+    /// Active devices (reachable or not) of the recipient and sender.
+    active: BTreeSet<DeviceRef>,
+    /// Removed devices of the recipient and sender.
+    removed: BTreeSet<DeviceRef>,
 }
 
 #[derive(sqlx::FromRow)]
-struct DeviceState {
-    user_id: Uuid,
-    device_id: i32,
-    removed: bool,
-    reachable: bool,
+struct ContextRow {
+    kind: i32,
+    user_id: Option<Uuid>,
+    device_id: Option<i32>,
+    removed: Option<bool>,
+    reachable: Option<bool>,
+    message_id: Option<Uuid>,
+    created_at: Option<DateTime<Utc>>,
+    envelope_count: Option<i32>,
 }
 
-/// The devices of some users: active and reachable (identity keys published), and removed.
-async fn device_states(
-    conn: &mut PgConnection,
-    users: &[Uuid],
-) -> Result<Vec<DeviceState>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
-                (d.removed_at IS NULL AND EXISTS (
-                    SELECT 1 FROM device_identity_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id
-                )) AS reachable
-         FROM devices d WHERE d.user_id = ANY($1)",
-    )
-    .bind(users)
-    .fetch_all(conn)
-    .await
-}
-
-async fn user_exists(conn: &mut PgConnection, user_id: UserId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)")
-        .bind(user_id.as_uuid())
-        .fetch_one(conn)
-        .await
-}
-
-fn device_ref(user_id: Uuid, id: i32) -> Result<DeviceRef, sqlx::Error> {
-    Ok(DeviceRef {
-        user_id: UserId::from(user_id),
-        device_id: device_id(id)?,
-    })
-}
-
-/// Locks the devices' rows in a fixed order (so concurrent sends never deadlock) and takes
-/// the next stream sequence number of each. Devices removed meanwhile are left out.
-async fn take_stream_seqs(
-    conn: &mut PgConnection,
-    devices: &[DeviceRef],
-) -> Result<BTreeMap<DeviceRef, u64>, sqlx::Error> {
-    let users: Vec<Uuid> = devices
-        .iter()
-        .map(|device| device.user_id.as_uuid())
-        .collect();
-    let ids: Vec<i32> = devices
-        .iter()
-        .map(|device| device.device_id.as_i32())
-        .collect();
-    let rows: Vec<(Uuid, i32, i64)> = sqlx::query_as(
-        "UPDATE devices d SET next_stream_seq = d.next_stream_seq + 1
-         FROM (
-             SELECT dd.user_id, dd.device_id FROM devices dd
-             JOIN unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
-               ON dd.user_id = w.user_id AND dd.device_id = w.device_id
-             WHERE dd.removed_at IS NULL
-             ORDER BY dd.user_id, dd.device_id
-             FOR UPDATE OF dd
-         ) locked
-         WHERE d.user_id = locked.user_id AND d.device_id = locked.device_id
-         RETURNING d.user_id, d.device_id, d.next_stream_seq - 1",
-    )
-    .bind(&users)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter()
-        .map(|(user_id, id, seq)| Ok((device_ref(user_id, id)?, u64::try_from(seq).unwrap_or(0))))
-        .collect()
-}
-
-/// Inserts the message and its envelopes in one statement. `None` if the client message
-/// ID was taken meanwhile (a concurrent retry committed first).
-#[allow(clippy::too_many_arguments)]
-async fn insert_message(
-    conn: &mut PgConnection,
+/// Reads an earlier message with this client ID, the device states of the recipient and
+/// the sender, and whether the recipient exists, in one round trip.
+pub async fn prepare(
+    pool: &PgPool,
     sender: DeviceRef,
     client_message_id: &str,
     recipient: UserId,
-    protocol_version: i16,
-    legacy_envelope: Option<&[u8]>,
-    envelopes: &[NewEnvelope],
-    seqs: &BTreeMap<DeviceRef, u64>,
-) -> Result<Option<StoredMessage>, sqlx::Error> {
-    let message_id = Uuid::now_v7();
-    let users: Vec<Uuid> = envelopes
-        .iter()
-        .map(|e| e.device.user_id.as_uuid())
-        .collect();
-    let ids: Vec<i32> = envelopes
-        .iter()
-        .map(|e| e.device.device_id.as_i32())
-        .collect();
-    let stream_seqs: Vec<i64> = envelopes
-        .iter()
-        .map(|e| {
-            seqs.get(&e.device)
-                .map_or(0, |seq| i64::try_from(*seq).unwrap_or(i64::MAX))
-        })
-        .collect();
-    let types: Vec<i16> = envelopes.iter().map(|e| e.envelope_type.as_i16()).collect();
-    let ciphertexts: Vec<Option<&[u8]>> =
-        envelopes.iter().map(|e| e.ciphertext.as_deref()).collect();
-    let count = i32::try_from(envelopes.len()).unwrap_or(i32::MAX);
-
-    let row: Option<(DateTime<Utc>,)> = sqlx::query_as(
-        "WITH m AS (
-             INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
-                                   recipient_user_id, protocol_version, encrypted_envelope, envelope_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (sender_user_id, sender_device_id, client_message_id) DO NOTHING
-             RETURNING message_id, created_at
-         ), e AS (
-             INSERT INTO message_envelopes (recipient_user_id, recipient_device_id, seq, message_id,
-                                            envelope_type, ciphertext, created_at)
-             SELECT v.user_id, v.device_id, v.seq, m.message_id, v.envelope_type, v.ciphertext, m.created_at
-             FROM m, unnest($9::uuid[], $10::int4[], $11::int8[], $12::int2[], $13::bytea[])
-                  AS v (user_id, device_id, seq, envelope_type, ciphertext)
-         )
-         SELECT created_at FROM m",
+) -> Result<SendContext, sqlx::Error> {
+    let rows: Vec<ContextRow> = sqlx::query_as(
+        "SELECT 1 AS kind, d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
+                (d.removed_at IS NULL AND EXISTS (
+                    SELECT 1 FROM device_identity_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id
+                )) AS reachable,
+                NULL::uuid AS message_id, NULL::timestamptz AS created_at, NULL::int4 AS envelope_count
+         FROM devices d WHERE d.user_id IN ($1, $4)
+         UNION ALL
+         SELECT 2, NULL, NULL, NULL, NULL, message_id, created_at, envelope_count FROM messages
+         WHERE sender_user_id = $1 AND sender_device_id = $2 AND client_message_id = $3
+         UNION ALL
+         SELECT 3, user_id, NULL, NULL, NULL, NULL, NULL, NULL FROM users WHERE user_id = $4",
     )
-    .bind(message_id)
     .bind(sender.user_id.as_uuid())
     .bind(sender.device_id.as_i32())
     .bind(client_message_id)
     .bind(recipient.as_uuid())
-    .bind(protocol_version)
-    .bind(legacy_envelope)
-    .bind(count)
-    .bind(&users)
-    .bind(&ids)
-    .bind(&stream_seqs)
-    .bind(&types)
-    .bind(&ciphertexts)
-    .fetch_optional(&mut *conn)
+    .fetch_all(pool)
     .await?;
-    Ok(row.map(|(created_at,)| StoredMessage {
-        message_id,
-        created_at,
-        envelope_count: u32::try_from(envelopes.len()).unwrap_or(u32::MAX),
-    }))
-}
 
-fn placed(envelopes: &[NewEnvelope], seqs: &BTreeMap<DeviceRef, u64>) -> Vec<Placed> {
-    envelopes
-        .iter()
-        .filter_map(|e| {
-            seqs.get(&e.device).map(|seq| Placed {
-                device: e.device,
-                seq: *seq,
-            })
-        })
-        .collect()
-}
-
-/// Stores a V2 message: one envelope per device, which must be exactly the reachable
-/// devices of the recipient and of the sender, less the sending device.
-pub async fn store_v2(
-    pool: &PgPool,
-    sender: DeviceRef,
-    client_message_id: &str,
-    recipient: UserId,
-    envelopes: &[NewEnvelope],
-) -> Result<SendOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let users: Vec<Uuid> = BTreeSet::from([recipient.as_uuid(), sender.user_id.as_uuid()])
-        .into_iter()
-        .collect();
-    let states = device_states(&mut tx, &users).await?;
-
-    let mut expected = BTreeSet::new();
-    let mut removed = BTreeSet::new();
-    for state in &states {
-        let device = device_ref(state.user_id, state.device_id)?;
-        if state.reachable && device != sender {
-            expected.insert(device);
-        } else if state.removed {
-            removed.insert(device);
+    let mut context = SendContext {
+        existing: None,
+        recipient_exists: false,
+        reachable: BTreeSet::new(),
+        active: BTreeSet::new(),
+        removed: BTreeSet::new(),
+    };
+    for row in rows {
+        match (row.kind, row.user_id, row.device_id) {
+            (1, Some(user_id), Some(id)) => {
+                let device = DeviceRef {
+                    user_id: UserId::from(user_id),
+                    device_id: device_id(id)?,
+                };
+                if row.removed.unwrap_or(false) {
+                    context.removed.insert(device);
+                } else {
+                    context.active.insert(device);
+                    if row.reachable.unwrap_or(false) {
+                        context.reachable.insert(device);
+                    }
+                }
+            }
+            (2, _, _) => {
+                if let (Some(message_id), Some(created_at)) = (row.message_id, row.created_at) {
+                    let envelope_count =
+                        u32::try_from(row.envelope_count.unwrap_or(0)).unwrap_or(0);
+                    context.existing = Some(StoredMessage {
+                        message_id,
+                        created_at,
+                        envelope_count,
+                    });
+                }
+            }
+            (3, _, _) => context.recipient_exists = true,
+            _ => {}
         }
     }
-    if !expected.iter().any(|device| device.user_id == recipient) {
-        let exists = states
+    Ok(context)
+}
+
+/// Why a send is refused before anything is written.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No such recipient user.
+    RecipientNotFound,
+    /// The recipient has no device that can receive.
+    RecipientUnreachable,
+    /// The envelope set does not match the device lists.
+    Mismatch(DeviceListMismatch),
+}
+
+impl SendContext {
+    /// Checks a V2 envelope set: exactly the reachable devices of the recipient and of the
+    /// sender, less the sending device.
+    pub fn check_v2(
+        &self,
+        sender: DeviceRef,
+        recipient: UserId,
+        requested: &BTreeSet<DeviceRef>,
+    ) -> Result<(), Refusal> {
+        let expected: BTreeSet<DeviceRef> = self
+            .reachable
             .iter()
-            .any(|state| state.user_id == recipient.as_uuid())
-            || user_exists(&mut tx, recipient).await?;
-        return Ok(if exists {
-            SendOutcome::RecipientUnreachable
-        } else {
-            SendOutcome::RecipientNotFound
-        });
-    }
-
-    let requested: BTreeSet<DeviceRef> = envelopes.iter().map(|e| e.device).collect();
-    let mismatch = compare(&expected, &removed, &requested);
-    if !mismatch.is_empty() {
-        return Ok(SendOutcome::Mismatch(mismatch));
-    }
-
-    let devices: Vec<DeviceRef> = requested.into_iter().collect();
-    let seqs = take_stream_seqs(&mut tx, &devices).await?;
-    if seqs.len() != devices.len() {
-        // Removed between the check and the lock: those devices are stale now.
-        let stale = devices
-            .into_iter()
-            .filter(|device| !seqs.contains_key(device))
+            .filter(|device| **device != sender)
+            .copied()
             .collect();
-        return Ok(SendOutcome::Mismatch(DeviceListMismatch {
-            stale,
-            ..DeviceListMismatch::default()
-        }));
-    }
-
-    match insert_message(
-        &mut tx,
-        sender,
-        client_message_id,
-        recipient,
-        2,
-        None,
-        envelopes,
-        &seqs,
-    )
-    .await?
-    {
-        Some(message) => {
-            tx.commit().await?;
-            Ok(SendOutcome::Stored {
-                placed: placed(envelopes, &seqs),
-                message,
-            })
-        }
-        None => {
-            drop(tx);
-            duplicate(pool, sender, client_message_id).await
+        self.check_recipient(recipient, &expected)?;
+        let mismatch = compare(&expected, &self.removed, requested);
+        if mismatch.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::Mismatch(mismatch))
         }
     }
-}
 
-async fn duplicate(
-    pool: &PgPool,
-    sender: DeviceRef,
-    client_message_id: &str,
-) -> Result<SendOutcome, sqlx::Error> {
-    find_by_client_id(pool, sender, client_message_id)
-        .await?
-        .map(SendOutcome::Duplicate)
-        .ok_or_else(|| sqlx::Error::Protocol("a conflicting message vanished".into()))
+    /// The devices a V1 message goes to: every active device of the recipient (V1 knows
+    /// nothing of devices or of their keys), less the sending device.
+    pub fn v1_targets(
+        &self,
+        sender: DeviceRef,
+        recipient: UserId,
+    ) -> Result<Vec<DeviceRef>, Refusal> {
+        let targets: BTreeSet<DeviceRef> = self
+            .active
+            .iter()
+            .filter(|device| device.user_id == recipient && **device != sender)
+            .copied()
+            .collect();
+        self.check_recipient(recipient, &targets)?;
+        Ok(targets.into_iter().collect())
+    }
+
+    fn check_recipient(
+        &self,
+        recipient: UserId,
+        targets: &BTreeSet<DeviceRef>,
+    ) -> Result<(), Refusal> {
+        if !self.recipient_exists {
+            return Err(Refusal::RecipientNotFound);
+        }
+        if !targets.iter().any(|device| device.user_id == recipient) {
+            return Err(Refusal::RecipientUnreachable);
+        }
+        Ok(())
+    }
 }
 
 /// What is wrong with a requested envelope set, all at once.
@@ -346,68 +219,162 @@ pub fn compare(
     }
 }
 
-/// Stores a V1 message: one ciphertext on the message (the legacy column), and a stream
-/// row for every active device of the recipient.
-pub async fn store_v1(
+/// The outcome of [`store`].
+#[derive(Debug)]
+pub enum StoreOutcome {
+    /// Stored; each envelope's stream position.
+    Stored {
+        message: StoredMessage,
+        placed: Vec<Placed>,
+    },
+    /// This client message ID was stored meanwhile by a racing retry: nothing written.
+    Duplicate,
+    /// These devices were removed after [`prepare`] read them: nothing written.
+    Stale(Vec<DeviceRef>),
+}
+
+#[derive(sqlx::FromRow)]
+struct PlacedRow {
+    user_id: Uuid,
+    device_id: i32,
+    seq: i64,
+    created_at: Option<DateTime<Utc>>,
+}
+
+/// Writes a message and its envelopes in one statement (so one transaction):
+///
+/// 1. lock the target devices' rows in (user, device) order, so concurrent sends never
+///    deadlock, skipping devices removed meanwhile;
+/// 2. take the next stream sequence number of each (under the lock, so in commit order);
+/// 3. insert the message, only if every device was locked, and only if its client ID is
+///    new (a racing retry that committed first wins);
+/// 4. insert every envelope from arrays (one statement, not one per envelope).
+///
+/// When step 3 inserts nothing, the sequence numbers taken in step 2 stay unused: a
+/// device's stream may skip a number in that rare race, which readers handle.
+pub async fn store(
     pool: &PgPool,
     sender: DeviceRef,
     client_message_id: &str,
     recipient: UserId,
-    ciphertext: &[u8],
-) -> Result<SendOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let states = device_states(&mut tx, &[recipient.as_uuid()]).await?;
-    let mut devices: Vec<DeviceRef> = Vec::new();
-    for state in states.iter().filter(|state| !state.removed) {
-        let device = device_ref(state.user_id, state.device_id)?;
-        if device != sender {
-            devices.push(device);
-        }
-    }
-    if devices.is_empty() {
-        let exists = !states.is_empty() || user_exists(&mut tx, recipient).await?;
-        return Ok(if exists {
-            SendOutcome::RecipientUnreachable
-        } else {
-            SendOutcome::RecipientNotFound
+    legacy_envelope: Option<&[u8]>,
+    envelopes: &[NewEnvelope],
+) -> Result<StoreOutcome, sqlx::Error> {
+    let message_id = Uuid::now_v7();
+    let users: Vec<Uuid> = envelopes
+        .iter()
+        .map(|e| e.device.user_id.as_uuid())
+        .collect();
+    let ids: Vec<i32> = envelopes
+        .iter()
+        .map(|e| e.device.device_id.as_i32())
+        .collect();
+    let types: Vec<i16> = envelopes.iter().map(|e| e.envelope_type.as_i16()).collect();
+    let ciphertexts: Vec<Option<&[u8]>> =
+        envelopes.iter().map(|e| e.ciphertext.as_deref()).collect();
+    let count = i32::try_from(envelopes.len()).unwrap_or(i32::MAX);
+    let protocol_version: i16 = if legacy_envelope.is_some() { 1 } else { 2 };
+
+    let rows: Vec<PlacedRow> = sqlx::query_as(
+        "WITH targets AS (
+             SELECT * FROM unnest($9::uuid[], $10::int4[], $11::int2[], $12::bytea[])
+                 AS t (user_id, device_id, envelope_type, ciphertext)
+         ), locked AS (
+             SELECT d.user_id, d.device_id FROM devices d
+             JOIN targets t ON d.user_id = t.user_id AND d.device_id = t.device_id
+             WHERE d.removed_at IS NULL
+             ORDER BY d.user_id, d.device_id
+             FOR UPDATE OF d
+         ), bumped AS (
+             UPDATE devices d SET next_stream_seq = d.next_stream_seq + 1
+             FROM locked l WHERE d.user_id = l.user_id AND d.device_id = l.device_id
+             RETURNING d.user_id, d.device_id, d.next_stream_seq - 1 AS seq
+         ), m AS (
+             INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
+                                   recipient_user_id, protocol_version, encrypted_envelope, envelope_count)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             WHERE (SELECT count(*) FROM bumped) = $8
+             ON CONFLICT (sender_user_id, sender_device_id, client_message_id) DO NOTHING
+             RETURNING message_id, created_at
+         ), e AS (
+             INSERT INTO message_envelopes (recipient_user_id, recipient_device_id, seq, message_id,
+                                            envelope_type, ciphertext, created_at)
+             SELECT t.user_id, t.device_id, b.seq, m.message_id, t.envelope_type, t.ciphertext, m.created_at
+             FROM m, targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
+         )
+         SELECT b.user_id, b.device_id, b.seq, m.created_at FROM bumped b LEFT JOIN m ON true",
+    )
+    .bind(message_id)
+    .bind(sender.user_id.as_uuid())
+    .bind(sender.device_id.as_i32())
+    .bind(client_message_id)
+    .bind(recipient.as_uuid())
+    .bind(protocol_version)
+    .bind(legacy_envelope)
+    .bind(count)
+    .bind(&users)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&ciphertexts)
+    .fetch_all(pool)
+    .await?;
+
+    let mut placed = Vec::with_capacity(rows.len());
+    let mut created_at = None;
+    for row in rows {
+        created_at = created_at.or(row.created_at);
+        let device = DeviceRef {
+            user_id: UserId::from(row.user_id),
+            device_id: device_id(row.device_id)?,
+        };
+        placed.push(Placed {
+            device,
+            seq: u64::try_from(row.seq).unwrap_or(0),
         });
     }
-    let seqs = take_stream_seqs(&mut tx, &devices).await?;
-    let envelopes: Vec<NewEnvelope> = seqs
-        .keys()
-        .map(|device| NewEnvelope {
-            device: *device,
-            envelope_type: EnvelopeType::Legacy,
-            ciphertext: None,
-        })
-        .collect();
-    if envelopes.is_empty() {
-        return Ok(SendOutcome::RecipientUnreachable);
+    if placed.len() != envelopes.len() {
+        let locked: BTreeSet<DeviceRef> = placed.iter().map(|p| p.device).collect();
+        return Ok(StoreOutcome::Stale(
+            envelopes
+                .iter()
+                .map(|e| e.device)
+                .filter(|d| !locked.contains(d))
+                .collect(),
+        ));
     }
-    match insert_message(
-        &mut tx,
-        sender,
-        client_message_id,
-        recipient,
-        1,
-        Some(ciphertext),
-        &envelopes,
-        &seqs,
+    Ok(match created_at {
+        Some(created_at) => StoreOutcome::Stored {
+            message: StoredMessage {
+                message_id,
+                created_at,
+                envelope_count: u32::try_from(count).unwrap_or(0),
+            },
+            placed,
+        },
+        None => StoreOutcome::Duplicate,
+    })
+}
+
+/// The message a device sent under a client message ID, if any.
+pub async fn find_by_client_id(
+    pool: &PgPool,
+    sender: DeviceRef,
+    client_message_id: &str,
+) -> Result<Option<StoredMessage>, sqlx::Error> {
+    let row: Option<(Uuid, DateTime<Utc>, i32)> = sqlx::query_as(
+        "SELECT message_id, created_at, envelope_count FROM messages
+         WHERE sender_user_id = $1 AND sender_device_id = $2 AND client_message_id = $3",
     )
-    .await?
-    {
-        Some(message) => {
-            tx.commit().await?;
-            Ok(SendOutcome::Stored {
-                placed: placed(&envelopes, &seqs),
-                message,
-            })
-        }
-        None => {
-            drop(tx);
-            duplicate(pool, sender, client_message_id).await
-        }
-    }
+    .bind(sender.user_id.as_uuid())
+    .bind(sender.device_id.as_i32())
+    .bind(client_message_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(message_id, created_at, count)| StoredMessage {
+        message_id,
+        created_at,
+        envelope_count: u32::try_from(count).unwrap_or(0),
+    }))
 }
 
 #[cfg(test)]
@@ -433,5 +400,32 @@ mod tests {
         assert_eq!(mismatch.stale, vec![d(1, 3)]);
         assert_eq!(mismatch.extra, vec![d(2, 9)]);
         assert!(compare(&expected, &removed, &expected).is_empty());
+    }
+
+    #[test]
+    fn v2_expects_every_reachable_device_but_the_sender() {
+        let sender = d(1, 1);
+        let context = SendContext {
+            existing: None,
+            recipient_exists: true,
+            reachable: BTreeSet::from([d(1, 1), d(1, 2), d(2, 1)]),
+            active: BTreeSet::from([d(1, 1), d(1, 2), d(2, 1), d(2, 2)]),
+            removed: BTreeSet::new(),
+        };
+        let recipient = d(2, 1).user_id;
+        assert!(
+            context
+                .check_v2(sender, recipient, &BTreeSet::from([d(1, 2), d(2, 1)]))
+                .is_ok()
+        );
+        assert!(matches!(
+            context.check_v2(sender, recipient, &BTreeSet::from([d(2, 1)])),
+            Err(Refusal::Mismatch(_))
+        ));
+        // V1 reaches every active device of the recipient, keys or not.
+        assert_eq!(
+            context.v1_targets(sender, recipient).unwrap(),
+            vec![d(2, 1), d(2, 2)]
+        );
     }
 }

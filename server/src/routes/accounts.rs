@@ -7,7 +7,6 @@ use courier_protocol::api::accounts::{
     CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
 };
 use courier_protocol::api::devices::DeviceLimitDetails;
-use courier_protocol::api::stream::close_code;
 use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 
 use crate::auth::new_access_token;
@@ -121,6 +120,7 @@ pub async fn login(
         {
             return Err(device_not_found());
         }
+        state.tokens.forget_device(user_id, request.device_id);
         tracing::info!(%user_id, device_id = %request.device_id, "device logged in again");
         return Ok(Json(LoginResponse {
             user_id,
@@ -142,9 +142,7 @@ pub async fn login(
     match registration {
         Registration::Registered(device_id) => {
             if let Some(replaced) = request.replace_device_id {
-                state
-                    .hub
-                    .close_device((user_id, replaced), close_code::DEVICE_REMOVED);
+                state.device_removed(user_id, replaced);
             }
             tracing::info!(%user_id, %device_id, "device registered");
             Ok(Json(LoginResponse {

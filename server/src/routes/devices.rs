@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use courier_protocol::api::devices::OwnDevicesResponse;
-use courier_protocol::api::stream::close_code;
 use courier_protocol::{DeviceId, ErrorBody};
 
 use super::accounts::device_not_found;
@@ -53,9 +52,7 @@ pub async fn remove_device(
     if !db::devices::remove(&state.pool, caller.user_id, device_id).await? {
         return Err(device_not_found());
     }
-    state
-        .hub
-        .close_device((caller.user_id, device_id), close_code::DEVICE_REMOVED);
+    state.device_removed(caller.user_id, device_id);
     tracing::info!(user_id = %caller.user_id, %device_id, by = %caller.device_id, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use courier_protocol::api::keys::DeviceRef;
-use courier_protocol::api::messages::{EnvelopeType, SendMessageRequest, SendMessageResponse};
+use courier_protocol::api::messages::{
+    DeviceEnvelope, DeviceListMismatch, EnvelopeType, SendMessageRequest, SendMessageResponse,
+};
 use courier_protocol::api::stream::{Envelope, ServerFrame, StreamItem};
 use courier_protocol::keys::{KeyDecodeError, decode_base64, encode_base64};
 use courier_protocol::{DeviceId, ErrorBody, ErrorCode, limits};
@@ -17,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthenticatedDevice;
 use crate::db;
-use crate::db::messages::{NewEnvelope, SendOutcome, StoredMessage};
+use crate::db::messages::{NewEnvelope, Refusal, StoreOutcome, StoredMessage};
 use crate::db::stream::EnvelopeLookup;
 use crate::delivery::PushedFrame;
 use crate::error::ApiError;
@@ -98,7 +100,7 @@ pub async fn send_message(
     }
     enum Version<'a> {
         V1(&'a str),
-        V2(&'a [courier_protocol::api::messages::DeviceEnvelope]),
+        V2(&'a [DeviceEnvelope]),
     }
     let version = match (
         request.protocol_version,
@@ -126,92 +128,62 @@ pub async fn send_message(
         user_id: caller.user_id,
         device_id: caller.device_id,
     };
-    // A retry is answered before anything else is checked: the device lists may have
-    // changed since the original was stored.
-    if let Some(existing) =
-        db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id).await?
-    {
-        Metrics::add(&state.metrics.messages_deduplicated, 1);
-        return Ok((StatusCode::OK, Json(answer(&existing))));
-    }
-
-    let (outcome, envelopes) = match version {
-        Version::V2(envelopes) => {
-            let max = state.settings.max_envelopes_per_message;
-            if envelopes.len() > max {
-                return Err(ApiError::new(
-                    ErrorCode::TooManyEnvelopes,
-                    format!("a message carries at most {max} envelopes"),
-                )
-                .with_details(json!({ "max": max })));
-            }
-            let mut seen = HashSet::with_capacity(envelopes.len());
-            let mut decoded = Vec::with_capacity(envelopes.len());
-            for (index, envelope) in envelopes.iter().enumerate() {
-                let device = DeviceRef {
-                    user_id: envelope.user_id,
-                    device_id: envelope.device_id,
-                };
-                if !seen.insert(device) {
-                    return Err(ApiError::new(
-                        ErrorCode::DuplicateEnvelope,
-                        "two envelopes for one device",
-                    )
-                    .with_details(
-                        json!({ "userId": device.user_id, "deviceId": device.device_id }),
-                    ));
-                }
-                let field = format!("deviceEnvelopes[{index}].ciphertext");
-                if envelope.envelope_type == EnvelopeType::Legacy {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidEnvelope,
-                        "a V2 envelope is preKey or normal",
-                    )
-                    .with_details(
-                        json!({ "field": format!("deviceEnvelopes[{index}].envelopeType") }),
-                    ));
-                }
-                let ciphertext = decode_ciphertext(&state, &field, &envelope.ciphertext)?;
-                decoded.push(NewEnvelope {
-                    device,
-                    envelope_type: envelope.envelope_type,
-                    ciphertext: Some(ciphertext),
-                });
-            }
-            let outcome = db::messages::store_v2(
-                &state.pool,
-                sender,
-                &request.client_message_id,
-                request.recipient_user_id,
-                &decoded,
-            )
-            .await?;
-            (outcome, decoded)
-        }
-        Version::V1(envelope) => {
-            let ciphertext = decode_ciphertext(&state, "encryptedEnvelope", envelope)?;
-            let outcome = db::messages::store_v1(
-                &state.pool,
-                sender,
-                &request.client_message_id,
-                request.recipient_user_id,
-                &ciphertext,
-            )
-            .await?;
-            let legacy = NewEnvelope {
-                device: sender, // unused: V1 rows share the message's ciphertext
-                envelope_type: EnvelopeType::Legacy,
-                ciphertext: Some(ciphertext),
-            };
-            (outcome, vec![legacy])
-        }
+    // Every envelope is decoded and checked before the database is asked anything.
+    let decoded = match version {
+        Version::V2(envelopes) => Some(decode_v2(&state, envelopes)?),
+        Version::V1(_) => None,
+    };
+    let legacy = match version {
+        Version::V1(envelope) => Some(decode_ciphertext(&state, "encryptedEnvelope", envelope)?),
+        Version::V2(_) => None,
     };
 
+    let context = db::messages::prepare(
+        &state.pool,
+        sender,
+        &request.client_message_id,
+        request.recipient_user_id,
+    )
+    .await?;
+    // A retry is answered before the envelope set is checked: the device lists may have
+    // changed since the original was stored, and the original stands.
+    if let Some(existing) = &context.existing {
+        Metrics::add(&state.metrics.messages_deduplicated, 1);
+        return Ok((StatusCode::OK, Json(answer(existing))));
+    }
+    let envelopes = match decoded {
+        Some(envelopes) => {
+            let requested = envelopes.iter().map(|e| e.device).collect();
+            context
+                .check_v2(sender, request.recipient_user_id, &requested)
+                .map_err(|refusal| refused(&state, refusal))?;
+            envelopes
+        }
+        None => context
+            .v1_targets(sender, request.recipient_user_id)
+            .map_err(|refusal| refused(&state, refusal))?
+            .into_iter()
+            .map(|device| NewEnvelope {
+                device,
+                envelope_type: EnvelopeType::Legacy,
+                ciphertext: None,
+            })
+            .collect(),
+    };
+
+    let outcome = db::messages::store(
+        &state.pool,
+        sender,
+        &request.client_message_id,
+        request.recipient_user_id,
+        legacy.as_deref(),
+        &envelopes,
+    )
+    .await?;
     match outcome {
-        SendOutcome::Stored { message, placed } => {
-            let v1 = request.encrypted_envelope.is_some();
+        StoreOutcome::Stored { message, placed } => {
             Metrics::add(
-                if v1 {
+                if legacy.is_some() {
                     &state.metrics.messages_v1
                 } else {
                     &state.metrics.messages_v2
@@ -219,28 +191,97 @@ pub async fn send_message(
                 1,
             );
             Metrics::add(&state.metrics.envelopes_stored, placed.len() as u64);
-            push(&state, caller, &message, &placed, &envelopes, v1);
+            push(
+                &state,
+                caller,
+                &message,
+                &placed,
+                &envelopes,
+                legacy.as_deref(),
+            );
             Ok((StatusCode::CREATED, Json(answer(&message))))
         }
-        SendOutcome::Duplicate(existing) => {
+        StoreOutcome::Duplicate => {
+            // A racing retry committed first: answer with what it stored.
+            let existing =
+                db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::internal(anyhow::anyhow!("a conflicting message vanished"))
+                    })?;
             Metrics::add(&state.metrics.messages_deduplicated, 1);
             Ok((StatusCode::OK, Json(answer(&existing))))
         }
-        SendOutcome::Mismatch(mismatch) => {
+        StoreOutcome::Stale(stale) => Err(refused(
+            &state,
+            Refusal::Mismatch(DeviceListMismatch {
+                stale,
+                ..DeviceListMismatch::default()
+            }),
+        )),
+    }
+}
+
+/// Decodes and checks V2 envelopes: count, one per device, type, size.
+fn decode_v2(state: &AppState, envelopes: &[DeviceEnvelope]) -> Result<Vec<NewEnvelope>, ApiError> {
+    let max = state.settings.max_envelopes_per_message;
+    if envelopes.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::TooManyEnvelopes,
+            format!("a message carries at most {max} envelopes"),
+        )
+        .with_details(json!({ "max": max })));
+    }
+    let mut seen = HashSet::with_capacity(envelopes.len());
+    let mut decoded = Vec::with_capacity(envelopes.len());
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let device = DeviceRef {
+            user_id: envelope.user_id,
+            device_id: envelope.device_id,
+        };
+        if !seen.insert(device) {
+            return Err(ApiError::new(
+                ErrorCode::DuplicateEnvelope,
+                "two envelopes for one device",
+            )
+            .with_details(json!({ "userId": device.user_id, "deviceId": device.device_id })));
+        }
+        if envelope.envelope_type == EnvelopeType::Legacy {
+            return Err(ApiError::new(
+                ErrorCode::InvalidEnvelope,
+                "a V2 envelope is preKey or normal",
+            )
+            .with_details(json!({ "field": format!("deviceEnvelopes[{index}].envelopeType") })));
+        }
+        let ciphertext = decode_ciphertext(
+            state,
+            &format!("deviceEnvelopes[{index}].ciphertext"),
+            &envelope.ciphertext,
+        )?;
+        decoded.push(NewEnvelope {
+            device,
+            envelope_type: envelope.envelope_type,
+            ciphertext: Some(ciphertext),
+        });
+    }
+    Ok(decoded)
+}
+
+fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Mismatch(mismatch) => {
             Metrics::add(&state.metrics.sends_refused_mismatch, 1);
-            Err(ApiError::new(
+            ApiError::new(
                 ErrorCode::DeviceListMismatch,
                 "the envelopes do not match the current device lists; refresh them and send again",
             )
-            .with_details(mismatch))
+            .with_details(mismatch)
         }
-        SendOutcome::RecipientNotFound => {
-            Err(ApiError::new(ErrorCode::UserNotFound, "no such user"))
-        }
-        SendOutcome::RecipientUnreachable => Err(ApiError::new(
+        Refusal::RecipientNotFound => ApiError::new(ErrorCode::UserNotFound, "no such user"),
+        Refusal::RecipientUnreachable => ApiError::new(
             ErrorCode::RecipientUnreachable,
             "the recipient has no device that can receive messages",
-        )),
+        ),
     }
 }
 
@@ -251,29 +292,25 @@ fn push(
     message: &StoredMessage,
     placed: &[db::messages::Placed],
     envelopes: &[NewEnvelope],
-    v1: bool,
+    legacy: Option<&[u8]>,
 ) {
-    for placed in placed {
-        let (envelope_type, ciphertext) = if v1 {
-            (
-                EnvelopeType::Legacy,
-                envelopes.first().and_then(|e| e.ciphertext.as_deref()),
-            )
-        } else {
-            let envelope = envelopes.iter().find(|e| e.device == placed.device);
-            (
-                envelope.map_or(EnvelopeType::Normal, |e| e.envelope_type),
-                envelope.and_then(|e| e.ciphertext.as_deref()),
-            )
-        };
+    for (placed, envelope) in placed.iter().filter_map(|p| {
+        envelopes
+            .iter()
+            .find(|e| e.device == p.device)
+            .map(|e| (p, e))
+    }) {
+        let ciphertext = legacy
+            .or(envelope.ciphertext.as_deref())
+            .unwrap_or_default();
         let frame = ServerFrame::Item(StreamItem::Envelope(Envelope {
             seq: placed.seq,
             message_id: message.message_id,
             sender_user_id: caller.user_id,
             sender_device_id: caller.device_id,
-            protocol_version: if v1 { 1 } else { 2 },
-            envelope_type,
-            ciphertext: encode_base64(ciphertext.unwrap_or_default()),
+            protocol_version: if legacy.is_some() { 1 } else { 2 },
+            envelope_type: envelope.envelope_type,
+            ciphertext: encode_base64(ciphertext),
             server_timestamp: message.created_at,
         }));
         match serde_json::to_string(&frame) {
