@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as PasswordRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -176,14 +176,9 @@ impl Passwords {
 
     /// Hashes a password (Argon2id, default parameters, random salt) to a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        self.run(move || {
-            let salt = SaltString::generate(&mut PasswordRng);
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-        })
-        .await?
-        .map_err(|error| ApiError::internal(anyhow::anyhow!("argon2: {error}")))
+        self.run(move || argon2_hash(password.as_bytes()))
+            .await?
+            .map_err(|error| ApiError::internal(anyhow::anyhow!("argon2: {error}")))
     }
 
     /// Checks a password against a stored hash; with no stored hash (unknown user) it
@@ -200,16 +195,82 @@ impl Passwords {
             }
         };
         let matches = self
-            .run(move || {
-                PasswordHash::new(&stored).is_ok_and(|hash| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &hash)
-                        .is_ok()
-                })
-            })
+            .run(move || argon2_verify(password.as_bytes(), &stored))
             .await?;
         Ok(known && matches)
     }
+}
+
+thread_local! {
+    /// Each hashing thread's Argon2 working memory (19 MiB with default parameters),
+    /// allocated once and reused, so hashing never churns the allocator.
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_argon2_memory<T>(blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+    ARGON2_MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() != blocks {
+            memory.clear();
+            memory.shrink_to_fit();
+            memory.resize(blocks, Block::default());
+        }
+        work(&mut memory)
+    })
+}
+
+/// Argon2id (default parameters) of `password` with a fresh salt, as a PHC string that
+/// any Argon2 implementation verifies.
+fn argon2_hash(password: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    let params = Params::default();
+    let salt = SaltString::generate(&mut PasswordRng);
+    let mut salt_buffer = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_buffer)?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = Output::init_with(output_len, |out| {
+        with_argon2_memory(params.block_count(), |memory| {
+            argon2.hash_password_into_with_memory(password, salt_bytes, out, memory)
+        })
+        .map_err(Into::into)
+    })?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches a PHC Argon2 hash (constant-time comparison).
+fn argon2_verify(password: &[u8], stored: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) =
+        (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let Ok(version) = hash.version.map_or(Ok(Version::V0x13), Version::try_from) else {
+        return false;
+    };
+    let mut salt_buffer = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buffer) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut computed = vec![0u8; expected.len()];
+    let hashed = with_argon2_memory(params.block_count(), |memory| {
+        argon2.hash_password_into_with_memory(password, salt_bytes, &mut computed, memory)
+    });
+    // `Output`'s equality is constant-time.
+    hashed.is_ok() && Output::new(&computed).is_ok_and(|computed| computed == expected)
 }
 
 /// Recently authenticated tokens, so a busy device costs no database read per request.
@@ -305,5 +366,32 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn hashes_are_standard_phc_strings_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // Ours verifies with the argon2 crate's own verifier, and the other way round.
+        let ours = argon2_hash(b"swordfish").unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"swordfish", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"swordfisH", &parsed)
+                .is_err()
+        );
+        let salt = SaltString::generate(&mut PasswordRng);
+        let theirs = Argon2::default()
+            .hash_password(b"swordfish", &salt)
+            .unwrap()
+            .to_string();
+        assert!(argon2_verify(b"swordfish", &theirs));
+        assert!(!argon2_verify(b"swordfisH", &theirs));
+        assert!(!argon2_verify(b"swordfish", "not a hash"));
     }
 }

@@ -87,6 +87,22 @@ pub(crate) async fn run(
     state.metrics.ws_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// The close the hub asked for, if any.
+fn closing(signal: &ConnectionSignal) -> Option<End> {
+    match signal.close_code.load(Ordering::Acquire) {
+        0 => None,
+        close_code::REPLACED => Some(End::Close(
+            close_code::REPLACED,
+            "replaced by a newer connection of this device",
+        )),
+        close_code::DEVICE_REMOVED => Some(End::Close(
+            close_code::DEVICE_REMOVED,
+            "this device was removed",
+        )),
+        code => Some(End::Close(code, "the server is shutting down")),
+    }
+}
+
 impl Connection {
     async fn serve(
         &mut self,
@@ -125,11 +141,8 @@ impl Connection {
         loop {
             tokio::select! {
                 () = signal.notify.notified() => {
-                    match signal.close_code.load(Ordering::Acquire) {
-                        0 => {}
-                        close_code::REPLACED => return Err(End::Close(close_code::REPLACED, "replaced by a newer connection of this device")),
-                        close_code::DEVICE_REMOVED => return Err(End::Close(close_code::DEVICE_REMOVED, "this device was removed")),
-                        code => return Err(End::Close(code, "the server is shutting down")),
+                    if let Some(end) = closing(signal) {
+                        return Err(end);
                     }
                     if signal.missed.swap(false, Ordering::AcqRel) {
                         // Pushes were dropped: whatever is buffered is older than what the
@@ -139,8 +152,11 @@ impl Connection {
                     }
                 }
                 pushed = pushes.recv() => {
-                    let Some(pushed) = pushed else { return Err(End::Close(close_code::GOING_AWAY, "the server is shutting down")) };
-                    self.on_push(pushed).await?;
+                    // The hub drops its sender when it closes this connection: say why.
+                    let Some(pushed) = pushed else {
+                        return Err(closing(signal).unwrap_or(End::Close(close_code::GOING_AWAY, "the server is shutting down")));
+                    };
+                    self.on_pushes(pushed, &mut pushes).await?;
                 }
                 incoming = self.socket.recv() => {
                     match incoming {
@@ -159,20 +175,38 @@ impl Connection {
         }
     }
 
-    async fn on_push(&mut self, pushed: PushedFrame) -> Result<(), End> {
-        if pushed.seq <= self.last_sent {
-            return Ok(()); // Already sent by a catch-up.
+    /// Writes a push and whatever else is already waiting (up to a bound), then flushes
+    /// once: one system call for a burst instead of one per item.
+    async fn on_pushes(
+        &mut self,
+        first: PushedFrame,
+        pushes: &mut tokio::sync::mpsc::Receiver<PushedFrame>,
+    ) -> Result<(), End> {
+        const BURST: usize = 64;
+        let mut next = Some(first);
+        let mut written = 0usize;
+        let mut handled = 0usize;
+        while let Some(pushed) = next.take() {
+            handled += 1;
+            if pushed.seq == self.last_sent + 1 {
+                self.write(Message::Text(Utf8Bytes::from(pushed.text.as_ref())))
+                    .await?;
+                self.last_sent = pushed.seq;
+                written += 1;
+            } else if pushed.seq > self.last_sent {
+                // An earlier item (committed before this one) has not been pushed here
+                // yet, or was delivered another way: the database is the authority.
+                self.catch_up().await?;
+            }
+            // (pushed.seq <= last_sent: already sent by a catch-up.)
+            if handled < BURST {
+                next = pushes.try_recv().ok();
+            }
         }
-        if pushed.seq != self.last_sent + 1 {
-            // An earlier item (committed before this one) has not been pushed here yet, or
-            // was delivered another way: the stream in the database is the authority.
-            return self.catch_up().await;
+        if written > 0 {
+            self.flush().await?;
+            Metrics::add(&self.state.metrics.envelopes_pushed, written as u64);
         }
-        self.write(Message::Text(Utf8Bytes::from(pushed.text.as_ref())))
-            .await?;
-        self.flush().await?;
-        self.last_sent = pushed.seq;
-        Metrics::add(&self.state.metrics.envelopes_pushed, 1);
         Ok(())
     }
 
