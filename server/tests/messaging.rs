@@ -884,3 +884,30 @@ async fn retention_expires_undelivered_envelopes_in_batches(pool: PgPool) {
         .await;
     assert_eq!(inbox["items"].as_array().unwrap().len(), 1);
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn racing_sends_reach_a_device_in_sequence_order(pool: PgPool) {
+    // Sends commit in sequence order per device, but their pushes race each other; the
+    // socket must still write them gapless and in order.
+    let server = TestServer::start(pool).await;
+    let alice = User::new(&server, "alice", 2).await;
+    let bob = User::new(&server, "bob", 2).await;
+    let mut sockets = Vec::new();
+    for device in &bob.devices {
+        let mut socket = server.connect(&device.token, None).await;
+        socket.backlog().await;
+        sockets.push(socket);
+    }
+    let sends = (0..300).map(|i| {
+        let sender = &alice.devices[i % 2];
+        send_ok(&server, sender, v2_body(&format!("race{i}"), bob.id, &targets(sender, &alice, &bob), "x"))
+    });
+    futures::future::join_all(sends).await;
+    for socket in &mut sockets {
+        let mut seqs = Vec::new();
+        while seqs.len() < 300 {
+            seqs.push(socket.next_envelope().await.seq);
+        }
+        assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
+    }
+}

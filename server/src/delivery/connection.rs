@@ -6,6 +6,7 @@
 //! sequence number, or a dropped push (full buffer), makes the connection read the stream
 //! from PostgreSQL again, so the device always gets its items in order and none is lost.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,6 +27,18 @@ use crate::state::AppState;
 
 /// Items read from PostgreSQL per query when catching up.
 const CATCH_UP_PAGE: i64 = 500;
+/// How long a push that arrived ahead of an earlier one waits for it.
+const GAP_WAIT: Duration = Duration::from_millis(10);
+/// Most pushes held while waiting; past this the stream is read from the database.
+const MAX_HELD: usize = 256;
+
+/// Resolves at `deadline`, or never without one.
+async fn wait_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Why a connection ended early.
 #[derive(Debug)]
@@ -44,6 +57,10 @@ impl From<axum::Error> for End {
 
 struct Connection {
     socket: WebSocket,
+    /// Pushes that arrived ahead of a missing earlier item, by `seq`.
+    held: BTreeMap<u64, PushedFrame>,
+    /// When to stop waiting for the missing item and read the stream instead.
+    gap_deadline: Option<Instant>,
     state: AppState,
     device: DeviceKey,
     /// Highest `seq` written to this socket (or known delivered).
@@ -63,6 +80,8 @@ pub(crate) async fn run(
     state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
     let mut connection = Connection {
         socket,
+        held: BTreeMap::new(),
+        gap_deadline: None,
         state: state.clone(),
         device,
         last_sent: 0,
@@ -139,7 +158,13 @@ impl Connection {
         );
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let gap_deadline = self.gap_deadline;
             tokio::select! {
+                () = wait_until(gap_deadline) => {
+                    // The missing item did not come by push (sent through another process,
+                    // or its push was dropped): the database has it.
+                    self.catch_up().await?;
+                }
                 () = signal.notify.notified() => {
                     if let Some(end) = closing(signal) {
                         return Err(end);
@@ -177,6 +202,10 @@ impl Connection {
 
     /// Writes a push and whatever else is already waiting (up to a bound), then flushes
     /// once: one system call for a burst instead of one per item.
+    ///
+    /// Sends commit in sequence order per device, but their pushes race: seq 6 may be
+    /// pushed before seq 5. An early push is held for up to [`GAP_WAIT`] for the missing
+    /// one, instead of reading the stream from the database at once.
     async fn on_pushes(
         &mut self,
         first: PushedFrame,
@@ -184,21 +213,19 @@ impl Connection {
     ) -> Result<(), End> {
         const BURST: usize = 64;
         let mut next = Some(first);
-        let mut written = 0usize;
         let mut handled = 0usize;
+        let mut written = 0usize;
         while let Some(pushed) = next.take() {
             handled += 1;
-            if pushed.seq == self.last_sent + 1 {
-                self.write(Message::Text(Utf8Bytes::from(pushed.text.as_ref())))
-                    .await?;
-                self.last_sent = pushed.seq;
-                written += 1;
-            } else if pushed.seq > self.last_sent {
-                // An earlier item (committed before this one) has not been pushed here
-                // yet, or was delivered another way: the database is the authority.
-                self.catch_up().await?;
+            if pushed.seq > self.last_sent {
+                if self.held.len() >= MAX_HELD {
+                    self.catch_up().await?;
+                }
+                if pushed.seq > self.last_sent {
+                    self.held.insert(pushed.seq, pushed);
+                }
             }
-            // (pushed.seq <= last_sent: already sent by a catch-up.)
+            written += self.write_held().await?;
             if handled < BURST {
                 next = pushes.try_recv().ok();
             }
@@ -207,12 +234,39 @@ impl Connection {
             self.flush().await?;
             Metrics::add(&self.state.metrics.envelopes_pushed, written as u64);
         }
+        self.gap_deadline = match (self.held.is_empty(), self.gap_deadline) {
+            (true, _) => None,
+            (false, Some(deadline)) => Some(deadline),
+            (false, None) => Some(Instant::now() + GAP_WAIT),
+        };
         Ok(())
+    }
+
+    /// Writes held pushes that now follow `last_sent` in order; drops those already sent.
+    async fn write_held(&mut self) -> Result<usize, End> {
+        let mut written = 0;
+        while let Some(entry) = self.held.first_entry() {
+            let seq = *entry.key();
+            if seq <= self.last_sent {
+                entry.remove();
+            } else if seq == self.last_sent + 1 {
+                let pushed = entry.remove();
+                self.write(Message::Text(Utf8Bytes::from(pushed.text.as_ref())))
+                    .await?;
+                self.last_sent = seq;
+                written += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(written)
     }
 
     /// Sends every undelivered item after `last_sent`, page by page, in order.
     async fn catch_up(&mut self) -> Result<(), End> {
+        Metrics::add(&self.state.metrics.stream_reads, 1);
         let (user_id, device_id) = self.device;
+        self.gap_deadline = None;
         loop {
             let page = db::stream::undelivered_after(
                 &self.state.pool,
@@ -238,9 +292,18 @@ impl Connection {
             self.flush().await?;
             Metrics::add(&self.state.metrics.envelopes_pushed, count as u64);
             if (count as i64) < CATCH_UP_PAGE {
-                return Ok(());
+                break;
             }
         }
+        // Held pushes at or below what the database just gave are sent; newer ones (they
+        // committed after the read) follow in order.
+        if self.write_held().await? > 0 {
+            self.flush().await?;
+        }
+        if !self.held.is_empty() {
+            self.gap_deadline = Some(Instant::now() + GAP_WAIT);
+        }
+        Ok(())
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
