@@ -90,6 +90,10 @@ struct Args {
     /// Envelopes queued for the offline device (offline).
     #[arg(long, default_value_t = 10_000)]
     backlog: u64,
+    /// Receive without acknowledging (to measure what acknowledgements cost the server;
+    /// envelopes stay undelivered).
+    #[arg(long)]
+    no_ack: bool,
     /// Seconds to wait for stragglers after the last send.
     #[arg(long, default_value_t = 15)]
     drain_timeout: u64,
@@ -213,6 +217,7 @@ async fn receive(
     mut socket: Socket,
     start: Instant,
     expectations: Arc<Expectations>,
+    ack: bool,
     mut stop: watch::Receiver<bool>,
 ) -> Received {
     let mut seen = HashSet::new();
@@ -244,7 +249,9 @@ async fn receive(
                                 duplicates += 1;
                             }
                         }
-                        pending_ack = envelope.seq;
+                        if ack {
+                            pending_ack = envelope.seq;
+                        }
                         if pending_ack - acked >= 16 {
                             let _ = socket.send(Message::Text(format!(r#"{{"type":"ack","upTo":{pending_ack}}}"#).into())).await;
                             acked = pending_ack;
@@ -357,6 +364,7 @@ async fn throughput(
             socket,
             start,
             expectations.clone(),
+            !args.no_ack,
             stop_rx.clone(),
         )));
     }
@@ -479,6 +487,7 @@ async fn throughput(
         "concurrency": args.concurrency,
         "rateTarget": args.rate,
         "payloadBytes": args.payload,
+        "acknowledged": !args.no_ack,
         "setupSeconds": setup_seconds,
         "sendSeconds": send_seconds,
         "messagesSent": messages,
