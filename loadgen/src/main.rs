@@ -372,6 +372,7 @@ async fn throughput(
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
+    eprintln!("loadgen: sending");
     let send_start = Instant::now();
     let deadline = send_start + Duration::from_secs(args.duration);
     let limit = if args.messages == 0 {

@@ -900,7 +900,16 @@ async fn racing_sends_reach_a_device_in_sequence_order(pool: PgPool) {
     }
     let sends = (0..300).map(|i| {
         let sender = &alice.devices[i % 2];
-        send_ok(&server, sender, v2_body(&format!("race{i}"), bob.id, &targets(sender, &alice, &bob), "x"))
+        send_ok(
+            &server,
+            sender,
+            v2_body(
+                &format!("race{i}"),
+                bob.id,
+                &targets(sender, &alice, &bob),
+                "x",
+            ),
+        )
     });
     futures::future::join_all(sends).await;
     for socket in &mut sockets {

@@ -148,11 +148,9 @@ struct OwnDeviceRow {
 /// The user's active devices, by ascending ID.
 pub async fn list_active(pool: &PgPool, user_id: UserId) -> Result<Vec<OwnDevice>, sqlx::Error> {
     let rows: Vec<OwnDeviceRow> = sqlx::query_as(
-        "SELECT d.device_id, d.device_name, d.created_at, d.last_seen_at, k.device_id IS NOT NULL AS has_identity_keys
-         FROM devices d
-         LEFT JOIN device_identity_keys k ON k.user_id = d.user_id AND k.device_id = d.device_id
-         WHERE d.user_id = $1 AND d.removed_at IS NULL
-         ORDER BY d.device_id",
+        "SELECT device_id, device_name, created_at, last_seen_at, has_identity_keys
+         FROM devices WHERE user_id = $1 AND removed_at IS NULL
+         ORDER BY device_id",
     )
     .bind(user_id.as_uuid())
     .fetch_all(pool)
@@ -189,7 +187,8 @@ async fn remove_in(
     device_id: DeviceId,
 ) -> Result<bool, sqlx::Error> {
     let marked = sqlx::query(
-        "UPDATE devices SET removed_at = now() WHERE user_id = $1 AND device_id = $2 AND removed_at IS NULL",
+        "UPDATE devices SET removed_at = now(), has_identity_keys = false
+         WHERE user_id = $1 AND device_id = $2 AND removed_at IS NULL",
     )
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())

@@ -90,9 +90,15 @@ pub async fn publish_identity_keys(
     device_id: DeviceId,
     keys: &StoredIdentityKeys,
 ) -> Result<IdentityPublish, sqlx::Error> {
+    // One statement: the keys, and the device's flag that makes it reachable.
     let inserted = sqlx::query(
-        "INSERT INTO device_identity_keys (user_id, device_id, curve25519_key, ed25519_key, signature)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id) DO NOTHING",
+        "WITH inserted AS (
+             INSERT INTO device_identity_keys (user_id, device_id, curve25519_key, ed25519_key, signature)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id) DO NOTHING
+             RETURNING user_id, device_id
+         )
+         UPDATE devices d SET has_identity_keys = true
+         FROM inserted i WHERE d.user_id = i.user_id AND d.device_id = i.device_id",
     )
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())

@@ -1,6 +1,8 @@
 //! Storing messages and their per-device envelopes.
 //!
-//! A send is one statement ([`SEND_SQL`]): one round trip, one transaction.
+//! A send costs two round trips: [`prepare`] reads what the send is checked against (an
+//! earlier message with this client ID, the device lists), and [`store`] writes the
+//! message and all its envelopes in one statement, which is one transaction.
 
 use std::collections::BTreeSet;
 
@@ -49,6 +51,85 @@ pub struct SendContext {
     active: BTreeSet<DeviceRef>,
     /// Removed devices of the recipient and sender.
     removed: BTreeSet<DeviceRef>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ContextRow {
+    kind: i32,
+    user_id: Option<Uuid>,
+    device_id: Option<i32>,
+    removed: Option<bool>,
+    reachable: Option<bool>,
+    message_id: Option<Uuid>,
+    created_at: Option<DateTime<Utc>>,
+    envelope_count: Option<i32>,
+}
+
+/// Reads an earlier message with this client ID, the device states of the recipient and
+/// the sender, and whether the recipient exists, in one round trip.
+pub async fn prepare(
+    pool: &PgPool,
+    sender: DeviceRef,
+    client_message_id: &str,
+    recipient: UserId,
+) -> Result<SendContext, sqlx::Error> {
+    let rows: Vec<ContextRow> = sqlx::query_as(
+        "SELECT 1 AS kind, d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
+                (d.removed_at IS NULL AND d.has_identity_keys) AS reachable,
+                NULL::uuid AS message_id, NULL::timestamptz AS created_at, NULL::int4 AS envelope_count
+         FROM devices d WHERE d.user_id IN ($1, $4)
+         UNION ALL
+         SELECT 2, NULL, NULL, NULL, NULL, message_id, created_at, envelope_count FROM messages
+         WHERE sender_user_id = $1 AND sender_device_id = $2 AND client_message_id = $3
+         UNION ALL
+         SELECT 3, user_id, NULL, NULL, NULL, NULL, NULL, NULL FROM users WHERE user_id = $4",
+    )
+    .bind(sender.user_id.as_uuid())
+    .bind(sender.device_id.as_i32())
+    .bind(client_message_id)
+    .bind(recipient.as_uuid())
+    .fetch_all(pool)
+    .await?;
+
+    let mut context = SendContext {
+        existing: None,
+        recipient_exists: false,
+        reachable: BTreeSet::new(),
+        active: BTreeSet::new(),
+        removed: BTreeSet::new(),
+    };
+    for row in rows {
+        match (row.kind, row.user_id, row.device_id) {
+            (1, Some(user_id), Some(id)) => {
+                let device = DeviceRef {
+                    user_id: UserId::from(user_id),
+                    device_id: device_id(id)?,
+                };
+                if row.removed.unwrap_or(false) {
+                    context.removed.insert(device);
+                } else {
+                    context.active.insert(device);
+                    if row.reachable.unwrap_or(false) {
+                        context.reachable.insert(device);
+                    }
+                }
+            }
+            (2, _, _) => {
+                if let (Some(message_id), Some(created_at)) = (row.message_id, row.created_at) {
+                    let envelope_count =
+                        u32::try_from(row.envelope_count.unwrap_or(0)).unwrap_or(0);
+                    context.existing = Some(StoredMessage {
+                        message_id,
+                        created_at,
+                        envelope_count,
+                    });
+                }
+            }
+            (3, _, _) => context.recipient_exists = true,
+            _ => {}
+        }
+    }
+    Ok(context)
 }
 
 /// Why a send is refused before anything is written.
@@ -136,131 +217,48 @@ pub fn compare(
     }
 }
 
-/// What to send: V2 envelopes (decoded), or a V1 ciphertext for every device.
-#[derive(Debug, Clone, Copy)]
-pub enum SendRequest<'a> {
-    V2(&'a [NewEnvelope]),
-    V1(&'a [u8]),
-}
-
-/// The outcome of [`send`].
+/// The outcome of [`store`].
 #[derive(Debug)]
-pub enum SendOutcome {
+pub enum StoreOutcome {
     /// Stored; each envelope's stream position.
     Stored {
         message: StoredMessage,
         placed: Vec<Placed>,
     },
-    /// This device sent a message under this client ID before: its answer stands.
-    Existing(StoredMessage),
-    /// Refused; nothing written.
-    Refused(Refusal),
+    /// This client message ID was stored meanwhile by a racing retry: nothing written.
+    Duplicate,
+    /// These devices were removed after [`prepare`] read them: nothing written.
+    Stale(Vec<DeviceRef>),
 }
 
 #[derive(sqlx::FromRow)]
-struct SendRow {
-    kind: i32,
-    user_id: Option<Uuid>,
-    device_id: Option<i32>,
-    removed: Option<bool>,
-    reachable: Option<bool>,
-    seq: Option<i64>,
-    message_id: Option<Uuid>,
+struct PlacedRow {
+    user_id: Uuid,
+    device_id: i32,
+    seq: i64,
     created_at: Option<DateTime<Utc>>,
-    envelope_count: Option<i32>,
 }
 
-/// The send in one statement, so one round trip and one transaction. It:
+/// Writes a message and its envelopes in one statement (so one transaction):
 ///
-/// 1. reads an earlier message under this client ID, and the device states of the
-///    recipient and the sender;
-/// 2. checks the envelope set against them (V2: exactly the reachable devices of both,
-///    less the sending device) or derives it (V1: every active device of the recipient);
-/// 3. only then locks the target devices' rows in (user, device) order, so concurrent
-///    sends never deadlock, skipping devices removed meanwhile, and takes each one's next
-///    stream sequence number (under the lock, so in commit order per device);
-/// 4. inserts the message, only if every target was locked and its client ID is still
-///    new, and all envelopes from arrays (not a statement per envelope);
-/// 5. returns what it read and what it placed, from which [`send`] tells the outcome.
+/// 1. lock the target devices' rows in (user, device) order, so concurrent sends never
+///    deadlock, skipping devices removed meanwhile;
+/// 2. take the next stream sequence number of each (under the lock, so in commit order);
+/// 3. insert the message, only if every device was locked, and only if its client ID is
+///    new (a racing retry that committed first wins);
+/// 4. insert every envelope from arrays (one statement, not one per envelope).
 ///
-/// When step 4 inserts nothing after step 3 ran (a racing removal or retry), the
-/// sequence numbers taken stay unused: a stream may skip a number then; readers cope.
-const SEND_SQL: &str = "
-WITH existing AS (
-    SELECT message_id, created_at, envelope_count FROM messages
-    WHERE sender_user_id = $2 AND sender_device_id = $3 AND client_message_id = $4
-), devs AS (
-    SELECT d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
-           (d.removed_at IS NULL AND EXISTS (
-               SELECT 1 FROM device_identity_keys k WHERE k.user_id = d.user_id AND k.device_id = d.device_id
-           )) AS reachable
-    FROM devices d WHERE d.user_id IN ($2, $5)
-), req AS (
-    SELECT t.user_id, t.device_id, t.envelope_type, t.ciphertext
-    FROM unnest($8::uuid[], $9::int4[], $10::int2[], $11::bytea[]) AS t (user_id, device_id, envelope_type, ciphertext)
-    WHERE $6 = 2
-    UNION ALL
-    SELECT user_id, device_id, 2::int2, NULL::bytea FROM devs
-    WHERE $6 = 1 AND NOT removed AND user_id = $5 AND NOT (user_id = $2 AND device_id = $3)
-), expected AS (
-    SELECT user_id, device_id FROM devs
-    WHERE $6 = 2 AND reachable AND NOT (user_id = $2 AND device_id = $3)
-), go AS (
-    SELECT NOT EXISTS (SELECT 1 FROM existing)
-       AND EXISTS (SELECT 1 FROM req WHERE user_id = $5)
-       AND ($6 = 1 OR (
-               NOT EXISTS (SELECT user_id, device_id FROM expected EXCEPT SELECT user_id, device_id FROM req)
-           AND NOT EXISTS (SELECT user_id, device_id FROM req EXCEPT SELECT user_id, device_id FROM expected)
-       )) AS ok
-), locked AS (
-    SELECT d.user_id, d.device_id FROM devices d
-    JOIN req t ON d.user_id = t.user_id AND d.device_id = t.device_id
-    WHERE d.removed_at IS NULL AND (SELECT ok FROM go)
-    ORDER BY d.user_id, d.device_id
-    FOR UPDATE OF d
-), bumped AS (
-    UPDATE devices d SET next_stream_seq = d.next_stream_seq + 1
-    FROM locked l WHERE d.user_id = l.user_id AND d.device_id = l.device_id
-    RETURNING d.user_id, d.device_id, d.next_stream_seq - 1 AS seq
-), m AS (
-    INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
-                          recipient_user_id, protocol_version, encrypted_envelope, envelope_count)
-    SELECT $1, $2, $3, $4, $5, $6, $7, (SELECT count(*) FROM req)
-    WHERE (SELECT count(*) FROM bumped) = (SELECT count(*) FROM req) AND (SELECT count(*) FROM req) > 0
-    ON CONFLICT (sender_user_id, sender_device_id, client_message_id) DO NOTHING
-    RETURNING message_id, created_at, envelope_count
-), e AS (
-    INSERT INTO message_envelopes (recipient_user_id, recipient_device_id, seq, message_id,
-                                   envelope_type, ciphertext, created_at)
-    SELECT t.user_id, t.device_id, b.seq, m.message_id, t.envelope_type, t.ciphertext, m.created_at
-    FROM m, req t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
-)
-SELECT 1 AS kind, user_id, device_id, removed, reachable,
-       NULL::int8 AS seq, NULL::uuid AS message_id, NULL::timestamptz AS created_at, NULL::int4 AS envelope_count
-FROM devs
-UNION ALL
-SELECT 2, NULL, NULL, NULL, NULL, NULL, message_id, created_at, envelope_count FROM existing
-UNION ALL
-SELECT 3, b.user_id, b.device_id, NULL, NULL, b.seq, m.message_id, m.created_at, m.envelope_count
-FROM bumped b LEFT JOIN m ON true
-UNION ALL
-SELECT 4, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM users WHERE user_id = $5";
-
-/// Sends a message: checks it against the device lists and stores it, in one statement
-/// (see [`SEND_SQL`]).
-pub async fn send(
+/// When step 3 inserts nothing, the sequence numbers taken in step 2 stay unused: a
+/// device's stream may skip a number in that rare race, which readers handle.
+pub async fn store(
     pool: &PgPool,
     sender: DeviceRef,
     client_message_id: &str,
     recipient: UserId,
-    request: SendRequest<'_>,
-) -> Result<SendOutcome, sqlx::Error> {
+    legacy_envelope: Option<&[u8]>,
+    envelopes: &[NewEnvelope],
+) -> Result<StoreOutcome, sqlx::Error> {
     let message_id = Uuid::now_v7();
-    let empty: &[NewEnvelope] = &[];
-    let (version, legacy, envelopes): (i16, Option<&[u8]>, &[NewEnvelope]) = match request {
-        SendRequest::V2(envelopes) => (2, None, envelopes),
-        SendRequest::V1(ciphertext) => (1, Some(ciphertext), empty),
-    };
     let users: Vec<Uuid> = envelopes
         .iter()
         .map(|e| e.device.user_id.as_uuid())
@@ -272,107 +270,87 @@ pub async fn send(
     let types: Vec<i16> = envelopes.iter().map(|e| e.envelope_type.as_i16()).collect();
     let ciphertexts: Vec<Option<&[u8]>> =
         envelopes.iter().map(|e| e.ciphertext.as_deref()).collect();
+    let count = i32::try_from(envelopes.len()).unwrap_or(i32::MAX);
+    let protocol_version: i16 = if legacy_envelope.is_some() { 1 } else { 2 };
 
-    let rows: Vec<SendRow> = sqlx::query_as(SEND_SQL)
-        .bind(message_id)
-        .bind(sender.user_id.as_uuid())
-        .bind(sender.device_id.as_i32())
-        .bind(client_message_id)
-        .bind(recipient.as_uuid())
-        .bind(version)
-        .bind(legacy)
-        .bind(&users)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&ciphertexts)
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<PlacedRow> = sqlx::query_as(
+        "WITH targets AS (
+             SELECT * FROM unnest($9::uuid[], $10::int4[], $11::int2[], $12::bytea[])
+                 AS t (user_id, device_id, envelope_type, ciphertext)
+         ), locked AS (
+             SELECT d.user_id, d.device_id FROM devices d
+             JOIN targets t ON d.user_id = t.user_id AND d.device_id = t.device_id
+             WHERE d.removed_at IS NULL
+             ORDER BY d.user_id, d.device_id
+             FOR UPDATE OF d
+         ), bumped AS (
+             UPDATE devices d SET next_stream_seq = d.next_stream_seq + 1
+             FROM locked l WHERE d.user_id = l.user_id AND d.device_id = l.device_id
+             RETURNING d.user_id, d.device_id, d.next_stream_seq - 1 AS seq
+         ), m AS (
+             INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
+                                   recipient_user_id, protocol_version, encrypted_envelope, envelope_count)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             WHERE (SELECT count(*) FROM bumped) = $8
+             ON CONFLICT (sender_user_id, sender_device_id, client_message_id) DO NOTHING
+             RETURNING message_id, created_at
+         ), e AS (
+             INSERT INTO message_envelopes (recipient_user_id, recipient_device_id, seq, message_id,
+                                            envelope_type, ciphertext, created_at)
+             SELECT t.user_id, t.device_id, b.seq, m.message_id, t.envelope_type, t.ciphertext, m.created_at
+             FROM m, targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
+         )
+         SELECT b.user_id, b.device_id, b.seq, m.created_at FROM bumped b LEFT JOIN m ON true",
+    )
+    .bind(message_id)
+    .bind(sender.user_id.as_uuid())
+    .bind(sender.device_id.as_i32())
+    .bind(client_message_id)
+    .bind(recipient.as_uuid())
+    .bind(protocol_version)
+    .bind(legacy_envelope)
+    .bind(count)
+    .bind(&users)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&ciphertexts)
+    .fetch_all(pool)
+    .await?;
 
-    let mut context = SendContext {
-        existing: None,
-        recipient_exists: false,
-        reachable: BTreeSet::new(),
-        active: BTreeSet::new(),
-        removed: BTreeSet::new(),
-    };
-    let mut placed = Vec::new();
-    let mut stored = None;
+    let mut placed = Vec::with_capacity(rows.len());
+    let mut created_at = None;
     for row in rows {
-        let device = match (row.user_id, row.device_id) {
-            (Some(user_id), Some(id)) => Some(DeviceRef {
-                user_id: UserId::from(user_id),
-                device_id: device_id(id)?,
-            }),
-            _ => None,
+        created_at = created_at.or(row.created_at);
+        let device = DeviceRef {
+            user_id: UserId::from(row.user_id),
+            device_id: device_id(row.device_id)?,
         };
-        let message = match (row.message_id, row.created_at) {
-            (Some(message_id), Some(created_at)) => Some(StoredMessage {
+        placed.push(Placed {
+            device,
+            seq: u64::try_from(row.seq).unwrap_or(0),
+        });
+    }
+    if placed.len() != envelopes.len() {
+        let locked: BTreeSet<DeviceRef> = placed.iter().map(|p| p.device).collect();
+        return Ok(StoreOutcome::Stale(
+            envelopes
+                .iter()
+                .map(|e| e.device)
+                .filter(|d| !locked.contains(d))
+                .collect(),
+        ));
+    }
+    Ok(match created_at {
+        Some(created_at) => StoreOutcome::Stored {
+            message: StoredMessage {
                 message_id,
                 created_at,
-                envelope_count: u32::try_from(row.envelope_count.unwrap_or(0)).unwrap_or(0),
-            }),
-            _ => None,
-        };
-        match (row.kind, device) {
-            (1, Some(device)) => {
-                if row.removed.unwrap_or(false) {
-                    context.removed.insert(device);
-                } else {
-                    context.active.insert(device);
-                    if row.reachable.unwrap_or(false) {
-                        context.reachable.insert(device);
-                    }
-                }
-            }
-            (2, _) => context.existing = message,
-            (3, Some(device)) => {
-                placed.push(Placed {
-                    device,
-                    seq: u64::try_from(row.seq.unwrap_or(0)).unwrap_or(0),
-                });
-                stored = stored.or(message);
-            }
-            (4, _) => context.recipient_exists = true,
-            _ => {}
-        }
-    }
-
-    if let Some(existing) = context.existing {
-        return Ok(SendOutcome::Existing(existing));
-    }
-    if let Some(message) = stored {
-        return Ok(SendOutcome::Stored { message, placed });
-    }
-    // Nothing stored: say why.
-    let targets: BTreeSet<DeviceRef> = match request {
-        SendRequest::V2(envelopes) => {
-            let requested = envelopes.iter().map(|e| e.device).collect();
-            if let Err(refusal) = context.check_v2(sender, recipient, &requested) {
-                return Ok(SendOutcome::Refused(refusal));
-            }
-            requested
-        }
-        SendRequest::V1(_) => match context.v1_targets(sender, recipient) {
-            Ok(targets) => targets.into_iter().collect(),
-            Err(refusal) => return Ok(SendOutcome::Refused(refusal)),
+                envelope_count: u32::try_from(count).unwrap_or(0),
+            },
+            placed,
         },
-    };
-    let locked: BTreeSet<DeviceRef> = placed.iter().map(|p| p.device).collect();
-    let stale: Vec<DeviceRef> = targets.difference(&locked).copied().collect();
-    if !stale.is_empty() {
-        // Removed after the statement's snapshot was taken.
-        let mismatch = DeviceListMismatch {
-            stale,
-            ..DeviceListMismatch::default()
-        };
-        return Ok(SendOutcome::Refused(Refusal::Mismatch(mismatch)));
-    }
-    // Every check passed and every device was locked, yet nothing was inserted: a retry
-    // with the same client ID committed first. Its answer stands.
-    find_by_client_id(pool, sender, client_message_id)
-        .await?
-        .map(SendOutcome::Existing)
-        .ok_or_else(|| sqlx::Error::Protocol("a conflicting message vanished".into()))
+        None => StoreOutcome::Duplicate,
+    })
 }
 
 /// The message a device sent under a client message ID, if any.

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{
-    DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
+    DeviceEnvelope, DeviceListMismatch, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
 use courier_protocol::api::stream::{Envelope, ServerFrame, StreamItem};
 use courier_protocol::keys::{KeyDecodeError, decode_base64, encode_base64};
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthenticatedDevice;
 use crate::db;
-use crate::db::messages::{NewEnvelope, Refusal, SendOutcome, SendRequest, StoredMessage};
+use crate::db::messages::{NewEnvelope, Refusal, StoreOutcome, StoredMessage};
 use crate::db::stream::EnvelopeLookup;
 use crate::delivery::PushedFrame;
 use crate::error::ApiError;
@@ -138,25 +138,50 @@ pub async fn send_message(
         Version::V2(_) => None,
     };
 
-    let request_kind = match (&decoded, &legacy) {
-        (Some(envelopes), _) => SendRequest::V2(envelopes),
-        (None, Some(ciphertext)) => SendRequest::V1(ciphertext),
-        (None, None) => {
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "a send with neither V1 nor V2 content"
-            )));
-        }
-    };
-    let outcome = db::messages::send(
+    let context = db::messages::prepare(
         &state.pool,
         sender,
         &request.client_message_id,
         request.recipient_user_id,
-        request_kind,
+    )
+    .await?;
+    // A retry is answered before the envelope set is checked: the device lists may have
+    // changed since the original was stored, and the original stands.
+    if let Some(existing) = &context.existing {
+        Metrics::add(&state.metrics.messages_deduplicated, 1);
+        return Ok((StatusCode::OK, Json(answer(existing))));
+    }
+    let envelopes = match decoded {
+        Some(envelopes) => {
+            let requested = envelopes.iter().map(|e| e.device).collect();
+            context
+                .check_v2(sender, request.recipient_user_id, &requested)
+                .map_err(|refusal| refused(&state, refusal))?;
+            envelopes
+        }
+        None => context
+            .v1_targets(sender, request.recipient_user_id)
+            .map_err(|refusal| refused(&state, refusal))?
+            .into_iter()
+            .map(|device| NewEnvelope {
+                device,
+                envelope_type: EnvelopeType::Legacy,
+                ciphertext: None,
+            })
+            .collect(),
+    };
+
+    let outcome = db::messages::store(
+        &state.pool,
+        sender,
+        &request.client_message_id,
+        request.recipient_user_id,
+        legacy.as_deref(),
+        &envelopes,
     )
     .await?;
     match outcome {
-        SendOutcome::Stored { message, placed } => {
+        StoreOutcome::Stored { message, placed } => {
             Metrics::add(
                 if legacy.is_some() {
                     &state.metrics.messages_v1
@@ -171,17 +196,29 @@ pub async fn send_message(
                 caller,
                 &message,
                 &placed,
-                decoded.as_deref().unwrap_or_default(),
+                &envelopes,
                 legacy.as_deref(),
             );
             Ok((StatusCode::CREATED, Json(answer(&message))))
         }
-        SendOutcome::Existing(existing) => {
-            // A retry: the original answer stands, whatever the device lists are now.
+        StoreOutcome::Duplicate => {
+            // A racing retry committed first: answer with what it stored.
+            let existing =
+                db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::internal(anyhow::anyhow!("a conflicting message vanished"))
+                    })?;
             Metrics::add(&state.metrics.messages_deduplicated, 1);
             Ok((StatusCode::OK, Json(answer(&existing))))
         }
-        SendOutcome::Refused(refusal) => Err(refused(&state, refusal)),
+        StoreOutcome::Stale(stale) => Err(refused(
+            &state,
+            Refusal::Mismatch(DeviceListMismatch {
+                stale,
+                ..DeviceListMismatch::default()
+            }),
+        )),
     }
 }
 
@@ -257,24 +294,22 @@ fn push(
     envelopes: &[NewEnvelope],
     legacy: Option<&[u8]>,
 ) {
-    for placed in placed {
-        let (envelope_type, ciphertext) = match legacy {
-            Some(ciphertext) => (EnvelopeType::Legacy, ciphertext),
-            None => match envelopes.iter().find(|e| e.device == placed.device) {
-                Some(envelope) => (
-                    envelope.envelope_type,
-                    envelope.ciphertext.as_deref().unwrap_or_default(),
-                ),
-                None => continue,
-            },
-        };
+    for (placed, envelope) in placed.iter().filter_map(|p| {
+        envelopes
+            .iter()
+            .find(|e| e.device == p.device)
+            .map(|e| (p, e))
+    }) {
+        let ciphertext = legacy
+            .or(envelope.ciphertext.as_deref())
+            .unwrap_or_default();
         let frame = ServerFrame::Item(StreamItem::Envelope(Envelope {
             seq: placed.seq,
             message_id: message.message_id,
             sender_user_id: caller.user_id,
             sender_device_id: caller.device_id,
             protocol_version: if legacy.is_some() { 1 } else { 2 },
-            envelope_type,
+            envelope_type: envelope.envelope_type,
             ciphertext: encode_base64(ciphertext),
             server_timestamp: message.created_at,
         }));
