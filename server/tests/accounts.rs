@@ -210,9 +210,14 @@ async fn removing_a_device_revokes_its_token_and_deletes_its_keys(pool: PgPool) 
     server.create_account("frank").await;
     let phone = server.new_published_device("frank").await;
     let laptop = server.new_published_device("frank").await;
-    let (_, own) = server.call(Method::GET, "/v1/devices", Some(&laptop.token), None).await;
+    let (_, own) = server
+        .call(Method::GET, "/v1/devices", Some(&laptop.token), None)
+        .await;
     let own: OwnDevicesResponse = serde_json::from_value(own).unwrap();
-    assert!(own.devices.iter().all(|device| device.has_identity_keys), "{own:?}");
+    assert!(
+        own.devices.iter().all(|device| device.has_identity_keys),
+        "{own:?}"
+    );
 
     let path = format!("/v1/keys/devices/{}", phone.user_id);
     let (_, before) = server

@@ -28,7 +28,7 @@ use crate::state::AppState;
 /// Items read from PostgreSQL per query when catching up.
 const CATCH_UP_PAGE: i64 = 500;
 /// How long a push that arrived ahead of an earlier one waits for it.
-const GAP_WAIT: Duration = Duration::from_millis(10);
+const GAP_WAIT: Duration = Duration::from_millis(5);
 /// Most pushes held while waiting; past this the stream is read from the database.
 const MAX_HELD: usize = 256;
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# CPU time per message of PostgreSQL (all its processes) and of the server, counted from
+# when the load generator starts sending (account set-up excluded), at a fixed rate.
+# CPU time, unlike throughput, hardly moves with the machine's background noise, so
+# this is the number to compare two builds by.
+#   scripts/bench/cpu-per-message.sh [SERVER_BINARY] [RATE] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=${1:-target/release/courier-server}
+rate=${2:-500}
+seconds=${3:-15}
+db=courier_cpu_$$
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+work=$(mktemp -d)
+COURIER_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" COURIER_LISTEN="127.0.0.1:$port" COURIER_LOG=warn \
+  "$bin" >/dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; rm -rf "$work"' EXIT
+until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+
+ticks() { # utime + stime, in clock ticks, of the given PIDs
+  local total=0 pid
+  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+target/release/courier-loadgen --server "http://127.0.0.1:$port" --mode throughput --users 40 --devices 5 \
+  --duration "$seconds" --concurrency 64 --rate "$rate" >"$work/out.json" 2>"$work/err" &
+loadgen=$!
+until grep -q "loadgen: sending" "$work/err" 2>/dev/null; do sleep 0.05; done
+pg0=$(ticks $(pgrep -x postgres)); s0=$(ticks "$server")
+wait "$loadgen"
+pg1=$(ticks $(pgrep -x postgres)); s1=$(ticks "$server")
+hz=$(getconf CLK_TCK)
+messages=$(grep -o '"messagesSent": [0-9]*' "$work/out.json" | awk '{print $2}')
+awk -v pg=$((pg1 - pg0)) -v s=$((s1 - s0)) -v m="$messages" -v hz="$hz" -v rate="$rate" 'BEGIN {
+  printf "{\"rate\": %d, \"messages\": %d, \"postgresCpuMsPerMessage\": %.3f, \"serverCpuMsPerMessage\": %.3f}\n",
+    rate, m, pg * 1000 / hz / m, s * 1000 / hz / m }'
