@@ -30,8 +30,8 @@ run() {
   db=$(grep -o '"database": "[^"]*"' "$out/$name.json" | cut -d'"' -f4)
   [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 }
-run throughput --mode throughput --users 40 --devices 5 --duration "$duration" --concurrency 64
+run throughput --mode throughput --users 40 --devices 5 --duration "$duration" --concurrency 128
 rate=$(grep -o '"messagesPerSecond": [0-9.]*' "$out/throughput.json" | awk '{printf "%d", $2 / 2}')
-run half-load --mode throughput --users 40 --devices 5 --duration "$duration" --concurrency 64 --rate "$rate"
+run half-load --mode throughput --users 40 --devices 5 --duration "$duration" --concurrency 128 --rate "$rate"
 run offline --mode offline --backlog "$backlog" --concurrency 32
 run idle --mode idle --sockets "$sockets" --devices 100

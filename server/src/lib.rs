@@ -17,6 +17,7 @@ mod extract;
 pub mod metrics;
 pub mod router;
 mod routes;
+mod sends;
 mod state;
 
 use std::future::Future;
@@ -45,6 +46,7 @@ where
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
     let (acks, ack_task) = delivery::acks::start(pool.clone(), metrics.clone());
+    let (sends, send_tasks) = sends::SendQueue::start(pool.clone(), 4);
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = delivery::retention::start(
         pool.clone(),
@@ -61,6 +63,7 @@ where
         settings: Arc::new(settings),
         hub: hub.clone(),
         acks,
+        sends,
         metrics,
     };
     let app = router::build(state);
@@ -82,6 +85,14 @@ where
         .is_err()
     {
         tracing::warn!("acknowledgements were still being written at shutdown");
+    }
+    // In-flight requests have finished, so every queued send has been answered.
+    let writers = futures::future::join_all(send_tasks);
+    if tokio::time::timeout(Duration::from_secs(10), writers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("message writers were still running at shutdown");
     }
     served
 }

@@ -73,6 +73,7 @@ pub(crate) struct AppState {
     pub tokens: Arc<TokenCache>,
     pub hub: Arc<Hub>,
     pub acks: AckSender,
+    pub sends: crate::sends::SendQueue,
     pub metrics: Arc<Metrics>,
 }
 

@@ -231,85 +231,128 @@ pub enum StoreOutcome {
     Stale(Vec<DeviceRef>),
 }
 
+/// One message to store (see [`store_batch`]).
+#[derive(Debug, Clone)]
+pub struct StoreJob {
+    pub sender: DeviceRef,
+    pub client_message_id: String,
+    pub recipient: UserId,
+    /// The V1 ciphertext, stored on the message; `None` for V2.
+    pub legacy_envelope: Option<Vec<u8>>,
+    pub envelopes: Vec<NewEnvelope>,
+}
+
 #[derive(sqlx::FromRow)]
 struct PlacedRow {
+    ord: i64,
+    message_id: Uuid,
     user_id: Uuid,
     device_id: i32,
     seq: i64,
     created_at: Option<DateTime<Utc>>,
 }
 
-/// Writes a message and its envelopes in one statement (so one transaction):
+/// Writes messages and their envelopes, many in one statement (so one transaction and
+/// one commit for all of them):
 ///
-/// 1. lock the target devices' rows in (user, device) order, so concurrent sends never
-///    deadlock, skipping devices removed meanwhile;
-/// 2. take the next stream sequence number of each (under the lock, so in commit order);
-/// 3. insert the message, only if every device was locked, and only if its client ID is
-///    new (a racing retry that committed first wins);
-/// 4. insert every envelope from arrays (one statement, not one per envelope).
+/// 1. count the envelopes per target device, lock those devices' rows in (user, device)
+///    order (so concurrent statements never deadlock), skipping devices removed meanwhile;
+/// 2. take a run of stream sequence numbers per device (under the lock, so in commit
+///    order) and give each envelope its number, in the order of the jobs;
+/// 3. insert each message whose every device was locked and whose client ID is new (a
+///    racing retry that committed first wins), and the envelopes of the inserted ones,
+///    from arrays (one statement, never one per envelope).
 ///
-/// When step 3 inserts nothing, the sequence numbers taken in step 2 stay unused: a
-/// device's stream may skip a number in that rare race, which readers handle.
-pub async fn store(
+/// A message that is not inserted leaves its sequence numbers unused: a device's stream
+/// may skip a number in those rare races, which readers handle.
+pub async fn store_batch(
     pool: &PgPool,
-    sender: DeviceRef,
-    client_message_id: &str,
-    recipient: UserId,
-    legacy_envelope: Option<&[u8]>,
-    envelopes: &[NewEnvelope],
-) -> Result<StoreOutcome, sqlx::Error> {
-    let message_id = Uuid::now_v7();
-    let users: Vec<Uuid> = envelopes
+    jobs: &[StoreJob],
+) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    let message_ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    let sender_users: Vec<Uuid> = jobs.iter().map(|j| j.sender.user_id.as_uuid()).collect();
+    let sender_devices: Vec<i32> = jobs.iter().map(|j| j.sender.device_id.as_i32()).collect();
+    let client_ids: Vec<&str> = jobs.iter().map(|j| j.client_message_id.as_str()).collect();
+    let recipients: Vec<Uuid> = jobs.iter().map(|j| j.recipient.as_uuid()).collect();
+    let versions: Vec<i16> = jobs
         .iter()
-        .map(|e| e.device.user_id.as_uuid())
+        .map(|j| if j.legacy_envelope.is_some() { 1 } else { 2 })
         .collect();
-    let ids: Vec<i32> = envelopes
+    let legacies: Vec<Option<&[u8]>> = jobs.iter().map(|j| j.legacy_envelope.as_deref()).collect();
+    let counts: Vec<i32> = jobs
         .iter()
-        .map(|e| e.device.device_id.as_i32())
+        .map(|j| i32::try_from(j.envelopes.len()).unwrap_or(i32::MAX))
         .collect();
-    let types: Vec<i16> = envelopes.iter().map(|e| e.envelope_type.as_i16()).collect();
-    let ciphertexts: Vec<Option<&[u8]>> =
-        envelopes.iter().map(|e| e.ciphertext.as_deref()).collect();
-    let count = i32::try_from(envelopes.len()).unwrap_or(i32::MAX);
-    let protocol_version: i16 = if legacy_envelope.is_some() { 1 } else { 2 };
+    let mut ords = Vec::new();
+    let mut users = Vec::new();
+    let mut ids = Vec::new();
+    let mut types = Vec::new();
+    let mut ciphertexts: Vec<Option<&[u8]>> = Vec::new();
+    for (ord, job) in jobs.iter().enumerate() {
+        for envelope in &job.envelopes {
+            ords.push(i64::try_from(ord).unwrap_or(i64::MAX) + 1);
+            users.push(envelope.device.user_id.as_uuid());
+            ids.push(envelope.device.device_id.as_i32());
+            types.push(envelope.envelope_type.as_i16());
+            ciphertexts.push(envelope.ciphertext.as_deref());
+        }
+    }
 
     let rows: Vec<PlacedRow> = sqlx::query_as(
-        "WITH targets AS (
-             SELECT * FROM unnest($9::uuid[], $10::int4[], $11::int2[], $12::bytea[])
-                 AS t (user_id, device_id, envelope_type, ciphertext)
+        "WITH msgs AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::uuid[], $6::int2[], $7::bytea[], $8::int4[])
+                 WITH ORDINALITY AS m (message_id, sender_user_id, sender_device_id, client_message_id,
+                                       recipient_user_id, protocol_version, encrypted_envelope, envelope_count, ord)
+         ), targets AS (
+             SELECT * FROM unnest($9::int8[], $10::uuid[], $11::int4[], $12::int2[], $13::bytea[])
+                 AS t (ord, user_id, device_id, envelope_type, ciphertext)
+         ), wanted AS (
+             SELECT user_id, device_id, count(*) AS n FROM targets GROUP BY user_id, device_id
          ), locked AS (
              SELECT d.user_id, d.device_id FROM devices d
-             JOIN targets t ON d.user_id = t.user_id AND d.device_id = t.device_id
+             JOIN wanted w ON d.user_id = w.user_id AND d.device_id = w.device_id
              WHERE d.removed_at IS NULL
              ORDER BY d.user_id, d.device_id
              FOR UPDATE OF d
          ), bumped AS (
-             UPDATE devices d SET next_stream_seq = d.next_stream_seq + 1
-             FROM locked l WHERE d.user_id = l.user_id AND d.device_id = l.device_id
-             RETURNING d.user_id, d.device_id, d.next_stream_seq - 1 AS seq
-         ), m AS (
+             UPDATE devices d SET next_stream_seq = d.next_stream_seq + w.n
+             FROM locked l JOIN wanted w ON w.user_id = l.user_id AND w.device_id = l.device_id
+             WHERE d.user_id = l.user_id AND d.device_id = l.device_id
+             RETURNING d.user_id, d.device_id, d.next_stream_seq - w.n AS first_seq
+         ), placed AS (
+             SELECT t.ord, t.user_id, t.device_id, t.envelope_type, t.ciphertext,
+                    b.first_seq + row_number() OVER (PARTITION BY t.user_id, t.device_id ORDER BY t.ord) - 1 AS seq
+             FROM targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
+         ), complete AS (
+             SELECT m.* FROM msgs m
+             JOIN (SELECT ord, count(*) AS n FROM placed GROUP BY ord) p ON p.ord = m.ord
+             WHERE p.n = m.envelope_count
+         ), ins AS (
              INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
                                    recipient_user_id, protocol_version, encrypted_envelope, envelope_count)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8
-             WHERE (SELECT count(*) FROM bumped) = $8
+             SELECT message_id, sender_user_id, sender_device_id, client_message_id,
+                    recipient_user_id, protocol_version, encrypted_envelope, envelope_count
+             FROM complete
              ON CONFLICT (sender_user_id, sender_device_id, client_message_id) DO NOTHING
              RETURNING message_id, created_at
          ), e AS (
              INSERT INTO message_envelopes (recipient_user_id, recipient_device_id, seq, message_id,
                                             envelope_type, ciphertext, created_at)
-             SELECT t.user_id, t.device_id, b.seq, m.message_id, t.envelope_type, t.ciphertext, m.created_at
-             FROM m, targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
+             SELECT p.user_id, p.device_id, p.seq, i.message_id, p.envelope_type, p.ciphertext, i.created_at
+             FROM placed p JOIN msgs m ON m.ord = p.ord JOIN ins i ON i.message_id = m.message_id
          )
-         SELECT b.user_id, b.device_id, b.seq, m.created_at FROM bumped b LEFT JOIN m ON true",
+         SELECT p.ord, m.message_id, p.user_id, p.device_id, p.seq, i.created_at
+         FROM placed p JOIN msgs m ON m.ord = p.ord LEFT JOIN ins i ON i.message_id = m.message_id",
     )
-    .bind(message_id)
-    .bind(sender.user_id.as_uuid())
-    .bind(sender.device_id.as_i32())
-    .bind(client_message_id)
-    .bind(recipient.as_uuid())
-    .bind(protocol_version)
-    .bind(legacy_envelope)
-    .bind(count)
+    .bind(&message_ids)
+    .bind(&sender_users)
+    .bind(&sender_devices)
+    .bind(&client_ids)
+    .bind(&recipients)
+    .bind(&versions)
+    .bind(&legacies)
+    .bind(&counts)
+    .bind(&ords)
     .bind(&users)
     .bind(&ids)
     .bind(&types)
@@ -317,40 +360,56 @@ pub async fn store(
     .fetch_all(pool)
     .await?;
 
-    let mut placed = Vec::with_capacity(rows.len());
-    let mut created_at = None;
+    let mut placed: Vec<Vec<Placed>> = vec![Vec::new(); jobs.len()];
+    let mut created: Vec<Option<DateTime<Utc>>> = vec![None; jobs.len()];
     for row in rows {
-        created_at = created_at.or(row.created_at);
+        let Some(index) = usize::try_from(row.ord - 1)
+            .ok()
+            .filter(|index| *index < jobs.len())
+        else {
+            continue;
+        };
         let device = DeviceRef {
             user_id: UserId::from(row.user_id),
             device_id: device_id(row.device_id)?,
         };
-        placed.push(Placed {
+        placed[index].push(Placed {
             device,
             seq: u64::try_from(row.seq).unwrap_or(0),
         });
+        created[index] = created[index].or(row.created_at);
+        debug_assert_eq!(row.message_id, message_ids[index]);
     }
-    if placed.len() != envelopes.len() {
-        let locked: BTreeSet<DeviceRef> = placed.iter().map(|p| p.device).collect();
-        return Ok(StoreOutcome::Stale(
-            envelopes
-                .iter()
-                .map(|e| e.device)
-                .filter(|d| !locked.contains(d))
-                .collect(),
-        ));
-    }
-    Ok(match created_at {
-        Some(created_at) => StoreOutcome::Stored {
-            message: StoredMessage {
-                message_id,
-                created_at,
-                envelope_count: u32::try_from(count).unwrap_or(0),
-            },
-            placed,
-        },
-        None => StoreOutcome::Duplicate,
-    })
+    let outcomes = jobs
+        .iter()
+        .zip(placed)
+        .zip(created)
+        .zip(message_ids)
+        .map(|(((job, placed), created_at), message_id)| {
+            if placed.len() != job.envelopes.len() {
+                let locked: BTreeSet<DeviceRef> = placed.iter().map(|p| p.device).collect();
+                return StoreOutcome::Stale(
+                    job.envelopes
+                        .iter()
+                        .map(|e| e.device)
+                        .filter(|d| !locked.contains(d))
+                        .collect(),
+                );
+            }
+            match created_at {
+                Some(created_at) => StoreOutcome::Stored {
+                    message: StoredMessage {
+                        message_id,
+                        created_at,
+                        envelope_count: u32::try_from(job.envelopes.len()).unwrap_or(u32::MAX),
+                    },
+                    placed,
+                },
+                None => StoreOutcome::Duplicate,
+            }
+        })
+        .collect();
+    Ok(outcomes)
 }
 
 /// The message a device sent under a client message ID, if any.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthenticatedDevice;
 use crate::db;
-use crate::db::messages::{NewEnvelope, Refusal, StoreOutcome, StoredMessage};
+use crate::db::messages::{NewEnvelope, Refusal, StoreJob, StoreOutcome, StoredMessage};
 use crate::db::stream::EnvelopeLookup;
 use crate::delivery::PushedFrame;
 use crate::error::ApiError;
@@ -171,15 +171,23 @@ pub async fn send_message(
             .collect(),
     };
 
-    let outcome = db::messages::store(
-        &state.pool,
+    let job = StoreJob {
         sender,
-        &request.client_message_id,
-        request.recipient_user_id,
-        legacy.as_deref(),
-        &envelopes,
-    )
-    .await?;
+        client_message_id: request.client_message_id.clone(),
+        recipient: request.recipient_user_id,
+        legacy_envelope: legacy,
+        envelopes,
+    };
+    let (job, outcome) = state
+        .sends
+        .store(job)
+        .await
+        .map_err(|error| ApiError::internal(anyhow::anyhow!(error)))?;
+    let StoreJob {
+        envelopes,
+        legacy_envelope: legacy,
+        ..
+    } = job;
     match outcome {
         StoreOutcome::Stored { message, placed } => {
             Metrics::add(
