@@ -22,7 +22,7 @@ pub struct SendQueue(mpsc::Sender<(StoreJob, Reply)>);
 impl SendQueue {
     /// Starts `writers` tasks, each writing one batch at a time (so up to `writers`
     /// statements run at once). They end once every queue handle is dropped.
-    pub fn start(pool: PgPool, writers: usize) -> (Self, Vec<JoinHandle<()>>) {
+    pub fn start(pool: &PgPool, writers: usize) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * writers.max(1) * 4);
         let rx = Arc::new(Mutex::new(rx));
         let tasks = (0..writers.max(1))

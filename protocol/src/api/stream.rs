@@ -1,8 +1,9 @@
 //! A device's stream: what the WebSocket pushes and the inbox lists.
 //!
 //! Every device has one ordered stream. Each item carries `seq`, a sequence number that
-//! grows by one per item for that device (envelopes now; receipts, group keys and
-//! device-list changes join later). A device acknowledges items by `seq`.
+//! strictly increases, in commit order, per device (normally by one; a number can be
+//! skipped when a send fails in a race). Envelopes now; receipts, group keys and
+//! device-list changes join later. A device acknowledges items by `seq`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
