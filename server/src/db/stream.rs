@@ -127,11 +127,21 @@ pub async fn committed_seq(
     Ok(next.map_or(0, |next| u64::try_from(next - 1).unwrap_or(0)))
 }
 
-/// Marks delivered every undelivered item up to each device's `seq`, purging the
-/// ciphertext. Returns how many items changed.
-pub async fn mark_delivered_up_to(
+/// Which items of a device an acknowledgement covers.
+#[derive(Debug, Clone, Copy)]
+pub enum AckRange {
+    /// Every item with `seq` up to the given one.
+    UpTo,
+    /// Exactly the item with the given `seq`.
+    Exactly,
+}
+
+/// Marks delivered, purging the ciphertext, the undelivered items each `(device, seq)`
+/// entry covers (per `range`), in one statement. Returns how many items changed.
+pub async fn mark_delivered(
     pool: &PgPool,
     entries: &[(DeviceKey, u64)],
+    range: AckRange,
 ) -> Result<u64, sqlx::Error> {
     let users: Vec<Uuid> = entries
         .iter()
@@ -142,37 +152,16 @@ pub async fn mark_delivered_up_to(
         .map(|((_, device), _)| device.as_i32())
         .collect();
     let seqs: Vec<i64> = entries.iter().map(|(_, seq)| seq_param(*seq)).collect();
-    let done = sqlx::query(
-        "UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
-         FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a (user_id, device_id, up_to)
-         WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
-           AND e.seq <= a.up_to AND e.delivered_at IS NULL",
-    )
-    .bind(&users)
-    .bind(&devices)
-    .bind(&seqs)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Marks the listed items delivered, purging their ciphertext.
-pub async fn mark_delivered_each(
-    pool: &PgPool,
-    items: &[(DeviceKey, u64)],
-) -> Result<u64, sqlx::Error> {
-    let users: Vec<Uuid> = items.iter().map(|((user, _), _)| user.as_uuid()).collect();
-    let devices: Vec<i32> = items
-        .iter()
-        .map(|((_, device), _)| device.as_i32())
-        .collect();
-    let seqs: Vec<i64> = items.iter().map(|(_, seq)| seq_param(*seq)).collect();
-    let done = sqlx::query(
+    let comparison = match range {
+        AckRange::UpTo => "<=",
+        AckRange::Exactly => "=",
+    };
+    let done = sqlx::query(&format!(
         "UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
          FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a (user_id, device_id, seq)
          WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
-           AND e.seq = a.seq AND e.delivered_at IS NULL",
-    )
+           AND e.seq {comparison} a.seq AND e.delivered_at IS NULL"
+    ))
     .bind(&users)
     .bind(&devices)
     .bind(&seqs)

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::DeviceKey;
 use crate::db;
+use crate::db::stream::AckRange;
 use crate::metrics::Metrics;
 
 /// Most acknowledgements written in one batch.
@@ -88,10 +89,10 @@ async fn write(
     if !up_to.is_empty() {
         let entries: Vec<(DeviceKey, u64)> =
             up_to.iter().map(|(device, seq)| (*device, *seq)).collect();
-        delivered += db::stream::mark_delivered_up_to(pool, &entries).await?;
+        delivered += db::stream::mark_delivered(pool, &entries, AckRange::UpTo).await?;
     }
     if !each.is_empty() {
-        delivered += db::stream::mark_delivered_each(pool, each).await?;
+        delivered += db::stream::mark_delivered(pool, each, AckRange::Exactly).await?;
     }
     Ok(delivered)
 }

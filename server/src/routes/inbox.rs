@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::auth::AuthenticatedDevice;
 use crate::db;
+use crate::db::stream::AckRange;
 use crate::delivery::connection;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -98,11 +99,9 @@ pub async fn ack_inbox(
     caller: AuthenticatedDevice,
     ApiJson(request): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
-    let delivered = db::stream::mark_delivered_up_to(
-        &state.pool,
-        &[((caller.user_id, caller.device_id), request.up_to)],
-    )
-    .await?;
+    let device = (caller.user_id, caller.device_id);
+    let delivered =
+        db::stream::mark_delivered(&state.pool, &[(device, request.up_to)], AckRange::UpTo).await?;
     Metrics::add(&state.metrics.envelopes_delivered, delivered);
     Ok(Json(AckResponse { delivered }))
 }
