@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 if [ -z "${COURIER_DATABASE_URL:-}${DATABASE_URL:-}" ]; then
   scripts/ensure-postgres.sh
 fi
-exec cargo run --release --locked -p courier-server -- "$@"
+cargo build --release --locked -p courier-server
+# Run the binary itself, not `cargo run`: cargo would pass on the DATABASE_URL that
+# .cargo/config.toml sets for the tests, and the server would use that database.
+target_dir=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+exec "$target_dir/release/courier-server" "$@"
