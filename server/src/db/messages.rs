@@ -56,6 +56,7 @@ pub struct SendContext {
 #[derive(sqlx::FromRow)]
 struct ContextRow {
     kind: i32,
+    ord: Option<i64>,
     user_id: Option<Uuid>,
     device_id: Option<i32>,
     removed: Option<bool>,
@@ -65,39 +66,53 @@ struct ContextRow {
     envelope_count: Option<i32>,
 }
 
-/// Reads an earlier message with this client ID, the device states of the recipient and
-/// the sender, and whether the recipient exists, in one round trip.
-pub async fn prepare(
+/// One send to check: who sends, under which client ID, to whom.
+#[derive(Debug, Clone, Copy)]
+pub struct SendKey<'a> {
+    pub sender: DeviceRef,
+    pub client_message_id: &'a str,
+    pub recipient: UserId,
+}
+
+/// Reads, for a batch of sends in one round trip, what each is checked against: an
+/// earlier message under its client ID, the device states of its recipient and sender,
+/// and whether its recipient exists.
+pub async fn prepare_batch(
     pool: &PgPool,
-    sender: DeviceRef,
-    client_message_id: &str,
-    recipient: UserId,
-) -> Result<SendContext, sqlx::Error> {
+    sends: &[SendKey<'_>],
+) -> Result<Vec<SendContext>, sqlx::Error> {
+    let sender_users: Vec<Uuid> = sends.iter().map(|s| s.sender.user_id.as_uuid()).collect();
+    let sender_devices: Vec<i32> = sends.iter().map(|s| s.sender.device_id.as_i32()).collect();
+    let client_ids: Vec<&str> = sends.iter().map(|s| s.client_message_id).collect();
+    let recipients: Vec<Uuid> = sends.iter().map(|s| s.recipient.as_uuid()).collect();
     let rows: Vec<ContextRow> = sqlx::query_as(
-        "SELECT 1 AS kind, d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
+        "WITH req AS (
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::uuid[])
+                 WITH ORDINALITY AS r (sender_user_id, sender_device_id, client_message_id, recipient_user_id, ord)
+         )
+         SELECT 1 AS kind, NULL::int8 AS ord, d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
                 (d.removed_at IS NULL AND d.has_identity_keys) AS reachable,
                 NULL::uuid AS message_id, NULL::timestamptz AS created_at, NULL::int4 AS envelope_count
-         FROM devices d WHERE d.user_id IN ($1, $4)
+         FROM devices d
+         WHERE d.user_id IN (SELECT sender_user_id FROM req UNION SELECT recipient_user_id FROM req)
          UNION ALL
-         SELECT 2, NULL, NULL, NULL, NULL, message_id, created_at, envelope_count FROM messages
-         WHERE sender_user_id = $1 AND sender_device_id = $2 AND client_message_id = $3
+         SELECT 2, r.ord, NULL, NULL, NULL, NULL, m.message_id, m.created_at, m.envelope_count
+         FROM req r JOIN messages m ON m.sender_user_id = r.sender_user_id
+             AND m.sender_device_id = r.sender_device_id AND m.client_message_id = r.client_message_id
          UNION ALL
-         SELECT 3, user_id, NULL, NULL, NULL, NULL, NULL, NULL FROM users WHERE user_id = $4",
+         SELECT 3, NULL, u.user_id, NULL, NULL, NULL, NULL, NULL, NULL
+         FROM users u WHERE u.user_id IN (SELECT recipient_user_id FROM req)",
     )
-    .bind(sender.user_id.as_uuid())
-    .bind(sender.device_id.as_i32())
-    .bind(client_message_id)
-    .bind(recipient.as_uuid())
+    .bind(&sender_users)
+    .bind(&sender_devices)
+    .bind(&client_ids)
+    .bind(&recipients)
     .fetch_all(pool)
     .await?;
 
-    let mut context = SendContext {
-        existing: None,
-        recipient_exists: false,
-        reachable: BTreeSet::new(),
-        active: BTreeSet::new(),
-        removed: BTreeSet::new(),
-    };
+    let mut existing: Vec<Option<StoredMessage>> = vec![None; sends.len()];
+    let mut users = BTreeSet::new();
+    let mut devices: Vec<(DeviceRef, bool, bool)> = Vec::new();
     for row in rows {
         match (row.kind, row.user_id, row.device_id) {
             (1, Some(user_id), Some(id)) => {
@@ -105,31 +120,64 @@ pub async fn prepare(
                     user_id: UserId::from(user_id),
                     device_id: device_id(id)?,
                 };
-                if row.removed.unwrap_or(false) {
-                    context.removed.insert(device);
-                } else {
-                    context.active.insert(device);
-                    if row.reachable.unwrap_or(false) {
-                        context.reachable.insert(device);
-                    }
-                }
+                devices.push((
+                    device,
+                    row.removed.unwrap_or(false),
+                    row.reachable.unwrap_or(false),
+                ));
             }
             (2, _, _) => {
-                if let (Some(message_id), Some(created_at)) = (row.message_id, row.created_at) {
+                let index = row
+                    .ord
+                    .and_then(|ord| usize::try_from(ord - 1).ok())
+                    .filter(|i| *i < sends.len());
+                if let (Some(index), Some(message_id), Some(created_at)) =
+                    (index, row.message_id, row.created_at)
+                {
                     let envelope_count =
                         u32::try_from(row.envelope_count.unwrap_or(0)).unwrap_or(0);
-                    context.existing = Some(StoredMessage {
+                    existing[index] = Some(StoredMessage {
                         message_id,
                         created_at,
                         envelope_count,
                     });
                 }
             }
-            (3, _, _) => context.recipient_exists = true,
+            (3, Some(user_id), _) => {
+                users.insert(UserId::from(user_id));
+            }
             _ => {}
         }
     }
-    Ok(context)
+
+    Ok(sends
+        .iter()
+        .zip(existing)
+        .map(|(send, existing)| {
+            let mut context = SendContext {
+                existing,
+                recipient_exists: users.contains(&send.recipient),
+                reachable: BTreeSet::new(),
+                active: BTreeSet::new(),
+                removed: BTreeSet::new(),
+            };
+            let involved = [send.sender.user_id, send.recipient];
+            for (device, removed, reachable) in devices
+                .iter()
+                .filter(|(d, _, _)| involved.contains(&d.user_id))
+            {
+                if *removed {
+                    context.removed.insert(*device);
+                } else {
+                    context.active.insert(*device);
+                    if *reachable {
+                        context.reachable.insert(*device);
+                    }
+                }
+            }
+            context
+        })
+        .collect())
 }
 
 /// Why a send is refused before anything is written.

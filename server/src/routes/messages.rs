@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{
-    DeviceEnvelope, DeviceListMismatch, EnvelopeType, SendMessageRequest, SendMessageResponse,
+    DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
 use courier_protocol::api::stream::{Envelope, ServerFrame, StreamItem};
 use courier_protocol::keys::{KeyDecodeError, decode_base64, encode_base64};
@@ -19,12 +19,13 @@ use uuid::Uuid;
 
 use crate::auth::AuthenticatedDevice;
 use crate::db;
-use crate::db::messages::{NewEnvelope, Refusal, StoreJob, StoreOutcome, StoredMessage};
+use crate::db::messages::{NewEnvelope, Refusal, StoreJob, StoredMessage};
 use crate::db::stream::EnvelopeLookup;
 use crate::delivery::PushedFrame;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
+use crate::sends::SendResult;
 use crate::state::AppState;
 
 fn answer(message: &StoredMessage) -> SendMessageResponse {
@@ -138,60 +139,27 @@ pub async fn send_message(
         Version::V2(_) => None,
     };
 
-    let context = db::messages::prepare(
-        &state.pool,
-        sender,
-        &request.client_message_id,
-        request.recipient_user_id,
-    )
-    .await?;
-    // A retry is answered before the envelope set is checked: the device lists may have
-    // changed since the original was stored, and the original stands.
-    if let Some(existing) = &context.existing {
-        Metrics::add(&state.metrics.messages_deduplicated, 1);
-        return Ok((StatusCode::OK, Json(answer(existing))));
-    }
-    let envelopes = match decoded {
-        Some(envelopes) => {
-            let requested = envelopes.iter().map(|e| e.device).collect();
-            context
-                .check_v2(sender, request.recipient_user_id, &requested)
-                .map_err(|refusal| refused(&state, refusal))?;
-            envelopes
-        }
-        None => context
-            .v1_targets(sender, request.recipient_user_id)
-            .map_err(|refusal| refused(&state, refusal))?
-            .into_iter()
-            .map(|device| NewEnvelope {
-                device,
-                envelope_type: EnvelopeType::Legacy,
-                ciphertext: None,
-            })
-            .collect(),
-    };
-
     let job = StoreJob {
         sender,
         client_message_id: request.client_message_id.clone(),
         recipient: request.recipient_user_id,
         legacy_envelope: legacy,
-        envelopes,
+        envelopes: decoded.unwrap_or_default(),
     };
-    let (job, outcome) = state
+    let result = state
         .sends
-        .store(job)
+        .send(job)
         .await
         .map_err(|error| ApiError::internal(anyhow::anyhow!(error)))?;
-    let StoreJob {
-        envelopes,
-        legacy_envelope: legacy,
-        ..
-    } = job;
-    match outcome {
-        StoreOutcome::Stored { message, placed } => {
+    match result {
+        SendResult::Stored {
+            message,
+            placed,
+            job,
+        } => {
+            let v1 = job.legacy_envelope.is_some();
             Metrics::add(
-                if legacy.is_some() {
+                if v1 {
                     &state.metrics.messages_v1
                 } else {
                     &state.metrics.messages_v2
@@ -204,29 +172,16 @@ pub async fn send_message(
                 caller,
                 &message,
                 &placed,
-                &envelopes,
-                legacy.as_deref(),
+                &job.envelopes,
+                job.legacy_envelope.as_deref(),
             );
             Ok((StatusCode::CREATED, Json(answer(&message))))
         }
-        StoreOutcome::Duplicate => {
-            // A racing retry committed first: answer with what it stored.
-            let existing =
-                db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::internal(anyhow::anyhow!("a conflicting message vanished"))
-                    })?;
+        SendResult::Existing(existing) => {
             Metrics::add(&state.metrics.messages_deduplicated, 1);
             Ok((StatusCode::OK, Json(answer(&existing))))
         }
-        StoreOutcome::Stale(stale) => Err(refused(
-            &state,
-            Refusal::Mismatch(DeviceListMismatch {
-                stale,
-                ..DeviceListMismatch::default()
-            }),
-        )),
+        SendResult::Refused(refusal) => Err(refused(&state, refusal)),
     }
 }
 
