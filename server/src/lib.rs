@@ -46,7 +46,7 @@ where
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
     let (acks, ack_task) = delivery::acks::start(pool.clone(), metrics.clone());
-    let (sends, send_tasks) = sends::SendQueue::start(&pool, 4);
+    let (sends, send_tasks) = sends::SendQueue::start(&pool, 3);
     let (stop_tx, stop_rx) = watch::channel(false);
     let retention = delivery::retention::start(
         pool.clone(),

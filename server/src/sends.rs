@@ -17,7 +17,7 @@ use crate::db::messages::{
 };
 
 /// Most messages handled by one batch.
-const MAX_BATCH: usize = 32;
+const MAX_BATCH: usize = 64;
 
 /// What became of a send.
 #[derive(Debug)]
