@@ -85,6 +85,14 @@ pub async fn prepare_batch(
     let sender_devices: Vec<i32> = sends.iter().map(|s| s.sender.device_id.as_i32()).collect();
     let client_ids: Vec<&str> = sends.iter().map(|s| s.client_message_id).collect();
     let recipients: Vec<Uuid> = sends.iter().map(|s| s.recipient.as_uuid()).collect();
+    // Plain arrays, so the planner probes the primary keys whatever it thinks of `req`.
+    let involved: Vec<Uuid> = sender_users
+        .iter()
+        .chain(&recipients)
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let rows: Vec<ContextRow> = sqlx::query_as(
         "WITH req AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::uuid[])
@@ -94,19 +102,20 @@ pub async fn prepare_batch(
                 (d.removed_at IS NULL AND d.has_identity_keys) AS reachable,
                 NULL::uuid AS message_id, NULL::timestamptz AS created_at, NULL::int4 AS envelope_count
          FROM devices d
-         WHERE d.user_id IN (SELECT sender_user_id FROM req UNION SELECT recipient_user_id FROM req)
+         WHERE d.user_id = ANY($5::uuid[])
          UNION ALL
          SELECT 2, r.ord, NULL, NULL, NULL, NULL, m.message_id, m.created_at, m.envelope_count
          FROM req r JOIN messages m ON m.sender_user_id = r.sender_user_id
              AND m.sender_device_id = r.sender_device_id AND m.client_message_id = r.client_message_id
          UNION ALL
          SELECT 3, NULL, u.user_id, NULL, NULL, NULL, NULL, NULL, NULL
-         FROM users u WHERE u.user_id IN (SELECT recipient_user_id FROM req)",
+         FROM users u WHERE u.user_id = ANY($4::uuid[])",
     )
     .bind(&sender_users)
     .bind(&sender_devices)
     .bind(&client_ids)
     .bind(&recipients)
+    .bind(&involved)
     .fetch_all(pool)
     .await?;
 
