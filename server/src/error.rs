@@ -43,11 +43,6 @@ impl ApiError {
             cause: Some(cause.into()),
         }
     }
-
-    /// The error's code.
-    pub fn code(&self) -> ErrorCode {
-        self.code
-    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -20,7 +20,6 @@ pub struct ApiPath<T>(pub T);
 /// `axum::extract::Query` with Courier's error body on rejection.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-#[allow(dead_code)] // Used by the messaging routes.
 pub struct ApiQuery<T>(pub T);
 
 impl From<JsonRejection> for ApiError {

@@ -109,8 +109,8 @@ async fn handle(pool: &PgPool, jobs: Vec<StoreJob>) -> Result<Vec<SendResult>, s
     // Decide each job without writing; keep the accepted ones in order.
     let mut results: Vec<Option<SendResult>> = Vec::with_capacity(jobs.len());
     let mut accepted: Vec<(usize, StoreJob)> = Vec::new();
-    for (index, (mut job, context)) in jobs.into_iter().zip(contexts).enumerate() {
-        if let Some(existing) = context.existing.clone() {
+    for (index, (mut job, mut context)) in jobs.into_iter().zip(contexts).enumerate() {
+        if let Some(existing) = context.existing.take() {
             // A retry is answered before the envelope set is checked: the device lists may
             // have changed since the original was stored, and the original stands.
             results.push(Some(SendResult::Existing(existing)));

@@ -147,11 +147,6 @@ impl Hub {
             close(&registered.signal, code);
         }
     }
-
-    /// How many devices are connected to this process.
-    pub fn connected(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 fn close(signal: &ConnectionSignal, code: u16) {
