@@ -32,6 +32,8 @@ wait "$loadgen"
 pg1=$(ticks $(pgrep -x postgres)); s1=$(ticks "$server")
 hz=$(getconf CLK_TCK)
 messages=$(grep -o '"messagesSent": [0-9]*' "$work/out.json" | awk '{print $2}')
-awk -v pg=$((pg1 - pg0)) -v s=$((s1 - s0)) -v m="$messages" -v hz="$hz" -v rate="$rate" 'BEGIN {
-  printf "{\"rate\": %d, \"messages\": %d, \"postgresCpuMsPerMessage\": %.3f, \"serverCpuMsPerMessage\": %.3f}\n",
-    rate, m, pg * 1000 / hz / m, s * 1000 / hz / m }'
+p50=$(grep -o '"p50": [0-9.]*' "$work/out.json" | head -1 | awk '{print $2}')
+p99=$(grep -o '"p99": [0-9.]*' "$work/out.json" | head -1 | awk '{print $2}')
+awk -v pg=$((pg1 - pg0)) -v s=$((s1 - s0)) -v m="$messages" -v hz="$hz" -v rate="$rate" -v p50="$p50" -v p99="$p99" 'BEGIN {
+  printf "{\"rate\": %d, \"messages\": %d, \"postgresCpuMsPerMessage\": %.3f, \"serverCpuMsPerMessage\": %.3f, \"p50Ms\": %s, \"p99Ms\": %s}\n",
+    rate, m, pg * 1000 / hz / m, s * 1000 / hz / m, p50, p99 }'
