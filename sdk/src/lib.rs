@@ -33,4 +33,7 @@
 //! # Ok::<(), StoreError>(())
 //! ```
 
+pub mod client;
+pub mod crypto;
 pub mod store;
+pub mod transport;

@@ -1,0 +1,523 @@
+//! [`Client`]: the crypto core and the network together, as an app uses them.
+//!
+//! - Register or log in: the server assigns the device ID; the client creates the
+//!   device's keys, publishes them, and fetches its own user's device list.
+//! - Send: fetch (and cache) device lists, claim keys for devices without a session,
+//!   encrypt one envelope per device, send; on the server's device-list refusal refresh
+//!   the lists and try again (bounded); a network error is retried with the same client
+//!   message ID, so nothing is sent twice.
+//! - Receive: read the stream (WebSocket, REST as fallback), decrypt and store each
+//!   envelope, and acknowledge it only after it is stored. A redelivered envelope is
+//!   recognised by its message ID and reaches the app once.
+//! - Events for the app queue up in the store ([`Client::pending_events`]) until the app
+//!   confirms them, so a crash loses none and repeats none it confirmed.
+//!
+//! Store work is synchronous and short (one SQLite transaction per operation); it runs on
+//! the calling task.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use courier_protocol::api::accounts::{CreateAccountRequest, LoginRequest};
+use courier_protocol::api::keys::{ClaimKeysRequest, DeviceRef};
+use courier_protocol::api::messages::SendMessageResponse;
+use courier_protocol::api::stream::{ControlFrame, Envelope, ServerFrame, StreamItem};
+use courier_protocol::{DeviceId, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, MutexGuard};
+use url::Url;
+use uuid::Uuid;
+
+use crate::crypto::machine::FailureReason;
+use crate::crypto::{CryptoMachine, Decrypted, DeviceChange, MachineError, QueuedEvent};
+use crate::store::{SqliteStore, StoreError, StoreKey};
+use crate::transport::{
+    AccessToken, ApiClient, Backoff, BackoffPolicy, SendOutcome, StreamClosed, TransportError,
+};
+
+/// Sends tried per message before giving up: each refusal for a device-list mismatch
+/// refreshes the lists once.
+const MAX_SEND_ATTEMPTS: usize = 4;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server or the network failed, or refused the request.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The crypto core refused or failed (blocked devices, store failure, ...).
+    #[error(transparent)]
+    Crypto(#[from] MachineError),
+    /// Opening the store failed (wrong key, damaged file).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store holds no device: register or log in first.
+    #[error("the store holds no logged-in device")]
+    NotLoggedIn,
+    /// The client's record in the store does not decode (written by an incompatible SDK).
+    #[error("the stored client state is unreadable")]
+    StoredStateInvalid,
+    /// The device lists kept changing while sending.
+    #[error("the recipient's devices kept changing; the message was not sent")]
+    DeviceListsUnsettled,
+    /// These devices publish no keys at all, so no session can be opened with them.
+    #[error("{} device(s) have no keys to open a session with", .0.len())]
+    NoKeys(Vec<DeviceRef>),
+    /// The stream ended for good: this device was removed or another connection of it
+    /// took over.
+    #[error("the stream ended: {0:?}")]
+    StreamEnded(StreamClosed),
+}
+
+/// What the client keeps beside the crypto state.
+#[derive(Serialize, Deserialize)]
+struct ClientRecord {
+    server: String,
+    token: String,
+    /// Everything up to here was stored and acknowledged.
+    cursor: u64,
+}
+
+const CLIENT: &str = "client";
+
+fn encode_record(record: &ClientRecord) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(record).map_err(|_| ClientError::StoredStateInvalid)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A logged-in device.
+pub struct Client {
+    api: ApiClient,
+    store: Arc<SqliteStore>,
+    machine: Mutex<CryptoMachine>,
+    own: DeviceRef,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("api", &self.api)
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Client::receive_until_caught_up`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveSummary {
+    /// New messages stored.
+    pub messages: usize,
+    /// Envelopes seen before (redeliveries).
+    pub duplicates: usize,
+    /// Envelopes that could not be read (reported as events).
+    pub failures: usize,
+}
+
+impl Client {
+    /// Creates an account and logs in as its first device.
+    pub async fn register(
+        server: Url,
+        store_path: &Path,
+        store_key: &StoreKey,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<Self, ClientError> {
+        let api = ApiClient::new(server.clone())?;
+        api.create_account(&CreateAccountRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+        .await?;
+        Self::login(
+            server,
+            store_path,
+            store_key,
+            username,
+            password,
+            device_name,
+        )
+        .await
+    }
+
+    /// Logs in as a new device of an existing account (the server assigns its ID),
+    /// creates and publishes its keys, and learns its own user's devices.
+    pub async fn login(
+        server: Url,
+        store_path: &Path,
+        store_key: &StoreKey,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<Self, ClientError> {
+        let store = Arc::new(SqliteStore::open(store_path, store_key)?);
+        let mut api = ApiClient::new(server.clone())?;
+        let login = api
+            .login(&LoginRequest {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                device_id: DeviceId::NEW,
+                device_name: Some(device_name.to_owned()),
+                replace_device_id: None,
+            })
+            .await?;
+        let record_bytes = encode_record(&ClientRecord {
+            server: server.to_string(),
+            token: login.access_token.expose_secret().to_owned(),
+            cursor: 0,
+        })?;
+        // The account first, then the token: a store with a token always has its keys.
+        let machine = CryptoMachine::create(store.clone(), login.user_id, login.device_id)?;
+        store.transaction(|tx| tx.put(CLIENT, b"", b"client", &record_bytes))?;
+        api.set_token(login.access_token);
+        let client = Self {
+            api,
+            store,
+            own: machine.own_device(),
+            machine: Mutex::new(machine),
+        };
+        let identity = client.machine().await.identity_keys_upload();
+        client.api.publish_identity_keys(&identity).await?;
+        client.maintain_keys().await?;
+        client.refresh_devices(client.own.user_id).await?;
+        Ok(client)
+    }
+
+    /// Reopens the device kept in the store (after an app restart).
+    pub async fn open(store_path: &Path, store_key: &StoreKey) -> Result<Self, ClientError> {
+        let store = Arc::new(SqliteStore::open(store_path, store_key)?);
+        let record = Self::record_in(&store)?.ok_or(ClientError::NotLoggedIn)?;
+        let machine = CryptoMachine::load(store.clone())?.ok_or(ClientError::NotLoggedIn)?;
+        let server = Url::parse(&record.server).map_err(|_| ClientError::StoredStateInvalid)?;
+        let api = ApiClient::new(server)?.with_token(AccessToken::new(record.token));
+        Ok(Self {
+            api,
+            store,
+            own: machine.own_device(),
+            machine: Mutex::new(machine),
+        })
+    }
+
+    fn record_in(store: &SqliteStore) -> Result<Option<ClientRecord>, ClientError> {
+        store
+            .get(CLIENT, b"", b"client")?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|_| ClientError::StoredStateInvalid)
+            })
+            .transpose()
+    }
+
+    async fn machine(&self) -> MutexGuard<'_, CryptoMachine> {
+        self.machine.lock().await
+    }
+
+    /// This device.
+    pub fn own_device(&self) -> DeviceRef {
+        self.own
+    }
+
+    /// The typed API client (for what the client does not wrap).
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// The crypto core, for trust decisions and fingerprints.
+    pub async fn crypto(&self) -> MutexGuard<'_, CryptoMachine> {
+        self.machine().await
+    }
+
+    /// Tops up one-time keys when the server runs low and rotates the fallback key when
+    /// due. Each batch is stored before it is uploaded and confirmed after.
+    pub async fn maintain_keys(&self) -> Result<(), ClientError> {
+        let count = self.api.key_count().await?;
+        let upload = self
+            .machine()
+            .await
+            .one_time_keys_for_upload(count.one_time_key_count)?;
+        if let Some(upload) = upload {
+            self.api.upload_one_time_keys(&upload).await?;
+            self.machine().await.mark_one_time_keys_published()?;
+        }
+        let now = now_ms();
+        let fallback = self.machine().await.fallback_key_for_upload(now)?;
+        if let Some(fallback) = fallback {
+            self.api.set_fallback_key(&fallback).await?;
+            self.machine().await.mark_fallback_key_published(now)?;
+        }
+        Ok(())
+    }
+
+    /// Fetches a user's devices from the key directory and takes them in; returns what
+    /// changed (also queued as events).
+    pub async fn refresh_devices(&self, user_id: UserId) -> Result<Vec<DeviceChange>, ClientError> {
+        let listed = self.api.user_devices(user_id).await?;
+        Ok(self.machine().await.update_device_list(&listed)?)
+    }
+
+    /// Sends `body` to `recipient` (all its devices and this user's other devices) under
+    /// a new client message ID.
+    pub async fn send(
+        &self,
+        recipient: UserId,
+        body: &[u8],
+    ) -> Result<SendMessageResponse, ClientError> {
+        let client_message_id = Uuid::new_v4().simple().to_string();
+        self.send_with_id(recipient, &client_message_id, body).await
+    }
+
+    /// Sends under the given client message ID: a retry of a send that may have reached
+    /// the server returns the original answer and stores nothing new.
+    pub async fn send_with_id(
+        &self,
+        recipient: UserId,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<SendMessageResponse, ClientError> {
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            let request = self.encrypt(recipient, client_message_id, body).await?;
+            match self.send_retrying(&request).await? {
+                SendOutcome::Sent(response) => return Ok(response),
+                SendOutcome::DeviceListMismatch(mismatch) => {
+                    let mut users: Vec<UserId> = mismatch
+                        .missing
+                        .iter()
+                        .chain(&mismatch.extra)
+                        .chain(&mismatch.stale)
+                        .map(|d| d.user_id)
+                        .collect();
+                    users.sort();
+                    users.dedup();
+                    for user in users {
+                        self.refresh_devices(user).await?;
+                    }
+                }
+            }
+        }
+        Err(ClientError::DeviceListsUnsettled)
+    }
+
+    /// Encrypts for the current device lists, opening the sessions that are missing.
+    async fn encrypt(
+        &self,
+        recipient: UserId,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<courier_protocol::api::messages::SendMessageRequest, ClientError> {
+        // Bounded: each round fetches a list or opens sessions, after which it succeeds.
+        for _ in 0..4 {
+            let attempt =
+                self.machine()
+                    .await
+                    .encrypt_message(recipient, client_message_id, body, now_ms());
+            match attempt {
+                Ok(message) => return Ok(message.request),
+                Err(MachineError::UnknownUser(user)) => {
+                    self.refresh_devices(user).await?;
+                }
+                Err(MachineError::MissingSessions(devices)) => {
+                    let claimed = self
+                        .api
+                        .claim_keys(&ClaimKeysRequest {
+                            devices: devices.clone(),
+                        })
+                        .await?;
+                    let failed = self.machine().await.add_claimed_keys(&claimed)?;
+                    if !failed.is_empty() {
+                        return Err(ClientError::NoKeys(failed));
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ClientError::DeviceListsUnsettled)
+    }
+
+    /// Sends one request, retrying network failures with backoff (same body, same client
+    /// message ID: the server answers a retry with the original).
+    async fn send_retrying(
+        &self,
+        request: &courier_protocol::api::messages::SendMessageRequest,
+    ) -> Result<SendOutcome, ClientError> {
+        let mut backoff = Backoff::new(BackoffPolicy::default());
+        let mut attempts = 0;
+        loop {
+            match self.api.send_message(request).await {
+                Err(error) if error.is_retryable() && attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
+    /// Decrypts and stores one envelope (no acknowledgement: acknowledge it after this
+    /// returns). An envelope from a device this device does not know makes it fetch the
+    /// sender's device list first.
+    pub async fn process_envelope(&self, envelope: &Envelope) -> Result<Decrypted, ClientError> {
+        let first = self.machine().await.decrypt_envelope(envelope);
+        match first {
+            Err(MachineError::UnknownSender(sender)) => {
+                self.refresh_devices(sender.user_id).await?;
+                let mut machine = self.machine().await;
+                match machine.decrypt_envelope(envelope) {
+                    // Still unknown: removed before we could learn its keys.
+                    Err(MachineError::UnknownSender(_)) => {
+                        Ok(machine.reject_envelope(envelope, FailureReason::UnknownSender)?)
+                    }
+                    other => Ok(other?),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn cursor(&self) -> Result<u64, ClientError> {
+        Ok(Self::record_in(&self.store)?.map_or(0, |r| r.cursor))
+    }
+
+    fn set_cursor(&self, cursor: u64) -> Result<(), ClientError> {
+        let Some(mut record) = Self::record_in(&self.store)? else {
+            return Err(ClientError::NotLoggedIn);
+        };
+        if cursor <= record.cursor {
+            return Ok(());
+        }
+        record.cursor = cursor;
+        let bytes = encode_record(&record)?;
+        self.store
+            .transaction(|tx| tx.put(CLIENT, b"", b"client", &bytes))?;
+        Ok(())
+    }
+
+    /// Connects to the stream, stores and acknowledges everything waiting, and returns at
+    /// `caughtUp`.
+    pub async fn receive_until_caught_up(&self) -> Result<ReceiveSummary, ClientError> {
+        let mut stream = self.api.open_stream(Some(self.cursor()?)).await?;
+        let mut summary = ReceiveSummary::default();
+        loop {
+            match stream.next_frame().await? {
+                ServerFrame::Item(StreamItem::Envelope(envelope)) => {
+                    self.take(&envelope, &mut summary).await?;
+                    stream.ack_up_to(envelope.seq).await?;
+                }
+                ServerFrame::Control(ControlFrame::CaughtUp { .. }) => break,
+                ServerFrame::Control(_) => {}
+            }
+        }
+        stream.close().await;
+        self.maintain_keys().await?;
+        Ok(summary)
+    }
+
+    async fn take(
+        &self,
+        envelope: &Envelope,
+        summary: &mut ReceiveSummary,
+    ) -> Result<(), ClientError> {
+        match self.process_envelope(envelope).await? {
+            Decrypted::Message(_) => summary.messages += 1,
+            Decrypted::Duplicate => summary.duplicates += 1,
+            Decrypted::Failed(_) => summary.failures += 1,
+        }
+        self.set_cursor(envelope.seq)
+    }
+
+    /// Reads the inbox over REST (for when a socket cannot be held), page by page, storing
+    /// then acknowledging each page.
+    pub async fn sync_over_rest(&self) -> Result<ReceiveSummary, ClientError> {
+        let mut summary = ReceiveSummary::default();
+        let mut after = self.cursor()?;
+        loop {
+            let page = self.api.inbox(after, None).await?;
+            let Some(last) = page.items.last().map(StreamItem::seq) else {
+                break;
+            };
+            for item in &page.items {
+                let StreamItem::Envelope(envelope) = item;
+                self.take(envelope, &mut summary).await?;
+            }
+            self.api.ack_inbox(last).await?;
+            after = last;
+        }
+        Ok(summary)
+    }
+
+    /// Keeps the stream open until `shutdown` resolves: stores and acknowledges each
+    /// envelope as it comes, reconnects with backoff after a drop (resuming after the
+    /// last stored item), and stops for good when this device is removed or another
+    /// connection of it takes over.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
+        tokio::pin!(shutdown);
+        let mut backoff = Backoff::new(BackoffPolicy::default());
+        loop {
+            let connected_at = Instant::now();
+            let ended = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                ended = self.stream_once() => ended,
+            };
+            match ended {
+                Err(ClientError::Transport(error)) => {
+                    if let Some(reason) = error.stream_closed().filter(|r| !r.should_reconnect()) {
+                        return Err(ClientError::StreamEnded(reason));
+                    }
+                    if !error.is_retryable() && error.stream_closed().is_none() {
+                        return Err(ClientError::Transport(error));
+                    }
+                }
+                Err(other) => return Err(other),
+                Ok(()) => {}
+            }
+            backoff.connection_ended(connected_at.elapsed());
+            let delay = backoff.next_delay().min(Duration::from_secs(30));
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn stream_once(&self) -> Result<(), ClientError> {
+        let mut stream = self.api.open_stream(Some(self.cursor()?)).await?;
+        let mut summary = ReceiveSummary::default();
+        loop {
+            match stream.next_frame().await? {
+                ServerFrame::Item(StreamItem::Envelope(envelope)) => {
+                    self.take(&envelope, &mut summary).await?;
+                    stream.ack_up_to(envelope.seq).await?;
+                }
+                ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {
+                    self.maintain_keys().await?;
+                }
+                ServerFrame::Control(_) => {}
+            }
+        }
+    }
+
+    /// Removes one of this user's devices (this one included) at the server, then
+    /// refreshes the own device list.
+    pub async fn remove_device(&self, device_id: DeviceId) -> Result<(), ClientError> {
+        self.api.remove_device(device_id).await?;
+        if device_id != self.own.device_id {
+            self.refresh_devices(self.own.user_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Events not yet confirmed, oldest first.
+    pub async fn pending_events(&self, limit: usize) -> Result<Vec<QueuedEvent>, ClientError> {
+        Ok(self.machine().await.pending_events(limit)?)
+    }
+
+    /// The app handled every event up to `seq`.
+    pub async fn confirm_events(&self, seq: u64) -> Result<(), ClientError> {
+        Ok(self.machine().await.confirm_events(seq)?)
+    }
+}

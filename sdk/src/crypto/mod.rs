@@ -1,0 +1,26 @@
+//! The crypto core, "sans I/O": a state machine over the encrypted store that never
+//! touches the network. The client asks it what to publish and send, and hands it what
+//! the server returned; so all of it is tested without a server.
+//!
+//! - [`payload`]: the plaintext inside every envelope, bound to sender and recipient.
+//! - [`devices`]: other devices' identity keys and trust (trust on first use, changes
+//!   surfaced, re-keyed devices blocked).
+//! - [`verification`]: fingerprints and safety numbers.
+//! - [`machine`]: [`CryptoMachine`], this device's account and Olm sessions: key uploads,
+//!   sessions from claimed keys, encrypting one envelope per device, decrypting and
+//!   storing what arrives, the event queue for the app.
+
+pub mod devices;
+pub mod machine;
+pub mod payload;
+mod store;
+pub mod verification;
+
+pub use devices::{DeviceChange, DeviceKeys, DeviceRecord, TrustState};
+pub use machine::{
+    CryptoMachine, Decrypted, Event, FailureReason, MachineError, OutgoingMessage, QueuedEvent,
+    ReceivedMessage,
+};
+pub use store::RecordError;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,440 @@
+//! The plaintext inside every envelope: versioned, and bound to who sent it to whom.
+//!
+//! The server routes envelopes and could re-address one: hand a ciphertext meant for one
+//! device to another, or claim another sender for it (the lessons of CVE-2022-39250 and
+//! CVE-2022-39251). So the plaintext itself names the sender (user, device, and signing
+//! key), the envelope's recipient (user, device, and identity key), the conversation, the
+//! client message ID and a timestamp; the receiver checks every one of these against what
+//! it knows (see [`Payload::check`]).
+//!
+//! Encoding (version 1), all integers big-endian:
+//!
+//! ```text
+//! version u8 = 1 | kind u8 | sender user 16 | sender device u32 | sender ed25519 32
+//! | recipient user 16 | recipient device u32 | recipient curve25519 32
+//! | conversation user 16 | client message ID: len u8, ASCII | timestamp ms u64
+//! | body: len u32, bytes
+//! ```
+//!
+//! Nothing may follow the body: trailing bytes are an error, so one plaintext has exactly
+//! one encoding.
+
+use courier_protocol::limits::{CLIENT_MESSAGE_ID_MAX_CHARS, check_client_message_id};
+use courier_protocol::{DeviceId, UserId};
+use uuid::Uuid;
+
+/// The payload encoding this SDK writes and reads.
+pub const PAYLOAD_VERSION: u8 = 1;
+
+/// Largest body a payload carries. The server's envelope limit (64 KiB by default, before
+/// Olm and base64 overhead) is the real bound; this one keeps a decoder from trusting a
+/// length prefix.
+pub const MAX_BODY_BYTES: usize = 60 * 1024;
+
+/// What a payload carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// A message for the app.
+    Message,
+}
+
+impl PayloadKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            PayloadKind::Message => 1,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(PayloadKind::Message),
+            _ => None,
+        }
+    }
+}
+
+/// A device and the key that identifies it in the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundDevice {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    /// The sender's Ed25519 signing key, or the recipient's Curve25519 identity key.
+    pub key: [u8; 32],
+}
+
+/// A decoded (or to-be-encoded) payload.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub kind: PayloadKind,
+    pub sender: BoundDevice,
+    pub recipient: BoundDevice,
+    /// The other party of the conversation as the sender sees it: the recipient user of
+    /// the message (for the sender's own other devices, this is not their own user).
+    pub conversation: UserId,
+    pub client_message_id: String,
+    /// The sender's clock, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Message text never reaches logs.
+        f.debug_struct("Payload")
+            .field("kind", &self.kind)
+            .field("sender", &(self.sender.user_id, self.sender.device_id))
+            .field(
+                "recipient",
+                &(self.recipient.user_id, self.recipient.device_id),
+            )
+            .field("client_message_id", &self.client_message_id)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a payload could not be decoded or was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The payload ended before a field was complete.
+    #[error("the payload is truncated")]
+    Truncated,
+    /// Bytes follow the body.
+    #[error("the payload has trailing bytes")]
+    TrailingBytes,
+    /// A payload version this SDK does not read.
+    #[error("payload version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// A payload kind this SDK does not know.
+    #[error("payload kind {0} is not known")]
+    UnknownKind(u8),
+    /// A device ID of 0 or above the allowed range.
+    #[error("the payload names an invalid device ID")]
+    InvalidDeviceId,
+    /// The client message ID is empty, too long, or not `[A-Za-z0-9_-]`.
+    #[error("the payload's client message ID is invalid")]
+    InvalidClientMessageId,
+    /// The body is larger than [`MAX_BODY_BYTES`].
+    #[error("the payload body is too large")]
+    BodyTooLarge,
+    /// The sender named inside differs from the sender the server reported, or its
+    /// signing key differs from the one known for that device.
+    #[error("the payload's sender does not match the envelope's sender")]
+    SenderMismatch,
+    /// The payload was encrypted for another device, user or identity key.
+    #[error("the payload was addressed to another device")]
+    RecipientMismatch,
+    /// A message from another user that names a conversation other than ours.
+    #[error("the payload belongs to another conversation")]
+    ConversationMismatch,
+}
+
+/// What a received payload is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    /// The sending device as the server reported it, with the signing key this device
+    /// has on record for it.
+    pub sender: BoundDevice,
+    /// This device, with its own identity key.
+    pub recipient: BoundDevice,
+}
+
+impl Payload {
+    /// Encodes the payload (see the module docs for the layout).
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        if !check_client_message_id(&self.client_message_id) {
+            return Err(PayloadError::InvalidClientMessageId);
+        }
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(PayloadError::BodyTooLarge);
+        }
+        let id_len = u8::try_from(self.client_message_id.len())
+            .map_err(|_| PayloadError::InvalidClientMessageId)?;
+        let body_len = u32::try_from(self.body.len()).map_err(|_| PayloadError::BodyTooLarge)?;
+        let mut out =
+            Vec::with_capacity(2 + 2 * (16 + 4 + 32) + 16 + 1 + 64 + 8 + 4 + self.body.len());
+        out.push(PAYLOAD_VERSION);
+        out.push(self.kind.to_byte());
+        for device in [&self.sender, &self.recipient] {
+            out.extend_from_slice(device.user_id.as_bytes());
+            out.extend_from_slice(&device.device_id.get().to_be_bytes());
+            out.extend_from_slice(&device.key);
+        }
+        out.extend_from_slice(self.conversation.as_bytes());
+        out.push(id_len);
+        out.extend_from_slice(self.client_message_id.as_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&body_len.to_be_bytes());
+        out.extend_from_slice(&self.body);
+        Ok(out)
+    }
+
+    /// Decodes a payload. Never panics, whatever the input.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let mut reader = Reader(bytes);
+        let version = reader.byte()?;
+        if version != PAYLOAD_VERSION {
+            return Err(PayloadError::UnsupportedVersion(version));
+        }
+        let kind_byte = reader.byte()?;
+        let kind = PayloadKind::from_byte(kind_byte).ok_or(PayloadError::UnknownKind(kind_byte))?;
+        let sender = reader.device()?;
+        let recipient = reader.device()?;
+        let conversation = reader.user()?;
+        let id_len = usize::from(reader.byte()?);
+        if id_len > CLIENT_MESSAGE_ID_MAX_CHARS {
+            return Err(PayloadError::InvalidClientMessageId);
+        }
+        let client_message_id = std::str::from_utf8(reader.take(id_len)?)
+            .map_err(|_| PayloadError::InvalidClientMessageId)?
+            .to_owned();
+        if !check_client_message_id(&client_message_id) {
+            return Err(PayloadError::InvalidClientMessageId);
+        }
+        let timestamp_ms = u64::from_be_bytes(reader.array()?);
+        let body_len = usize::try_from(u32::from_be_bytes(reader.array()?))
+            .map_err(|_| PayloadError::BodyTooLarge)?;
+        if body_len > MAX_BODY_BYTES {
+            return Err(PayloadError::BodyTooLarge);
+        }
+        let body = reader.take(body_len)?.to_vec();
+        if !reader.0.is_empty() {
+            return Err(PayloadError::TrailingBytes);
+        }
+        Ok(Payload {
+            kind,
+            sender,
+            recipient,
+            conversation,
+            client_message_id,
+            timestamp_ms,
+            body,
+        })
+    }
+
+    /// Checks a received payload against the envelope it came in and this device.
+    ///
+    /// - the sender inside must be the sender the server authenticated, with the signing
+    ///   key on record for that device (no key substitution);
+    /// - the recipient inside must be this device and its identity key (no re-addressing);
+    /// - a message from another user must name our user as the conversation (one sent by
+    ///   our own other device may name anyone: it is a copy of what we sent).
+    pub fn check(&self, expected: &Expected) -> Result<(), PayloadError> {
+        if self.sender != expected.sender {
+            return Err(PayloadError::SenderMismatch);
+        }
+        if self.recipient != expected.recipient {
+            return Err(PayloadError::RecipientMismatch);
+        }
+        if self.sender.user_id != self.recipient.user_id
+            && self.conversation != self.recipient.user_id
+        {
+            return Err(PayloadError::ConversationMismatch);
+        }
+        Ok(())
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
+        if self.0.len() < n {
+            return Err(PayloadError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PayloadError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn byte(&mut self) -> Result<u8, PayloadError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn user(&mut self) -> Result<UserId, PayloadError> {
+        Ok(UserId::from(Uuid::from_bytes(self.array()?)))
+    }
+
+    fn device(&mut self) -> Result<BoundDevice, PayloadError> {
+        let user_id = self.user()?;
+        let device_id = DeviceId::new(u32::from_be_bytes(self.array()?))
+            .ok()
+            .filter(|id| !id.is_new())
+            .ok_or(PayloadError::InvalidDeviceId)?;
+        let key = self.array()?;
+        Ok(BoundDevice {
+            user_id,
+            device_id,
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn device(user: u128, id: u32, key: u8) -> BoundDevice {
+        BoundDevice {
+            user_id: UserId::from(Uuid::from_u128(user)),
+            device_id: DeviceId::new(id).unwrap(),
+            key: [key; 32],
+        }
+    }
+
+    fn sample() -> Payload {
+        Payload {
+            kind: PayloadKind::Message,
+            sender: device(1, 1, 0xA1),
+            recipient: device(2, 3, 0xB2),
+            conversation: UserId::from(Uuid::from_u128(2)),
+            client_message_id: "msg-1".into(),
+            timestamp_ms: 1_700_000_000_000,
+            body: b"hello".to_vec(),
+        }
+    }
+
+    fn expected_for(payload: &Payload) -> Expected {
+        Expected {
+            sender: payload.sender,
+            recipient: payload.recipient,
+        }
+    }
+
+    #[test]
+    fn a_payload_passes_the_check_for_its_own_envelope() {
+        let payload = sample();
+        assert_eq!(payload.check(&expected_for(&payload)), Ok(()));
+    }
+
+    #[test]
+    fn another_sender_device_or_signing_key_is_a_sender_mismatch() {
+        let payload = sample();
+        let mut expected = expected_for(&payload);
+        expected.sender.device_id = DeviceId::new(2).unwrap();
+        assert_eq!(payload.check(&expected), Err(PayloadError::SenderMismatch));
+        let mut expected = expected_for(&payload);
+        expected.sender.key = [0; 32];
+        assert_eq!(payload.check(&expected), Err(PayloadError::SenderMismatch));
+    }
+
+    #[test]
+    fn another_recipient_device_user_or_identity_key_is_a_recipient_mismatch() {
+        let payload = sample();
+        for change in 0..3 {
+            let mut expected = expected_for(&payload);
+            match change {
+                0 => expected.recipient.device_id = DeviceId::new(4).unwrap(),
+                1 => expected.recipient.user_id = UserId::from(Uuid::from_u128(9)),
+                _ => expected.recipient.key = [0; 32],
+            }
+            assert_eq!(
+                payload.check(&expected),
+                Err(PayloadError::RecipientMismatch)
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_from_another_user_must_name_our_conversation() {
+        let mut payload = sample();
+        payload.conversation = UserId::from(Uuid::from_u128(7));
+        assert_eq!(
+            payload.check(&expected_for(&payload)),
+            Err(PayloadError::ConversationMismatch)
+        );
+        // Our own other device's copy of a message we sent to user 7 is fine.
+        payload.recipient.user_id = payload.sender.user_id;
+        assert_eq!(payload.check(&expected_for(&payload)), Ok(()));
+    }
+
+    #[test]
+    fn decoding_refuses_trailing_bytes_other_versions_and_bad_ids() {
+        let mut bytes = sample().encode().unwrap();
+        bytes.push(0);
+        assert_eq!(Payload::decode(&bytes), Err(PayloadError::TrailingBytes));
+
+        let mut bytes = sample().encode().unwrap();
+        bytes[0] = 2;
+        assert_eq!(
+            Payload::decode(&bytes),
+            Err(PayloadError::UnsupportedVersion(2))
+        );
+
+        let mut bytes = sample().encode().unwrap();
+        bytes[1] = 9;
+        assert_eq!(Payload::decode(&bytes), Err(PayloadError::UnknownKind(9)));
+
+        // The sender device ID sits after version, kind and the 16-byte user.
+        let mut bytes = sample().encode().unwrap();
+        bytes[18..22].copy_from_slice(&0u32.to_be_bytes());
+        assert_eq!(Payload::decode(&bytes), Err(PayloadError::InvalidDeviceId));
+
+        let mut payload = sample();
+        payload.client_message_id = "has space".into();
+        assert_eq!(payload.encode(), Err(PayloadError::InvalidClientMessageId));
+    }
+
+    #[test]
+    fn debug_output_hides_the_body() {
+        let mut payload = sample();
+        payload.body = b"secret words".to_vec();
+        let debug = format!("{payload:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("body_len"));
+    }
+
+    fn arb_device() -> impl Strategy<Value = BoundDevice> {
+        (any::<u128>(), 1..=i32::MAX as u32, any::<[u8; 32]>()).prop_map(|(user, id, key)| {
+            BoundDevice {
+                user_id: UserId::from(Uuid::from_u128(user)),
+                device_id: DeviceId::new(id).unwrap(),
+                key,
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn payloads_round_trip(
+            sender in arb_device(),
+            recipient in arb_device(),
+            conversation in any::<u128>(),
+            client_message_id in "[A-Za-z0-9_-]{1,64}",
+            timestamp_ms in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let payload = Payload {
+                kind: PayloadKind::Message,
+                sender,
+                recipient,
+                conversation: UserId::from(Uuid::from_u128(conversation)),
+                client_message_id,
+                timestamp_ms,
+                body,
+            };
+            let bytes = payload.encode().unwrap();
+            prop_assert_eq!(Payload::decode(&bytes).unwrap(), payload);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Payload::decode(&bytes);
+        }
+
+        #[test]
+        fn every_truncation_is_an_error(cut in 0usize..170) {
+            let bytes = sample().encode().unwrap();
+            let cut = cut.min(bytes.len() - 1);
+            prop_assert!(Payload::decode(&bytes[..cut]).is_err());
+        }
+    }
+}

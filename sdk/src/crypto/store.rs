@@ -1,0 +1,80 @@
+//! The crypto core's records in the encrypted store: one collection per kind of record,
+//! values as JSON (encrypted by the store).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::{SqliteStore, StoreError, StoreTransaction};
+
+pub(crate) const ACCOUNT: &str = "account";
+pub(crate) const DEVICES: &str = "devices";
+pub(crate) const TRACKED_USERS: &str = "tracked_users";
+pub(crate) const OLM_SESSIONS: &str = "olm_sessions";
+pub(crate) const RECEIVED: &str = "received";
+pub(crate) const EVENTS: &str = "events";
+pub(crate) const META: &str = "meta";
+
+/// Why a record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The store failed (I/O, wrong key, tampering).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record does not decode: written by an incompatible SDK, or corrupted.
+    #[error("a stored {collection} record does not decode")]
+    Undecodable { collection: &'static str },
+}
+
+fn decode<T: DeserializeOwned>(collection: &'static str, bytes: &[u8]) -> Result<T, RecordError> {
+    serde_json::from_slice(bytes).map_err(|_| RecordError::Undecodable { collection })
+}
+
+fn encode<T: Serialize>(collection: &'static str, value: &T) -> Result<Vec<u8>, RecordError> {
+    serde_json::to_vec(value).map_err(|_| RecordError::Undecodable { collection })
+}
+
+pub(crate) fn get<T: DeserializeOwned>(
+    store: &SqliteStore,
+    collection: &'static str,
+    partition: &[u8],
+    item: &[u8],
+) -> Result<Option<T>, RecordError> {
+    store
+        .get(collection, partition, item)?
+        .map(|bytes| decode(collection, &bytes))
+        .transpose()
+}
+
+pub(crate) fn list<T: DeserializeOwned>(
+    store: &SqliteStore,
+    collection: &'static str,
+    partition: &[u8],
+) -> Result<Vec<T>, RecordError> {
+    store
+        .list(collection, partition)?
+        .iter()
+        .map(|bytes| decode(collection, bytes))
+        .collect()
+}
+
+pub(crate) fn tx_get<T: DeserializeOwned>(
+    tx: &mut StoreTransaction<'_>,
+    collection: &'static str,
+    partition: &[u8],
+    item: &[u8],
+) -> Result<Option<T>, RecordError> {
+    tx.get(collection, partition, item)?
+        .map(|bytes| decode(collection, &bytes))
+        .transpose()
+}
+
+pub(crate) fn put<T: Serialize>(
+    tx: &mut StoreTransaction<'_>,
+    collection: &'static str,
+    partition: &[u8],
+    item: &[u8],
+    value: &T,
+) -> Result<(), RecordError> {
+    tx.put(collection, partition, item, &encode(collection, value)?)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Test harness: a real Courier server on port 0 over the test's own PostgreSQL database,
+//! and devices that talk to it through the SDK's transport, holding real Ed25519 keys.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use courier_protocol::api::accounts::{CreateAccountRequest, LoginRequest};
+use courier_protocol::api::keys::{IdentityKeys, SignedKey};
+use courier_protocol::api::messages::{DeviceEnvelope, EnvelopeType, SendMessageRequest};
+use courier_protocol::keys::encode_base64;
+use courier_protocol::{DeviceId, UserId, signing};
+use courier_sdk::transport::{ApiClient, DeviceLogin, StreamConnection, TransportError};
+use courier_server::Settings;
+use ed25519_dalek::{Signer, SigningKey};
+use rand::RngCore;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use url::Url;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A Courier server serving one test's database on an ephemeral port.
+pub struct TestServer {
+    pub base_url: Url,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, Settings::default()).await
+    }
+
+    pub async fn start_with(pool: PgPool, settings: Settings) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(courier_server::launch(pool, settings, listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base_url,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// A client without a token.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(self.base_url.clone()).unwrap()
+    }
+
+    pub async fn create_account(&self, username: &str) -> UserId {
+        self.client()
+            .create_account(&CreateAccountRequest {
+                username: username.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .user_id
+    }
+
+    pub async fn try_login(&self, username: &str) -> Result<DeviceLogin, TransportError> {
+        self.client().login(&login_request(username)).await
+    }
+
+    /// Logs in as a new device with fresh keys (not yet published).
+    pub async fn new_device(&self, username: &str) -> TestDevice {
+        let login = self.try_login(username).await.unwrap();
+        TestDevice::new(self, login)
+    }
+
+    /// Logs in as a new device and publishes its identity keys.
+    pub async fn new_published_device(&self, username: &str) -> TestDevice {
+        let device = self.new_device(username).await;
+        device
+            .client
+            .publish_identity_keys(&device.identity_keys())
+            .await
+            .unwrap();
+        device
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+pub fn login_request(username: &str) -> LoginRequest {
+    LoginRequest {
+        username: username.into(),
+        password: PASSWORD.into(),
+        device_id: DeviceId::NEW,
+        device_name: Some(format!("{username}'s device")),
+        replace_device_id: None,
+    }
+}
+
+/// A device as an app holds it: its session, its client and its key pairs.
+pub struct TestDevice {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub client: ApiClient,
+    pub signing_key: SigningKey,
+    pub curve25519: [u8; 32],
+}
+
+impl TestDevice {
+    pub fn new(server: &TestServer, login: DeviceLogin) -> Self {
+        Self {
+            user_id: login.user_id,
+            device_id: login.device_id,
+            client: server.client().with_token(login.access_token),
+            signing_key: SigningKey::generate(&mut rand::rngs::OsRng),
+            curve25519: random_key(),
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        self.client.token().unwrap().expose_secret()
+    }
+
+    pub fn ed25519(&self) -> [u8; 32] {
+        self.signing_key.verifying_key().to_bytes()
+    }
+
+    pub fn identity_keys(&self) -> IdentityKeys {
+        let payload = signing::identity_keys_payload(
+            self.user_id,
+            self.device_id,
+            &self.curve25519,
+            &self.ed25519(),
+        );
+        IdentityKeys {
+            curve25519: encode_base64(&self.curve25519),
+            ed25519: encode_base64(&self.ed25519()),
+            signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()),
+        }
+    }
+
+    pub fn one_time_key(&self, key_id: &str) -> SignedKey {
+        let key = random_key();
+        let payload = signing::one_time_key_payload(self.user_id, self.device_id, key_id, &key);
+        SignedKey {
+            key_id: key_id.into(),
+            key: encode_base64(&key),
+            signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()),
+        }
+    }
+
+    pub fn fallback_key(&self, key_id: &str) -> SignedKey {
+        let key = random_key();
+        let payload = signing::fallback_key_payload(self.user_id, self.device_id, key_id, &key);
+        SignedKey {
+            key_id: key_id.into(),
+            key: encode_base64(&key),
+            signature: encode_base64(&self.signing_key.sign(&payload).to_bytes()),
+        }
+    }
+
+    pub async fn connect(&self, after: Option<u64>) -> StreamConnection {
+        self.client.open_stream(after).await.unwrap()
+    }
+}
+
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    key
+}
+
+/// A V2 send with one envelope per listed device (the ciphertext stands in for Olm's).
+pub fn v2_send(
+    client_message_id: &str,
+    recipient: UserId,
+    devices: &[(UserId, DeviceId)],
+) -> SendMessageRequest {
+    SendMessageRequest {
+        protocol_version: Some(2),
+        client_message_id: client_message_id.into(),
+        recipient_user_id: recipient,
+        device_envelopes: Some(
+            devices
+                .iter()
+                .map(|&(user_id, device_id)| DeviceEnvelope {
+                    user_id,
+                    device_id,
+                    envelope_type: EnvelopeType::Normal,
+                    ciphertext: encode_base64(format!("{user_id}/{device_id}").as_bytes()),
+                })
+                .collect(),
+        ),
+        encrypted_envelope: None,
+    }
+}
+
+/// Waits for `condition` to hold, checking every 50 ms for at most 10 s (a bound for
+/// work the server does in the background, such as writing acknowledgements).
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,302 @@
+//! The SDK end to end: real clients (crypto core, encrypted store, transport) against the
+//! real server and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{PASSWORD, TestServer};
+use courier_protocol::UserId;
+use courier_protocol::api::keys::ClaimKeysRequest;
+use courier_protocol::api::stream::StreamItem;
+use courier_sdk::client::{Client, ClientError};
+use courier_sdk::crypto::{Decrypted, Event, QueuedEvent};
+use courier_sdk::store::StoreKey;
+use sqlx::PgPool;
+use tempfile::TempDir;
+
+fn key() -> StoreKey {
+    StoreKey::from_bytes([5; 32])
+}
+
+struct Party {
+    dir: TempDir,
+    clients: Vec<Client>,
+}
+
+impl Party {
+    fn user(&self) -> UserId {
+        self.clients[0].own_device().user_id
+    }
+
+    fn store_path(&self, index: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("device-{index}.db"))
+    }
+
+    async fn register(server: &TestServer, name: &str, devices: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut party = Party {
+            dir,
+            clients: Vec::new(),
+        };
+        let first = Client::register(
+            server.base_url.clone(),
+            &party.store_path(0),
+            &key(),
+            name,
+            PASSWORD,
+            "device 0",
+        )
+        .await
+        .unwrap();
+        party.clients.push(first);
+        for _ in 1..devices {
+            party.add_device(server, name).await;
+        }
+        party
+    }
+
+    async fn add_device(&mut self, server: &TestServer, name: &str) -> &Client {
+        let index = self.clients.len();
+        let client = Client::login(
+            server.base_url.clone(),
+            &self.store_path(index),
+            &key(),
+            name,
+            PASSWORD,
+            &format!("device {index}"),
+        )
+        .await
+        .unwrap();
+        self.clients.push(client);
+        &self.clients[index]
+    }
+}
+
+/// The message bodies among a client's pending events, in order; confirms them.
+async fn take_messages(client: &Client) -> Vec<String> {
+    let events: Vec<QueuedEvent> = client.pending_events(10_000).await.unwrap();
+    if let Some(last) = events.last() {
+        client.confirm_events(last.seq).await.unwrap();
+    }
+    events
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Message { message } => Some(String::from_utf8(message.body).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn receive(client: &Client) -> Vec<String> {
+    client.receive_until_caught_up().await.unwrap();
+    take_messages(client).await
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn every_device_of_both_users_decrypts_every_message_meant_for_it(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 2).await;
+    let bob = Party::register(&server, "bob", 3).await;
+
+    // Alice's device 0 learned her own list before device 1 existed: the server refuses
+    // the first attempt and the client refreshes and retries by itself.
+    let sent = alice.clients[0]
+        .send(bob.user(), b"hello bob")
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.envelope_count, 4,
+        "3 of Bob's devices and Alice's other one"
+    );
+    for client in &bob.clients {
+        assert_eq!(receive(client).await, vec!["hello bob"]);
+    }
+    assert_eq!(
+        receive(&alice.clients[1]).await,
+        vec!["hello bob"],
+        "the sender's other device"
+    );
+    assert!(
+        receive(&alice.clients[0]).await.is_empty(),
+        "not to the sending device"
+    );
+
+    // Bob answers from device 1: Alice's two devices and Bob's other two get it.
+    bob.clients[1]
+        .send(alice.user(), b"hi alice")
+        .await
+        .unwrap();
+    for client in alice
+        .clients
+        .iter()
+        .chain([&bob.clients[0], &bob.clients[2]])
+    {
+        assert_eq!(receive(client).await, vec!["hi alice"]);
+    }
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn an_offline_device_catches_up_in_order(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 2).await;
+    let expected: Vec<String> = (0..30).map(|i| format!("message {i}")).collect();
+    for body in &expected {
+        alice.clients[0]
+            .send(bob.user(), body.as_bytes())
+            .await
+            .unwrap();
+    }
+    // Bob's device 1 was offline for all of it.
+    assert_eq!(receive(&bob.clients[1]).await, expected);
+    // And over REST for a client that cannot hold a socket: nothing new, in order.
+    let summary = bob.clients[0].sync_over_rest().await.unwrap();
+    assert_eq!(summary.messages, 30);
+    assert_eq!(take_messages(&bob.clients[0]).await, expected);
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_device_added_later_gets_later_messages_only(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let mut bob = Party::register(&server, "bob", 1).await;
+    alice.clients[0].send(bob.user(), b"before").await.unwrap();
+    let late = bob.add_device(&server, "bob").await;
+    assert!(receive(late).await.is_empty());
+    alice.clients[0].send(bob.user(), b"after").await.unwrap();
+    assert_eq!(receive(&bob.clients[1]).await, vec!["after"]);
+    assert_eq!(receive(&bob.clients[0]).await, vec!["before", "after"]);
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_removed_device_gets_nothing_more(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 2).await;
+    alice.clients[0].send(bob.user(), b"one").await.unwrap();
+    assert_eq!(receive(&bob.clients[1]).await, vec!["one"]);
+
+    let removed = bob.clients[1].own_device().device_id;
+    bob.clients[0].remove_device(removed).await.unwrap();
+    // Alice still lists the removed device: the server refuses it as stale, the client
+    // refreshes and sends to the rest.
+    let sent = alice.clients[0].send(bob.user(), b"two").await.unwrap();
+    assert_eq!(sent.envelope_count, 1);
+    assert_eq!(receive(&bob.clients[0]).await, vec!["one", "two"]);
+    match bob.clients[1].receive_until_caught_up().await {
+        Err(ClientError::Transport(error)) => {
+            assert_eq!(
+                error.code(),
+                Some(courier_protocol::ErrorCode::DeviceRemoved)
+            );
+        }
+        other => panic!("a removed device must not read its stream: {other:?}"),
+    }
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_crash_between_decrypt_and_ack_hands_the_message_to_the_app_once(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 1).await;
+    alice.clients[0]
+        .send(bob.user(), b"exactly once")
+        .await
+        .unwrap();
+
+    // Bob's device reads its inbox, decrypts and stores, and dies before acknowledging.
+    let page = bob.clients[0].api().inbox(0, None).await.unwrap();
+    let StreamItem::Envelope(envelope) = &page.items[0];
+    let stored = bob.clients[0].process_envelope(envelope).await.unwrap();
+    assert!(matches!(stored, Decrypted::Message(_)));
+    let Party { dir, clients } = bob;
+    drop(clients);
+
+    // Restart from the store: the server sends the envelope again; it is recognised.
+    let restarted = Client::open(&dir.path().join("device-0.db"), &key())
+        .await
+        .unwrap();
+    let summary = restarted.receive_until_caught_up().await.unwrap();
+    assert_eq!((summary.messages, summary.duplicates), (0, 1));
+    assert_eq!(take_messages(&restarted).await, vec!["exactly once"]);
+    // Acknowledged now: a later connection gets nothing.
+    let summary = restarted.receive_until_caught_up().await.unwrap();
+    assert_eq!(summary.duplicates + summary.messages, 0);
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn the_store_survives_a_process_restart_mid_conversation(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 1).await;
+    alice.clients[0].send(bob.user(), b"first").await.unwrap();
+    assert_eq!(receive(&bob.clients[0]).await, vec!["first"]);
+
+    let Party { dir, clients } = alice;
+    drop(clients);
+    let alice = Client::open(&dir.path().join("device-0.db"), &key())
+        .await
+        .unwrap();
+    alice.send(bob.user(), b"second").await.unwrap();
+    assert_eq!(receive(&bob.clients[0]).await, vec!["second"]);
+    bob.clients[0]
+        .send(alice.own_device().user_id, b"third")
+        .await
+        .unwrap();
+    assert_eq!(receive(&alice).await, vec!["third"]);
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn one_time_keys_are_topped_up_and_the_fallback_key_still_opens_a_session(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let mut alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 1).await;
+    let bob_device = bob.clients[0].own_device();
+    assert_eq!(
+        bob.clients[0]
+            .api()
+            .key_count()
+            .await
+            .unwrap()
+            .one_time_key_count,
+        50
+    );
+
+    // Someone claims all of Bob's one-time keys.
+    for _ in 0..50 {
+        let claimed = alice.clients[0]
+            .api()
+            .claim_keys(&ClaimKeysRequest {
+                devices: vec![bob_device],
+            })
+            .await
+            .unwrap();
+        assert!(!claimed.keys[0].fallback);
+    }
+    assert_eq!(
+        bob.clients[0]
+            .api()
+            .key_count()
+            .await
+            .unwrap()
+            .one_time_key_count,
+        0
+    );
+
+    // A new device of Alice's opens its session with Bob on the fallback key.
+    let late = alice.add_device(&server, "alice").await;
+    late.send(bob.user(), b"via the fallback key")
+        .await
+        .unwrap();
+    assert_eq!(receive(&bob.clients[0]).await, vec!["via the fallback key"]);
+    // Receiving tops the one-time keys up again.
+    assert_eq!(
+        bob.clients[0]
+            .api()
+            .key_count()
+            .await
+            .unwrap()
+            .one_time_key_count,
+        50
+    );
+}
