@@ -300,3 +300,143 @@ async fn one_time_keys_are_topped_up_and_the_fallback_key_still_opens_a_session(
         50
     );
 }
+
+/// What a malicious server could do: copy an undelivered envelope of one device as a new
+/// message into a device's stream (the same device: a replay; another: a re-addressing).
+async fn forge_copy(
+    pool: &PgPool,
+    from: courier_protocol::api::keys::DeviceRef,
+    to: courier_protocol::api::keys::DeviceRef,
+) -> uuid::Uuid {
+    let forged = uuid::Uuid::now_v7();
+    let original: uuid::Uuid = sqlx::query_scalar(
+        "SELECT message_id FROM message_envelopes
+         WHERE recipient_user_id = $1 AND recipient_device_id = $2 AND delivered_at IS NULL
+         ORDER BY seq LIMIT 1",
+    )
+    .bind(from.user_id.as_uuid())
+    .bind(from.device_id.as_i32())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
+                               recipient_user_id, protocol_version, envelope_count)
+         SELECT $2, sender_user_id, sender_device_id, 'forged-' || $2::text, recipient_user_id, protocol_version, 1
+         FROM messages WHERE message_id = $1",
+    )
+    .bind(original)
+    .bind(forged)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH bumped AS (
+             UPDATE devices SET next_stream_seq = next_stream_seq + 1
+             WHERE user_id = $3 AND device_id = $4 RETURNING next_stream_seq - 1 AS seq
+         )
+         INSERT INTO message_envelopes (recipient_user_id, recipient_device_id, seq, message_id,
+                                        envelope_type, ciphertext)
+         SELECT $3, $4, bumped.seq, $5, e.envelope_type, e.ciphertext
+         FROM message_envelopes e, bumped
+         WHERE e.message_id = $1 AND e.recipient_user_id = $2 AND e.recipient_device_id = $6",
+    )
+    .bind(original)
+    .bind(from.user_id.as_uuid())
+    .bind(to.user_id.as_uuid())
+    .bind(to.device_id.as_i32())
+    .bind(forged)
+    .bind(from.device_id.as_i32())
+    .execute(pool)
+    .await
+    .unwrap();
+    forged
+}
+
+fn failures(events: &[QueuedEvent]) -> Vec<uuid::Uuid> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::DecryptionFailed { message_id, .. } => Some(*message_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_replayed_or_re_addressed_ciphertext_is_rejected(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 2).await;
+    let (bob0, bob1) = (bob.clients[0].own_device(), bob.clients[1].own_device());
+    alice.clients[0].send(bob.user(), b"genuine").await.unwrap();
+    let replayed = forge_copy(&pool, bob0, bob0).await;
+    let re_addressed = forge_copy(&pool, bob0, bob1).await;
+
+    for (client, forged) in [(&bob.clients[0], replayed), (&bob.clients[1], re_addressed)] {
+        let summary = client.receive_until_caught_up().await.unwrap();
+        assert_eq!((summary.messages, summary.failures), (1, 1));
+        let events = client.pending_events(100).await.unwrap();
+        assert_eq!(failures(&events), vec![forged]);
+        assert_eq!(take_messages(client).await, vec!["genuine"]);
+    }
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn an_identity_key_change_is_flagged_and_blocks_sending_until_accepted(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 2).await;
+    alice.clients[0].send(bob.user(), b"before").await.unwrap();
+    let bob1 = bob.clients[1].own_device();
+
+    // The server (or whoever holds its database) swaps Bob's device 1 for keys of its
+    // own, self-signed so the directory accepts them.
+    let imposter = vodozemac::olm::Account::new();
+    let keys = imposter.identity_keys();
+    let payload = courier_protocol::signing::identity_keys_payload(
+        bob1.user_id,
+        bob1.device_id,
+        &keys.curve25519.to_bytes(),
+        keys.ed25519.as_bytes(),
+    );
+    sqlx::query(
+        "UPDATE device_identity_keys SET curve25519_key = $3, ed25519_key = $4, signature = $5
+         WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(bob1.user_id.as_uuid())
+    .bind(bob1.device_id.as_i32())
+    .bind(keys.curve25519.to_bytes().to_vec())
+    .bind(keys.ed25519.as_bytes().to_vec())
+    .bind(imposter.sign(payload).to_bytes().to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let changes = alice.clients[0].refresh_devices(bob.user()).await.unwrap();
+    assert_eq!(
+        changes,
+        vec![courier_sdk::crypto::DeviceChange::IdentityChanged { device: bob1 }]
+    );
+    match alice.clients[0].send(bob.user(), b"blocked").await {
+        Err(ClientError::Crypto(courier_sdk::crypto::MachineError::BlockedDevices(devices))) => {
+            assert_eq!(devices, vec![bob1]);
+        }
+        other => panic!("a send to a re-keyed device must be blocked: {other:?}"),
+    }
+    // Nothing left: Bob's devices got only the first message.
+    assert_eq!(receive(&bob.clients[0]).await, vec!["before"]);
+
+    // The app accepts the change: sending is no longer blocked. The one-time keys on the
+    // server were signed by the real device, not by the new keys, so no session opens
+    // with the imposter either.
+    alice.clients[0]
+        .crypto()
+        .await
+        .accept_identity_change(bob1)
+        .unwrap();
+    match alice.clients[0].send(bob.user(), b"after").await {
+        Err(ClientError::NoKeys(devices)) => assert_eq!(devices, vec![bob1]),
+        other => panic!("expected the imposter's keys to fail their signatures: {other:?}"),
+    }
+}
