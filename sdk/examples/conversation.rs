@@ -6,6 +6,9 @@
 //! `scripts/demo.sh` starts a server and runs this; by hand:
 //! `cargo run -p courier-sdk --example conversation -- http://127.0.0.1:8080`
 
+// A transcript is the point of this program.
+#![allow(clippy::print_stdout)]
+
 use std::error::Error;
 
 use courier_protocol::api::keys::DeviceRef;
