@@ -12,6 +12,8 @@ use courier_sdk::client::{Client, ClientError};
 use courier_sdk::crypto::{Decrypted, Event, QueuedEvent};
 use courier_sdk::store::StoreKey;
 use sqlx::PgPool;
+use std::sync::Arc;
+
 use tempfile::TempDir;
 
 fn key() -> StoreKey {
@@ -115,6 +117,12 @@ async fn every_device_of_both_users_decrypts_every_message_meant_for_it(pool: Pg
         receive(&alice.clients[1]).await,
         vec!["hello bob"],
         "the sender's other device"
+    );
+    let events = alice.clients[0].pending_events(100).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Event::Sent { message_id, recipient, .. } if *message_id == sent.message_id && *recipient == bob.user())),
+        "the sender hears that the server stored its message"
     );
     assert!(
         receive(&alice.clients[0]).await.is_empty(),
@@ -439,4 +447,75 @@ async fn an_identity_key_change_is_flagged_and_blocks_sending_until_accepted(poo
         Err(ClientError::NoKeys(devices)) => assert_eq!(devices, vec![bob1]),
         other => panic!("expected the imposter's keys to fail their signatures: {other:?}"),
     }
+}
+
+/// Waits (bounded) until a client's queue holds `count` messages; returns them.
+async fn wait_for_messages(client: &Client, count: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..1_000 {
+        got.extend(take_messages(client).await);
+        if got.len() >= count {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("only {} of {count} messages arrived: {got:?}", got.len());
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn the_receive_loop_reconnects_after_a_server_restart_and_stops_when_replaced(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let address = format!(
+        "{}:{}",
+        server.base_url.host_str().unwrap(),
+        server.base_url.port().unwrap()
+    );
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Arc::new(Party::register(&server, "bob", 1).await);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let looping = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            bob.clients[0]
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    alice.clients[0].send(bob.user(), b"live").await.unwrap();
+    assert_eq!(wait_for_messages(&bob.clients[0], 1).await, vec!["live"]);
+
+    // The server goes away and comes back on the same address: the loop reconnects by
+    // itself and resumes after what it stored.
+    drop(server);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let server =
+        TestServer::start_at(pool.clone(), courier_server::Settings::default(), &address).await;
+    alice.clients[0]
+        .send(bob.user(), b"after the restart")
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for_messages(&bob.clients[0], 1).await,
+        vec!["after the restart"]
+    );
+
+    // Another connection of the same device takes over: the loop ends for good.
+    let other = bob.clients[0].api().open_stream(None).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), looping)
+        .await
+        .expect("the loop ends when replaced")
+        .unwrap();
+    assert!(
+        matches!(
+            ended,
+            Err(ClientError::StreamEnded(
+                courier_sdk::transport::StreamClosed::Replaced
+            ))
+        ),
+        "{ended:?}"
+    );
+    drop((other, stop, server));
 }

@@ -283,7 +283,12 @@ impl Client {
         for _ in 0..MAX_SEND_ATTEMPTS {
             let request = self.encrypt(recipient, client_message_id, body).await?;
             match self.send_retrying(&request).await? {
-                SendOutcome::Sent(response) => return Ok(response),
+                SendOutcome::Sent(response) => {
+                    self.machine()
+                        .await
+                        .record_sent(recipient, client_message_id, &response)?;
+                    return Ok(response);
+                }
                 SendOutcome::DeviceListMismatch(mismatch) => {
                     let mut users: Vec<UserId> = mismatch
                         .missing

@@ -11,7 +11,9 @@ use courier_protocol::api::keys::{
     ClaimKeysResponse, DeviceRef, IdentityKeys, SignedKey, UploadOneTimeKeysRequest,
     UserDevicesResponse,
 };
-use courier_protocol::api::messages::{DeviceEnvelope, EnvelopeType, SendMessageRequest};
+use courier_protocol::api::messages::{
+    DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
+};
 use courier_protocol::api::stream::Envelope;
 use courier_protocol::keys::{decode_base64, decode_fixed, encode_base64};
 use courier_protocol::{DeviceId, UserId, signing};
@@ -127,6 +129,14 @@ pub enum Event {
     },
     /// A user's devices changed.
     Device { change: DeviceChange },
+    /// The server stored a message this device sent: it is on its way to every device
+    /// (delivery and read receipts follow as they come).
+    Sent {
+        message_id: Uuid,
+        client_message_id: String,
+        recipient: UserId,
+        server_timestamp: DateTime<Utc>,
+    },
 }
 
 /// An event with its place in the queue.
@@ -1092,6 +1102,23 @@ impl CryptoMachine {
             },
         );
         Ok((created.plaintext, true))
+    }
+
+    /// Queues the [`Event::Sent`] for a message the server stored.
+    pub fn record_sent(
+        &self,
+        recipient: UserId,
+        client_message_id: &str,
+        response: &SendMessageResponse,
+    ) -> Result<(), MachineError> {
+        let event = Event::Sent {
+            message_id: response.message_id,
+            client_message_id: client_message_id.to_owned(),
+            recipient,
+            server_timestamp: response.server_timestamp,
+        };
+        self.store.transaction(|tx| queue_event(tx, &event))?;
+        Ok(())
     }
 
     /// Events not yet confirmed by the app, oldest first, at most `limit`.

@@ -31,7 +31,23 @@ impl TestServer {
     }
 
     pub async fn start_with(pool: PgPool, settings: Settings) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(pool, settings, "127.0.0.1:0").await
+    }
+
+    /// A server on a given address (to restart one where its clients expect it).
+    pub async fn start_at(pool: PgPool, settings: Settings, address: &str) -> Self {
+        // A server just stopped on this address may not have released it yet.
+        let mut attempts = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => break listener,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("cannot bind {address}: {error}"),
+            }
+        };
         let base_url = format!("http://{}", listener.local_addr().unwrap())
             .parse()
             .unwrap();
