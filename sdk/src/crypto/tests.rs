@@ -494,3 +494,34 @@ fn debug_output_carries_no_message_text() {
 }
 
 use super::machine::ONE_TIME_KEY_TARGET;
+
+#[test]
+fn a_legacy_v1_envelope_is_read_by_the_device_it_was_encrypted_for() {
+    let mut w = world();
+    let message = alice_sends(&mut w, "legacy-1", b"from an old client");
+    let envelope = envelope_to(&message, &w.b[0]);
+    // A V1 envelope carries the Olm message type in its first byte.
+    let mut bytes = vec![match envelope.envelope_type {
+        courier_protocol::api::messages::EnvelopeType::PreKey => 0u8,
+        _ => 1u8,
+    }];
+    bytes.extend(courier_protocol::keys::decode_base64(&envelope.ciphertext).unwrap());
+    let legacy = DeviceEnvelope {
+        envelope_type: courier_protocol::api::messages::EnvelopeType::Legacy,
+        ciphertext: courier_protocol::keys::encode_base64(&bytes),
+        ..envelope.clone()
+    };
+    let mut received = envelope_for(&w.a[0], Uuid::new_v4(), &legacy);
+    received.protocol_version = 1;
+    assert_eq!(
+        body_of(w.b[0].machine.decrypt_envelope(&received).unwrap()),
+        b"from an old client"
+    );
+    // The same V1 ciphertext reaches Bob's other devices too; they cannot read it.
+    let mut elsewhere = received.clone();
+    elsewhere.message_id = Uuid::new_v4();
+    assert!(matches!(
+        w.b[1].machine.decrypt_envelope(&elsewhere).unwrap(),
+        Decrypted::Failed(_)
+    ));
+}
