@@ -519,3 +519,22 @@ async fn the_receive_loop_reconnects_after_a_server_restart_and_stops_when_repla
     );
     drop((other, stop, server));
 }
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_retried_send_with_the_same_client_id_is_stored_and_received_once(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 1).await;
+    // The answer to the first attempt was lost (as after a network error): the app, or
+    // the client's own retry, sends again under the same client message ID.
+    let first = alice.clients[0]
+        .send_with_id(bob.user(), "retry-me", b"only once")
+        .await
+        .unwrap();
+    let again = alice.clients[0]
+        .send_with_id(bob.user(), "retry-me", b"only once")
+        .await
+        .unwrap();
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(receive(&bob.clients[0]).await, vec!["only once"]);
+}
