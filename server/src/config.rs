@@ -1,5 +1,6 @@
 //! Process configuration, from flags or environment variables.
 
+use crate::delivery::fabric::FabricKind;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -48,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "COURIER_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
 
+    /// How server processes sharing the database reach each other: `postgres`
+    /// (LISTEN/NOTIFY, batched) or `none` (a single process).
+    #[arg(long, env = "COURIER_FABRIC", value_enum, default_value_t = FabricKind::Postgres)]
+    pub fabric: FabricKind,
+
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "COURIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -81,6 +87,7 @@ impl Config {
         Settings {
             device_limit: self.device_limit,
             max_body_bytes: self.max_body_bytes,
+            fabric: self.fabric,
             ..Settings::default()
         }
     }

@@ -45,21 +45,35 @@ where
 {
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tokens = Arc::new(auth::TokenCache::new(settings.token_cache_ttl, 100_000));
+    let (fabric, fabric_tasks) = match settings.fabric {
+        delivery::fabric::FabricKind::None => (delivery::fabric::Fabric::none(), Vec::new()),
+        delivery::fabric::FabricKind::Postgres => {
+            let receiver = delivery::fabric::Receiver {
+                hub: hub.clone(),
+                tokens: tokens.clone(),
+            };
+            delivery::fabric::start_postgres(pool.clone(), receiver, stop_rx.clone())
+                .await
+                .map_err(std::io::Error::other)?
+        }
+    };
     let (acks, ack_task) = delivery::acks::start(pool.clone(), metrics.clone());
     let (sends, send_tasks) = sends::SendQueue::start(&pool, 3);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let retention = delivery::retention::start(
         pool.clone(),
         metrics.clone(),
         settings.envelope_ttl,
         settings.retention_interval,
         settings.retention_batch,
-        stop_rx,
+        stop_rx.clone(),
     );
     let state = state::AppState {
         pool: pool.clone(),
         passwords: auth::Passwords::new(settings.max_concurrent_password_hashes),
-        tokens: Arc::new(auth::TokenCache::new(settings.token_cache_ttl, 100_000)),
+        tokens,
+        fabric,
         settings: Arc::new(settings),
         hub: hub.clone(),
         acks,
@@ -79,6 +93,13 @@ where
 
     let _ = stop_tx.send(true);
     let _ = retention.await;
+    // The publisher ends once every fabric handle (in the state, now dropped) is gone;
+    // the listener at the stop signal.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::future::join_all(fabric_tasks),
+    )
+    .await;
     // Every connection (and so every ack sender) is gone: the batcher drains and ends.
     if tokio::time::timeout(Duration::from_secs(10), ack_task)
         .await

@@ -41,6 +41,8 @@ pub struct Settings {
     /// Items buffered per connection for live push; past this the device catches up
     /// from its inbox instead.
     pub ws_push_buffer: usize,
+    /// How this process reaches the others sharing its database.
+    pub fabric: crate::delivery::fabric::FabricKind,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             ws_idle_timeout: Duration::from_secs(60),
             ws_send_timeout: Duration::from_secs(30),
             ws_push_buffer: 64,
+            fabric: crate::delivery::fabric::FabricKind::Postgres,
         }
     }
 }
@@ -75,6 +78,8 @@ pub(crate) struct AppState {
     pub acks: AckSender,
     pub sends: crate::sends::SendQueue,
     pub metrics: Arc<Metrics>,
+    /// Signals to the other server processes.
+    pub fabric: crate::delivery::fabric::Fabric,
 }
 
 impl AppState {
@@ -85,6 +90,10 @@ impl AppState {
         device_id: courier_protocol::DeviceId,
     ) {
         self.tokens.forget_device(user_id, device_id);
+        self.fabric
+            .publish(crate::delivery::fabric::Signal::Removed {
+                device: (user_id, device_id),
+            });
         self.hub.close_device(
             (user_id, device_id),
             courier_protocol::api::stream::close_code::DEVICE_REMOVED,

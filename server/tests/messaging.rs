@@ -920,3 +920,58 @@ async fn racing_sends_reach_a_device_in_sequence_order(pool: PgPool) {
         assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
     }
 }
+
+/// Two server instances on one database (each with its own hub, token cache and fabric
+/// connection, as two processes have): what one does reaches sockets held by the other.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn two_servers_on_one_database_deliver_close_and_replace_across_each_other(pool: PgPool) {
+    let one = TestServer::start(pool.clone()).await;
+    let two = TestServer::start(pool.clone()).await;
+    let alice = User::new(&one, "alice", 1).await;
+    let bob = User::new(&one, "bob", 2).await;
+
+    // Bob's device 0 listens on server one; Alice sends through server two.
+    let mut socket = one.connect(&bob.devices[0].token, None).await;
+    socket.backlog().await;
+    let sender = &alice.devices[0];
+    let sent = send_ok(
+        &two,
+        sender,
+        v2_body("x1", bob.id, &targets(sender, &alice, &bob), "across"),
+    )
+    .await;
+    let envelope = socket.next_envelope().await;
+    assert_eq!(envelope.message_id, sent.message_id);
+    assert!(envelope_text(&envelope).ends_with(":across"));
+
+    // A newer socket of the device on server two replaces the one on server one.
+    let mut newer = two.connect(&bob.devices[0].token, None).await;
+    newer.backlog().await;
+    assert!(matches!(
+        socket.next().await,
+        Received::Closed(Some(close_code::REPLACED))
+    ));
+
+    // Bob's device 1, known to server one's token cache, is removed through server two:
+    // server one refuses its token at once and closes its socket.
+    let victim = &bob.devices[1];
+    let mut victim_socket = one.connect(&victim.token, None).await;
+    victim_socket.backlog().await;
+    let (status, _) = one
+        .call(Method::GET, "/v1/devices", Some(&victim.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/v1/devices/{}", victim.device_id.get());
+    let (status, body) = two
+        .call(Method::DELETE, &path, Some(&bob.devices[0].token), None)
+        .await;
+    assert!(status.is_success(), "{body}");
+    assert!(matches!(
+        victim_socket.next().await,
+        Received::Closed(Some(close_code::DEVICE_REMOVED))
+    ));
+    let refused = one
+        .call(Method::GET, "/v1/devices", Some(&victim.token), None)
+        .await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "device_removed");
+}

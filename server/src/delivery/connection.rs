@@ -76,7 +76,11 @@ pub(crate) async fn run(
     after: Option<u64>,
 ) {
     let device = (caller.user_id, caller.device_id);
-    let registration = state.hub.register(device);
+    let at_ms = super::fabric::now_ms();
+    let registration = state.hub.register(device, at_ms);
+    state
+        .fabric
+        .publish(super::fabric::Signal::Connected { device, at_ms });
     state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
     let mut connection = Connection {
         socket,

@@ -8,6 +8,7 @@
 
 pub mod acks;
 pub(crate) mod connection;
+pub mod fabric;
 pub mod retention;
 
 use std::collections::HashMap;
@@ -43,6 +44,9 @@ pub struct ConnectionSignal {
 #[derive(Debug)]
 struct Registered {
     id: u64,
+    /// When it registered (ms since the epoch): the newest connection of a device wins
+    /// across processes.
+    at_ms: u64,
     tx: mpsc::Sender<PushedFrame>,
     signal: Arc<ConnectionSignal>,
 }
@@ -83,7 +87,7 @@ impl Hub {
     }
 
     /// Registers a device's new connection, replacing (and closing) an older one.
-    pub fn register(&self, device: DeviceKey) -> Registration {
+    pub fn register(&self, device: DeviceKey, at_ms: u64) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.buffer);
         let signal = Arc::new(ConnectionSignal::default());
@@ -91,6 +95,7 @@ impl Hub {
             device,
             Registered {
                 id,
+                at_ms,
                 tx,
                 signal: signal.clone(),
             },
@@ -131,6 +136,40 @@ impl Hub {
                 registered.signal.notify.notify_one();
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Tells a device's connection here to read its stream from the database (its new
+    /// items were stored by another process).
+    pub fn read_stream(&self, device: DeviceKey) {
+        if let Some(registered) = self.lock().get(&device) {
+            registered.signal.missed.store(true, Ordering::Release);
+            registered.signal.notify.notify_one();
+        }
+    }
+
+    /// Tells every connection here to read its stream (signals may have been missed).
+    pub fn read_all_streams(&self) {
+        for registered in self.lock().values() {
+            registered.signal.missed.store(true, Ordering::Release);
+            registered.signal.notify.notify_one();
+        }
+    }
+
+    /// Another process took a connection of `device` at `at_ms`: an older one here
+    /// closes as replaced.
+    pub fn replaced_elsewhere(&self, device: DeviceKey, at_ms: u64) {
+        let mut connections = self.lock();
+        if connections
+            .get(&device)
+            .is_some_and(|registered| registered.at_ms <= at_ms)
+            && let Some(registered) = connections.remove(&device)
+        {
+            Metrics::add(&self.metrics.ws_replaced, 1);
+            close(
+                &registered.signal,
+                courier_protocol::api::stream::close_code::REPLACED,
+            );
         }
     }
 

@@ -22,6 +22,7 @@ use crate::db;
 use crate::db::messages::{NewEnvelope, Refusal, StoreJob, StoredMessage};
 use crate::db::stream::EnvelopeLookup;
 use crate::delivery::PushedFrame;
+use crate::delivery::fabric::Signal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
@@ -277,13 +278,20 @@ fn push(
             server_timestamp: message.created_at,
         }));
         match serde_json::to_string(&frame) {
-            Ok(text) => state.hub.push(
-                (placed.device.user_id, placed.device.device_id),
-                PushedFrame {
+            Ok(text) => {
+                let device = (placed.device.user_id, placed.device.device_id);
+                state.hub.push(
+                    device,
+                    PushedFrame {
+                        seq: placed.seq,
+                        text: Arc::from(text),
+                    },
+                );
+                state.fabric.publish(Signal::Items {
+                    device,
                     seq: placed.seq,
-                    text: Arc::from(text),
-                },
-            ),
+                });
+            }
             Err(error) => tracing::error!(%error, "could not encode a pushed envelope"),
         }
     }
