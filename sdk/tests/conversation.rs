@@ -490,7 +490,6 @@ async fn the_receive_loop_reconnects_after_a_server_restart_and_stops_when_repla
     // The server goes away and comes back on the same address: the loop reconnects by
     // itself and resumes after what it stored.
     drop(server);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let server =
         TestServer::start_at(pool.clone(), courier_server::Settings::default(), &address).await;
     alice.clients[0]
