@@ -67,7 +67,11 @@ impl FromRequestParts<AppState> for AuthenticatedDevice {
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(str::trim)
             .filter(|token| token.starts_with(TOKEN_PREFIX))
             .ok_or_else(|| {

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{PASSWORD, TestServer, assert_error};
+use common::{PASSWORD, TestServer, assert_error, read};
 use courier_protocol::api::accounts::LoginResponse;
 use courier_protocol::api::devices::{DeviceLimitDetails, OwnDevicesResponse};
 use courier_server::{MIGRATOR, Settings};
@@ -353,4 +353,31 @@ async fn tokens_are_stored_only_as_hashes(pool: PgPool) {
         .await
         .unwrap();
     assert!(password_hash.starts_with("$argon2id$"));
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_bearer_scheme_is_case_insensitive_and_other_schemes_are_refused(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    server.create_account("judy").await;
+    let login = server.login("judy").await;
+    let with_header = |value: String| {
+        server
+            .http
+            .get(server.url("/v1/devices"))
+            .header("authorization", value)
+            .send()
+    };
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = with_header(format!("{scheme} {}", login.access_token))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "scheme {scheme}");
+    }
+    let refused = read(
+        with_header(format!("Basic {}", login.access_token))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "invalid_token");
 }

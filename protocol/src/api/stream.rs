@@ -133,6 +133,9 @@ pub mod close_code {
     pub const TOO_SLOW: u16 = 4004;
     /// The server is shutting down (standard "going away").
     pub const GOING_AWAY: u16 = 1001;
+    /// The server could not read or encode the stream (standard "internal error");
+    /// reconnect after a backoff.
+    pub const SERVER_ERROR: u16 = 1011;
 }
 
 #[cfg(test)]

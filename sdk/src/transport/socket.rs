@@ -93,7 +93,7 @@ impl StreamClosed {
             close_code::DEVICE_REMOVED => StreamClosed::DeviceRemoved,
             close_code::TOO_SLOW => StreamClosed::TooSlow,
             close_code::GOING_AWAY => StreamClosed::GoingAway,
-            1011 => StreamClosed::ServerError,
+            close_code::SERVER_ERROR => StreamClosed::ServerError,
             code => StreamClosed::Other { code },
         }
     }
@@ -106,7 +106,7 @@ impl StreamClosed {
             StreamClosed::DeviceRemoved => Some(close_code::DEVICE_REMOVED),
             StreamClosed::TooSlow => Some(close_code::TOO_SLOW),
             StreamClosed::GoingAway => Some(close_code::GOING_AWAY),
-            StreamClosed::ServerError => Some(1011),
+            StreamClosed::ServerError => Some(close_code::SERVER_ERROR),
             StreamClosed::Other { code } => Some(code),
             StreamClosed::ConnectionLost | StreamClosed::ClosedByClient => None,
         }

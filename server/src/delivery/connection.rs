@@ -138,7 +138,10 @@ impl Connection {
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "could not open a device stream");
-                End::Close(1011, "the server could not read the stream")
+                End::Close(
+                    close_code::SERVER_ERROR,
+                    "the server could not read the stream",
+                )
             })?;
         if let Some(after) = after {
             // The device says it has everything up to `after`: that is an acknowledgement.
@@ -282,14 +285,22 @@ impl Connection {
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "could not read a device stream");
-                End::Close(1011, "the server could not read the stream")
+                End::Close(
+                    close_code::SERVER_ERROR,
+                    "the server could not read the stream",
+                )
             })?;
             let count = page.len();
             for envelope in page {
                 let seq = envelope.seq;
                 let text =
                     serde_json::to_string(&ServerFrame::Item(StreamItem::Envelope(envelope)))
-                        .map_err(|_| End::Close(1011, "the server could not encode an item"))?;
+                        .map_err(|_| {
+                            End::Close(
+                                close_code::SERVER_ERROR,
+                                "the server could not encode an item",
+                            )
+                        })?;
                 self.write(Message::Text(text.into())).await?;
                 self.last_sent = seq;
             }
@@ -354,7 +365,7 @@ impl Connection {
 
     async fn send_control(&mut self, frame: ControlFrame) -> Result<(), End> {
         let text = serde_json::to_string(&ServerFrame::Control(frame))
-            .map_err(|_| End::Close(1011, "encoding failed"))?;
+            .map_err(|_| End::Close(close_code::SERVER_ERROR, "encoding failed"))?;
         self.write(Message::Text(text.into())).await?;
         self.flush().await
     }
