@@ -405,20 +405,48 @@ impl Client {
     /// Connects to the stream, stores and acknowledges everything waiting, and returns at
     /// `caughtUp`.
     pub async fn receive_until_caught_up(&self) -> Result<ReceiveSummary, ClientError> {
+        let summary = self.stream(true).await?;
+        self.maintain_keys().await?;
+        Ok(summary)
+    }
+
+    /// One connection of the stream: each envelope is stored, then acknowledged. Returns
+    /// at `caughtUp` if `until_caught_up`, else only when the connection ends (an error).
+    ///
+    /// The stored cursor moves at `caughtUp` and when the connection ends, not per
+    /// envelope: a cursor that lags after a crash only means envelopes come again, and
+    /// they are recognised as duplicates.
+    async fn stream(&self, until_caught_up: bool) -> Result<ReceiveSummary, ClientError> {
         let mut stream = self.api.open_stream(Some(self.cursor()?)).await?;
         let mut summary = ReceiveSummary::default();
-        loop {
-            match stream.next_frame().await? {
-                ServerFrame::Item(StreamItem::Envelope(envelope)) => {
-                    self.take(&envelope, &mut summary).await?;
-                    stream.ack_up_to(envelope.seq).await?;
+        let mut stored_through = None;
+        let ended = async {
+            loop {
+                match stream.next_frame().await? {
+                    ServerFrame::Item(StreamItem::Envelope(envelope)) => {
+                        self.take(&envelope, &mut summary).await?;
+                        stored_through = Some(envelope.seq);
+                        stream.ack_up_to(envelope.seq).await?;
+                    }
+                    ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {
+                        if let Some(seq) = stored_through.take() {
+                            self.set_cursor(seq)?;
+                        }
+                        if until_caught_up {
+                            return Ok::<_, ClientError>(());
+                        }
+                        self.maintain_keys().await?;
+                    }
+                    ServerFrame::Control(_) => {}
                 }
-                ServerFrame::Control(ControlFrame::CaughtUp { .. }) => break,
-                ServerFrame::Control(_) => {}
             }
         }
+        .await;
+        if let Some(seq) = stored_through {
+            self.set_cursor(seq)?;
+        }
+        ended?;
         stream.close().await;
-        self.maintain_keys().await?;
         Ok(summary)
     }
 
@@ -432,7 +460,7 @@ impl Client {
             Decrypted::Duplicate => summary.duplicates += 1,
             Decrypted::Failed(_) => summary.failures += 1,
         }
-        self.set_cursor(envelope.seq)
+        Ok(())
     }
 
     /// Reads the inbox over REST (for when a socket cannot be held), page by page, storing
@@ -449,6 +477,7 @@ impl Client {
                 let StreamItem::Envelope(envelope) = item;
                 self.take(envelope, &mut summary).await?;
             }
+            self.set_cursor(last)?;
             self.api.ack_inbox(last).await?;
             after = last;
         }
@@ -466,7 +495,7 @@ impl Client {
             let connected_at = Instant::now();
             let ended = tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                ended = self.stream_once() => ended,
+                ended = self.stream(false) => ended.map(|_| ()),
             };
             match ended {
                 Err(ClientError::Transport(error)) => {
@@ -485,23 +514,6 @@ impl Client {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    async fn stream_once(&self) -> Result<(), ClientError> {
-        let mut stream = self.api.open_stream(Some(self.cursor()?)).await?;
-        let mut summary = ReceiveSummary::default();
-        loop {
-            match stream.next_frame().await? {
-                ServerFrame::Item(StreamItem::Envelope(envelope)) => {
-                    self.take(&envelope, &mut summary).await?;
-                    stream.ack_up_to(envelope.seq).await?;
-                }
-                ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {
-                    self.maintain_keys().await?;
-                }
-                ServerFrame::Control(_) => {}
             }
         }
     }

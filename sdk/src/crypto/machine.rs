@@ -194,6 +194,30 @@ struct CachedSession {
     session: Session,
 }
 
+impl CachedSession {
+    fn record(&self) -> SessionRecord {
+        SessionRecord {
+            session_id: self.session_id.clone(),
+            last_used: self.last_used,
+            pickle: self.session.pickle(),
+        }
+    }
+}
+
+fn put_session(
+    tx: &mut crate::store::StoreTransaction<'_>,
+    device: DeviceRef,
+    record: &SessionRecord,
+) -> Result<(), RecordError> {
+    records::put(
+        tx,
+        records::OLM_SESSIONS,
+        &device_key(device),
+        record.session_id.as_bytes(),
+        record,
+    )
+}
+
 /// This device's crypto state. Every change is written to the store in one transaction
 /// before the method that made it returns.
 pub struct CryptoMachine {
@@ -679,7 +703,7 @@ impl CryptoMachine {
         claimed: &ClaimKeysResponse,
     ) -> Result<Vec<DeviceRef>, MachineError> {
         let mut failed: Vec<DeviceRef> = claimed.unavailable.clone();
-        let mut opened: Vec<(DeviceRef, Session)> = Vec::new();
+        let mut opened: Vec<(DeviceRef, CachedSession)> = Vec::new();
         for key in &claimed.keys {
             let device = DeviceRef {
                 user_id: key.user_id,
@@ -724,39 +748,29 @@ impl CryptoMachine {
                 Curve25519PublicKey::from_bytes(record.keys.curve25519),
                 Curve25519PublicKey::from_bytes(public),
             ) {
-                Ok(session) => opened.push((device, session)),
+                Ok(session) => opened.push((
+                    device,
+                    CachedSession {
+                        session_id: session.session_id(),
+                        last_used: 0,
+                        session,
+                    },
+                )),
                 Err(_) => failed.push(device),
             }
         }
         self.use_counter += 1;
-        let counter = self.use_counter;
+        for (_, cached) in &mut opened {
+            cached.last_used = self.use_counter;
+        }
         self.store.transaction(|tx| {
-            for (device, session) in &opened {
-                let record = SessionRecord {
-                    session_id: session.session_id(),
-                    last_used: counter,
-                    pickle: session.pickle(),
-                };
-                records::put(
-                    tx,
-                    records::OLM_SESSIONS,
-                    &device_key(*device),
-                    record.session_id.as_bytes(),
-                    &record,
-                )?;
+            for (device, cached) in &opened {
+                put_session(tx, *device, &cached.record())?;
             }
             Ok::<_, RecordError>(())
         })?;
-        for (device, session) in opened {
-            let sessions = self.load_sessions(device)?;
-            sessions.insert(
-                0,
-                CachedSession {
-                    session_id: session.session_id(),
-                    last_used: counter,
-                    session,
-                },
-            );
+        for (device, cached) in opened {
+            self.load_sessions(device)?.insert(0, cached);
         }
         Ok(failed)
     }
@@ -837,32 +851,26 @@ impl CryptoMachine {
 
     /// Stores the sessions [`Self::prepare_message`] advanced, in one transaction.
     pub fn commit_outgoing(&mut self, message: &OutgoingMessage) -> Result<(), MachineError> {
-        let mut writes = Vec::with_capacity(message.touched.len());
-        for device in &message.touched {
-            if let Some(cached) = self.sessions.get(device).and_then(|s| s.first()) {
-                writes.push((
-                    *device,
-                    SessionRecord {
-                        session_id: cached.session_id.clone(),
-                        last_used: cached.last_used,
-                        pickle: cached.session.pickle(),
-                    },
-                ));
-            }
-        }
+        let writes: Vec<(DeviceRef, SessionRecord)> = message
+            .touched
+            .iter()
+            .filter_map(|device| Some((*device, self.current_session(*device)?)))
+            .collect();
         self.store.transaction(|tx| {
             for (device, record) in &writes {
-                records::put(
-                    tx,
-                    records::OLM_SESSIONS,
-                    &device_key(*device),
-                    record.session_id.as_bytes(),
-                    record,
-                )?;
+                put_session(tx, *device, record)?;
             }
             Ok::<_, RecordError>(())
         })?;
         Ok(())
+    }
+
+    /// The record of the session a device is sent to (the most recently used one).
+    fn current_session(&self, device: DeviceRef) -> Option<SessionRecord> {
+        self.sessions
+            .get(&device)
+            .and_then(|sessions| sessions.first())
+            .map(CachedSession::record)
     }
 
     /// Encrypts and stores: the message is ready to send.
@@ -948,27 +956,13 @@ impl CryptoMachine {
             Decrypted::Duplicate => return Ok(result),
         };
         let account = account_changed.then(|| self.account_record());
-        let session = self
-            .sessions
-            .get(&sender)
-            .and_then(|s| s.first())
-            .map(|cached| SessionRecord {
-                session_id: cached.session_id.clone(),
-                last_used: cached.last_used,
-                pickle: cached.session.pickle(),
-            });
+        let session = self.current_session(sender);
         let written = self.store.transaction(|tx| {
             if let Some(account) = &account {
                 records::put(tx, records::ACCOUNT, b"", b"account", account)?;
             }
             if let Some(session) = &session {
-                records::put(
-                    tx,
-                    records::OLM_SESSIONS,
-                    &device_key(sender),
-                    session.session_id.as_bytes(),
-                    session,
-                )?;
+                put_session(tx, sender, session)?;
             }
             records::put(
                 tx,
