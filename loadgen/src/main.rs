@@ -9,6 +9,12 @@
 //! - `idle`: N device sockets held open; reports the server's resident memory.
 //! - `offline`: one device comes back to N queued envelopes; reports how long it takes
 //!   to drain them.
+//!
+//! Against several processes of one deployment (`--spawn-server B --processes 2
+//! --fabric nats`, or `--server URL --server URL`), each user's device sockets go to one
+//! process (user `u` to process `u % N`), and a message goes to a user homed on the same
+//! process but is sent through the next one: every envelope crosses processes, through
+//! the fabric (`--no-cross` sends through the recipients' own process instead).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -43,6 +49,24 @@ enum Mode {
     Offline,
 }
 
+/// The fabric spawned servers use (`COURIER_FABRIC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Fabric {
+    None,
+    Postgres,
+    Nats,
+}
+
+impl Fabric {
+    fn name(self) -> &'static str {
+        match self {
+            Fabric::None => "none",
+            Fabric::Postgres => "postgres",
+            Fabric::Nats => "nats",
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "courier-loadgen",
@@ -51,18 +75,34 @@ enum Mode {
 struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Throughput)]
     mode: Mode,
-    /// Base URL of a running server (ignored with --spawn-server).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// Base URL of a running server (ignored with --spawn-server). Repeat it for several
+    /// processes sharing one database.
+    #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
+    servers: Vec<String>,
     /// Start this courier-server binary on a fresh database for the run.
     #[arg(long)]
     spawn_server: Option<String>,
+    /// Server processes to start with --spawn-server, all on the one fresh database.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    processes: u16,
+    /// Fabric of the spawned servers (COURIER_FABRIC).
+    #[arg(long, value_enum, default_value_t = Fabric::Postgres)]
+    fabric: Fabric,
+    /// With several processes, send each message through the process holding its
+    /// recipients' sockets instead of the next one (so no envelope crosses: what two
+    /// processes cost without the fabric on the delivery path).
+    #[arg(long)]
+    no_cross: bool,
+    /// NATS server of the spawned servers with --fabric nats (COURIER_NATS_URL).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
     /// PostgreSQL server for --spawn-server (a fresh database is created on it).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
-    /// PID of the server, to read its memory (known with --spawn-server).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// PID of the server, to read its memory (known with --spawn-server); repeat it for
+    /// several processes.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
     /// Users (throughput).
     #[arg(long, default_value_t = 20)]
     users: usize,
@@ -104,58 +144,139 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let run_id = format!("{:08x}", rand::rngs::OsRng.next_u32());
     let mut spawned = None;
-    let (base, server_pid) = match &args.spawn_server {
+    let (bases, server_pids) = match &args.spawn_server {
         Some(binary) => {
-            let server = SpawnedServer::start(binary, &args, &run_id).await?;
-            let base = server.base.clone();
-            let pid = server.child.id();
-            spawned = Some(server);
-            (base, Some(pid))
+            let servers = SpawnedServers::start(binary, &args, &run_id).await?;
+            let bases = servers.bases.clone();
+            let pids = servers.children.iter().map(Child::id).collect();
+            spawned = Some(servers);
+            (bases, pids)
         }
         None => (
-            args.server.trim_end_matches('/').to_owned(),
-            args.server_pid,
+            args.servers
+                .iter()
+                .map(|server| server.trim_end_matches('/').to_owned())
+                .collect(),
+            args.server_pids.clone(),
         ),
+    };
+    let servers = Servers {
+        bases,
+        cross: !args.no_cross,
     };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(16))
         .build()?;
 
     let report = match args.mode {
-        Mode::Throughput => throughput(&args, &http, &base, &run_id).await,
-        Mode::Idle => idle(&args, &http, &base, &run_id, server_pid).await,
-        Mode::Offline => offline(&args, &http, &base, &run_id).await,
+        Mode::Throughput => throughput(&args, &http, &servers, &run_id).await,
+        Mode::Idle => idle(&args, &http, &servers, &run_id, &server_pids).await,
+        Mode::Offline => offline(&args, &http, &servers, &run_id).await,
     };
-    let mut report = report?;
-    if let Some(server) = spawned {
-        report["database"] = json!(server.database);
-        server.stop();
+    let mut report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            if let Some(servers) = spawned {
+                servers.stop();
+            }
+            return Err(error);
+        }
+    };
+    report["processes"] = json!(servers.bases.len());
+    report["servers"] = json!(servers.bases);
+    if let Some(servers) = spawned {
+        report["fabric"] = json!(args.fabric.name());
+        report["database"] = json!(servers.database);
+        servers.stop();
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
-/// A server started for the run, on its own database.
-struct SpawnedServer {
-    child: Child,
-    base: String,
+/// The server processes under test (one deployment: one database) and how the load is
+/// spread over them.
+struct Servers {
+    bases: Vec<String>,
+    /// Messages go through the process after the recipients' (false: `--no-cross`).
+    cross: bool,
+}
+
+impl Servers {
+    /// The process holding user `user`'s device sockets.
+    fn home(&self, user: usize) -> &str {
+        &self.bases[user % self.bases.len()]
+    }
+
+    /// The process `user`'s messages are sent through: the one after its home, so that
+    /// with several processes no envelope is pushed by the process that stored it (its
+    /// home with `--no-cross`).
+    fn sender(&self, user: usize) -> &str {
+        &self.bases[(user + usize::from(self.cross)) % self.bases.len()]
+    }
+
+    /// A recipient for a message from `from`, other than `from`, homed on the same
+    /// process (so every envelope, the sender's other devices' too, crosses processes).
+    fn recipient(&self, users: usize, from: usize, rng: &mut impl Rng) -> usize {
+        let n = self.bases.len();
+        let home = from % n;
+        let peers = (users - home).div_ceil(n);
+        let mut k = rng.gen_range(0..peers - 1);
+        if k >= from / n {
+            k += 1;
+        }
+        home + k * n
+    }
+
+    /// Sums a counter over every process's /metrics (`None` if one does not answer).
+    async fn counter(&self, http: &reqwest::Client, name: &str) -> Option<u64> {
+        // Acks are written in batches; give the last batch a moment to land.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut total = 0;
+        for base in &self.bases {
+            total += server_counter(http, base, name).await?;
+        }
+        Some(total)
+    }
+}
+
+/// Servers started for the run, all on one fresh database.
+struct SpawnedServers {
+    children: Vec<Child>,
+    bases: Vec<String>,
     database: String,
 }
 
-impl SpawnedServer {
+impl SpawnedServers {
     async fn start(binary: &str, args: &Args, run_id: &str) -> anyhow::Result<Self> {
+        let mut servers = Self {
+            children: Vec::new(),
+            bases: Vec::new(),
+            database: format!("courier_bench_{run_id}"),
+        };
+        // One after the other: the first creates and migrates the database.
+        for _ in 0..args.processes {
+            if let Err(error) = servers.start_one(binary, args).await {
+                servers.stop();
+                return Err(error);
+            }
+        }
+        Ok(servers)
+    }
+
+    async fn start_one(&mut self, binary: &str, args: &Args) -> anyhow::Result<()> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let database = format!("courier_bench_{run_id}");
         let device_limit = args.devices.clamp(5, 100);
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .env(
                 "COURIER_DATABASE_URL",
-                format!("{}/{database}", args.postgres.trim_end_matches('/')),
+                format!("{}/{}", args.postgres.trim_end_matches('/'), self.database),
             )
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
             .env("COURIER_DEVICE_LIMIT", device_limit.to_string())
+            .env("COURIER_FABRIC", args.fabric.name())
+            .env("COURIER_NATS_URL", &args.nats_url)
             .env("COURIER_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -163,28 +284,36 @@ impl SpawnedServer {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(response) = reqwest::get(format!("{base}/readyz")).await {
-                if response.status().is_success() {
-                    break;
-                }
+            if let Ok(response) = reqwest::get(format!("{base}/readyz")).await
+                && response.status().is_success()
+            {
+                break;
+            }
+            // A server that cannot start (database, NATS) says why on stderr and exits.
+            if let Some(status) = child.try_wait()? {
+                self.children.push(child);
+                bail!("the spawned server exited ({status}) before it was ready");
             }
             if Instant::now() > deadline {
+                self.children.push(child);
                 bail!("the spawned server did not become ready");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Self {
-            child,
-            base,
-            database,
-        })
+        self.children.push(child);
+        self.bases.push(base);
+        Ok(())
     }
 
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+    fn stop(self) {
+        for child in &self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for mut child in self.children {
+            let _ = child.wait();
+        }
     }
 }
 
@@ -256,6 +385,13 @@ async fn receive(
                             acked = pending_ack;
                         }
                     }
+                    // Delivered receipts for this device's own messages: acknowledged like
+                    // envelopes, not counted.
+                    Ok(ServerFrame::Item(other)) => {
+                        if ack {
+                            pending_ack = pending_ack.max(other.seq());
+                        }
+                    }
                     Ok(ServerFrame::Control(ControlFrame::CaughtUp { .. } | ControlFrame::Error { .. })) | Err(_) => {}
                 }
             }
@@ -325,15 +461,17 @@ fn message(
 async fn throughput(
     args: &Args,
     http: &reqwest::Client,
-    base: &str,
+    servers: &Servers,
     run_id: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    if args.users < 2 {
-        bail!("throughput needs at least 2 users");
+    let processes = servers.bases.len();
+    if args.users < 2 * processes {
+        bail!("throughput needs at least 2 users per server process");
     }
     let setup_start = Instant::now();
-    let users: Population =
-        Arc::new(setup::populate(http, base, run_id, args.users, args.devices, 8).await?);
+    let users: Population = Arc::new(
+        setup::populate(http, servers.home(0), run_id, args.users, args.devices, 8).await?,
+    );
     let devices: Vec<(usize, Device)> = users
         .iter()
         .enumerate()
@@ -348,8 +486,8 @@ async fn throughput(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut receivers = Vec::with_capacity(devices.len());
-    for (_, device) in &devices {
-        let mut socket = setup::connect(base, device).await?;
+    for (user, device) in &devices {
+        let mut socket = setup::connect(servers.home(*user), device).await?;
         // Wait for the (empty) backlog so every socket is live before sending starts.
         while let Some(Ok(frame)) = socket.next().await {
             if let Message::Text(text) = frame {
@@ -380,9 +518,12 @@ async fn throughput(
     };
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
-            let (http, base, users, expectations) = (
+            let (http, servers, users, expectations) = (
                 http.clone(),
-                base.to_owned(),
+                Servers {
+                    bases: servers.bases.clone(),
+                    cross: servers.cross,
+                },
                 users.clone(),
                 expectations.clone(),
             );
@@ -403,15 +544,12 @@ async fn throughput(
                         tokio::time::sleep_until(at.into()).await;
                     }
                     let from = rng.gen_range(0..users.len());
-                    let mut to = rng.gen_range(0..users.len() - 1);
-                    if to >= from {
-                        to += 1;
-                    }
+                    let to = servers.recipient(users.len(), from, &mut rng);
                     let device = rng.gen_range(0..devices_per_user);
                     let sender = &users[from].devices[device];
                     let body = message(number, sender, &users[from], &users[to], payload, start);
                     let answer = http
-                        .post(format!("{base}/v1/messages"))
+                        .post(format!("{}/v1/messages", servers.sender(from)))
                         .bearer_auth(&sender.token)
                         .json(&body)
                         .send()
@@ -468,10 +606,20 @@ async fn throughput(
     }
     let expected = expectations.total.load(Ordering::Relaxed);
     let messages = sent.load(Ordering::Relaxed);
-    let acked = server_counter(http, base, "courier_envelopes_delivered_total").await;
+    let acked = servers
+        .counter(http, "courier_envelopes_delivered_total")
+        .await;
+    // Reads of a device stream from PostgreSQL instead of a live push (with several
+    // processes, what each cross-process signal costs).
+    let stream_reads = servers.counter(http, "courier_stream_reads_total").await;
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(json!({
         "mode": "throughput",
+        "routing": match (processes, servers.cross) {
+            (1, _) => "one process",
+            (_, true) => "sockets of user u on process u % N; sends through process (u + 1) % N to a user on process u % N",
+            (_, false) => "sockets of user u on process u % N; sends through process u % N to a user on process u % N (no crossing)",
+        },
         "users": args.users,
         "devicesPerUser": args.devices,
         "envelopesPerMessage": 2 * args.devices - 1,
@@ -488,6 +636,7 @@ async fn throughput(
         "envelopesReceived": unique,
         "envelopesPerSecond": unique as f64 / send_seconds,
         "envelopesAckedByServer": acked,
+        "streamReadsByServer": stream_reads,
         "lost": expected.saturating_sub(unique),
         "duplicated": duplicates,
         "drainSecondsAfterLastSend": delivered_seconds - send_seconds,
@@ -497,8 +646,6 @@ async fn throughput(
 
 /// Reads one counter from the server's /metrics.
 async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Option<u64> {
-    // Acks are written in batches; give the last batch a moment to land.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -516,30 +663,39 @@ async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Optio
 async fn idle(
     args: &Args,
     http: &reqwest::Client,
-    base: &str,
+    servers: &Servers,
     run_id: &str,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
 ) -> anyhow::Result<serde_json::Value> {
+    // Every process's resident memory, summed.
+    let rss = || -> Option<f64> {
+        let total = server_pids
+            .iter()
+            .map(|pid| rss_mib(*pid))
+            .sum::<Option<f64>>();
+        total.filter(|_| !server_pids.is_empty())
+    };
     let per_user = args.devices.clamp(1, 100);
     let users = args.sockets.div_ceil(per_user);
     let setup_start = Instant::now();
-    let rss_before = server_pid.and_then(rss_mib);
-    let population = setup::populate(http, base, run_id, users, per_user, 8).await?;
+    let rss_before = rss();
+    let population = setup::populate(http, servers.home(0), run_id, users, per_user, 8).await?;
     let setup_seconds = setup_start.elapsed().as_secs_f64();
-    let rss_after_setup = server_pid.and_then(rss_mib);
-    let devices: Vec<Device> = population
+    let rss_after_setup = rss();
+    let devices: Vec<(usize, Device)> = population
         .into_iter()
-        .flat_map(|user| user.devices)
+        .enumerate()
+        .flat_map(|(u, user)| user.devices.into_iter().map(move |d| (u, d)))
         .take(args.sockets)
         .collect();
 
     let open = Arc::new(AtomicUsize::new(0));
     let connect_start = Instant::now();
     let sockets: Vec<Socket> = futures::stream::iter(devices.iter())
-        .map(|device| {
+        .map(|(user, device)| {
             let open = open.clone();
             async move {
-                let mut socket = setup::connect(base, device).await?;
+                let mut socket = setup::connect(servers.home(*user), device).await?;
                 while let Some(Ok(frame)) = socket.next().await {
                     if let Message::Text(text) = frame {
                         if text.contains("\"caughtUp\"") {
@@ -559,8 +715,8 @@ async fn idle(
     let connect_seconds = connect_start.elapsed().as_secs_f64();
     // Let the server settle (allocator, first pings) before reading its memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_open = server_pid.and_then(rss_mib);
-    let connected = server_counter(http, base, "courier_websocket_connections").await;
+    let rss_open = rss();
+    let connected = servers.counter(http, "courier_websocket_connections").await;
     drop(sockets);
     Ok(json!({
         "mode": "idle",
@@ -575,9 +731,11 @@ async fn idle(
 async fn offline(
     args: &Args,
     http: &reqwest::Client,
-    base: &str,
+    servers: &Servers,
     run_id: &str,
 ) -> anyhow::Result<serde_json::Value> {
+    // Queued through one process, drained from the other (with two).
+    let (base, fill_base) = (servers.home(0), servers.sender(0));
     let users = setup::populate(http, base, run_id, 2, 1, 2).await?;
     let (sender_user, recipient) = (&users[0], &users[1]);
     let sender = &sender_user.devices[0];
@@ -586,7 +744,7 @@ async fn offline(
     let fill_start = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (http, base, next) = (http.clone(), base.to_owned(), next.clone());
+            let (http, base, next) = (http.clone(), fill_base.to_owned(), next.clone());
             let (sender, sender_user, recipient) =
                 (sender.clone(), sender_user.clone(), recipient.clone());
             let (backlog, payload) = (args.backlog, args.payload);
@@ -645,6 +803,7 @@ async fn offline(
                 break;
             }
             ServerFrame::Control(ControlFrame::Error { .. }) => {}
+            ServerFrame::Item(other) => last_seq = last_seq.max(other.seq()),
         }
     }
     let received_seconds = drain_start.elapsed().as_secs_f64();

@@ -137,6 +137,23 @@ error_codes! {
     /// The calling device's envelope for this message was delivered and its ciphertext
     /// purged.
     EnvelopeDelivered = ("envelope_delivered", 410),
+    /// No such channel, or the caller is not a member of it.
+    ChannelNotFound = ("channel_not_found", 404),
+    /// The user is not a member of the channel.
+    NotAMember = ("not_a_member", 404),
+    /// Only the channel's creator may remove other members.
+    NotChannelCreator = ("not_channel_creator", 403),
+    /// The channel would have more members than allowed. Details carry `max`.
+    TooManyMembers = ("too_many_members", 400),
+    /// A Megolm session ID is empty, too long, or not base64 characters.
+    InvalidSessionId = ("invalid_session_id", 400),
+    /// A sender key names a device that is not a current member device of the channel.
+    /// Details carry `devices`; nothing was stored.
+    NotAMemberDevice = ("not_a_member_device", 409),
+    /// Current member devices have no sender key of this session from the sending device,
+    /// so they could not decrypt the message. Details carry `sessionId` and `devices`
+    /// (see `MissingSenderKeys`); nothing was stored.
+    MissingSenderKeys = ("missing_sender_keys", 409),
     /// `GET /v1/ws` without a WebSocket upgrade.
     NotWebSocket = ("not_websocket", 400),
     /// The server failed; details are in its log, not in the answer.

@@ -19,6 +19,10 @@ pub const MAX_ONE_TIME_KEYS_PER_UPLOAD: usize = 100;
 pub const MAX_STORED_ONE_TIME_KEYS: usize = 500;
 /// One claim names at most this many devices.
 pub const MAX_DEVICES_PER_CLAIM: usize = 1000;
+/// A channel has at most this many members (the creator included).
+pub const MAX_CHANNEL_MEMBERS: usize = 256;
+/// A Megolm session ID is at most this many characters (vodozemac's are 43).
+pub const SESSION_ID_MAX_CHARS: usize = 64;
 
 /// Checks a username against the documented rules and returns its canonical form.
 ///

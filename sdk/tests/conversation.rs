@@ -4,95 +4,13 @@
 
 mod common;
 
-use common::{PASSWORD, TestServer};
-use courier_protocol::UserId;
+use common::{Party, TestServer, key, receive, take_messages};
 use courier_protocol::api::keys::ClaimKeysRequest;
 use courier_protocol::api::stream::StreamItem;
 use courier_sdk::client::{Client, ClientError};
 use courier_sdk::crypto::{Decrypted, Event, QueuedEvent};
-use courier_sdk::store::StoreKey;
 use sqlx::PgPool;
 use std::sync::Arc;
-
-use tempfile::TempDir;
-
-fn key() -> StoreKey {
-    StoreKey::from_bytes([5; 32])
-}
-
-struct Party {
-    dir: TempDir,
-    clients: Vec<Client>,
-}
-
-impl Party {
-    fn user(&self) -> UserId {
-        self.clients[0].own_device().user_id
-    }
-
-    fn store_path(&self, index: usize) -> std::path::PathBuf {
-        self.dir.path().join(format!("device-{index}.db"))
-    }
-
-    async fn register(server: &TestServer, name: &str, devices: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut party = Party {
-            dir,
-            clients: Vec::new(),
-        };
-        let first = Client::register(
-            server.base_url.clone(),
-            &party.store_path(0),
-            &key(),
-            name,
-            PASSWORD,
-            "device 0",
-        )
-        .await
-        .unwrap();
-        party.clients.push(first);
-        for _ in 1..devices {
-            party.add_device(server, name).await;
-        }
-        party
-    }
-
-    async fn add_device(&mut self, server: &TestServer, name: &str) -> &Client {
-        let index = self.clients.len();
-        let client = Client::login(
-            server.base_url.clone(),
-            &self.store_path(index),
-            &key(),
-            name,
-            PASSWORD,
-            &format!("device {index}"),
-        )
-        .await
-        .unwrap();
-        self.clients.push(client);
-        &self.clients[index]
-    }
-}
-
-/// The message bodies among a client's pending events, in order; confirms them.
-async fn take_messages(client: &Client) -> Vec<String> {
-    let events: Vec<QueuedEvent> = client.pending_events(10_000).await.unwrap();
-    if let Some(last) = events.last() {
-        client.confirm_events(last.seq).await.unwrap();
-    }
-    events
-        .into_iter()
-        .filter_map(|e| match e.event {
-            Event::Message { message } => Some(String::from_utf8(message.body).unwrap()),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn receive(client: &Client) -> Vec<String> {
-    client.receive_until_caught_up().await.unwrap();
-    take_messages(client).await
-}
 
 #[sqlx::test(migrator = "courier_server::MIGRATOR")]
 async fn every_device_of_both_users_decrypts_every_message_meant_for_it(pool: PgPool) {
@@ -214,7 +132,9 @@ async fn a_crash_between_decrypt_and_ack_hands_the_message_to_the_app_once(pool:
 
     // Bob's device reads its inbox, decrypts and stores, and dies before acknowledging.
     let page = bob.clients[0].api().inbox(0, None).await.unwrap();
-    let StreamItem::Envelope(envelope) = &page.items[0];
+    let StreamItem::Envelope(envelope) = &page.items[0] else {
+        panic!("expected an envelope, got {:?}", page.items[0]);
+    };
     let stored = bob.clients[0].process_envelope(envelope).await.unwrap();
     assert!(matches!(stored, Decrypted::Message(_)));
     let Party { dir, clients } = bob;

@@ -561,7 +561,9 @@ async fn the_inbox_pages_serves_single_envelopes_and_acknowledges(pool: PgPool) 
     let rest = bob.client.inbox(page.next_cursor, None).await.unwrap();
     assert_eq!(rest.items.len(), 1);
     assert!(!rest.has_more);
-    let StreamItem::Envelope(second) = &rest.items[0];
+    let StreamItem::Envelope(second) = &rest.items[0] else {
+        panic!("expected an envelope");
+    };
     assert_eq!(second.message_id, m2.message_id);
 
     let envelope = bob.client.get_envelope(m1.message_id).await.unwrap();

@@ -11,6 +11,9 @@ use crate::state::Settings;
 /// The database used when nothing is configured: a local PostgreSQL with trust auth.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
 
+/// The NATS server used by `--fabric nats` when nothing is configured: a local one.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
 /// Courier server configuration. Every flag has an environment variable; defaults run on
 /// a developer machine with a local PostgreSQL and nothing configured.
 #[derive(Clone, Parser)]
@@ -50,13 +53,31 @@ pub struct Config {
     pub database_max_connections: u32,
 
     /// How server processes sharing the database reach each other: `postgres`
-    /// (LISTEN/NOTIFY, batched) or `none` (a single process).
-    #[arg(long, env = "COURIER_FABRIC", value_enum, default_value_t = FabricKind::Postgres)]
-    pub fabric: FabricKind,
+    /// (LISTEN/NOTIFY, batched), `nats` (NATS publish/subscribe, at COURIER_NATS_URL) or
+    /// `none` (a single process).
+    #[arg(long, env = "COURIER_FABRIC", value_enum, default_value_t = FabricName::Postgres)]
+    pub fabric: FabricName,
+
+    /// NATS server for `--fabric nats` (several separated by commas). It may carry
+    /// credentials (`nats://user:password@host:4222` or `nats://token@host:4222`): they
+    /// are never logged or shown.
+    #[arg(long, env = "COURIER_NATS_URL", default_value = DEFAULT_NATS_URL, hide_env_values = true)]
+    nats_url: String,
 
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "COURIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The fabric's name on the command line (see [`FabricKind`], which carries its settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FabricName {
+    /// One process only: nothing is sent.
+    None,
+    /// PostgreSQL `LISTEN`/`NOTIFY` (no other infrastructure).
+    Postgres,
+    /// NATS core publish/subscribe.
+    Nats,
 }
 
 /// How log lines are written.
@@ -82,12 +103,23 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
     }
 
+    /// The fabric in force, with its settings.
+    pub fn fabric(&self) -> FabricKind {
+        match self.fabric {
+            FabricName::None => FabricKind::None,
+            FabricName::Postgres => FabricKind::Postgres,
+            FabricName::Nats => FabricKind::Nats {
+                url: self.nats_url.clone(),
+            },
+        }
+    }
+
     /// The runtime limits this configuration sets.
     pub fn settings(&self) -> Settings {
         Settings {
             device_limit: self.device_limit,
             max_body_bytes: self.max_body_bytes,
-            fabric: self.fabric,
+            fabric: self.fabric(),
             ..Settings::default()
         }
     }
@@ -107,6 +139,36 @@ pub fn redact_database_url(url: &str) -> String {
     }
 }
 
+/// NATS server URLs (one, or several separated by commas) with user names, passwords
+/// and tokens replaced, safe to log or print.
+pub fn redact_nats_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|one| {
+            let one = one.trim();
+            // A bare `host:port` is a NATS URL too.
+            let parsed = if one.contains("://") {
+                url::Url::parse(one)
+            } else {
+                url::Url::parse(&format!("nats://{one}"))
+            };
+            match parsed {
+                Ok(mut parsed) => {
+                    // Only fails for URLs that cannot have credentials (no host).
+                    if !parsed.username().is_empty() {
+                        let _ = parsed.set_username("redacted");
+                    }
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("redacted"));
+                    }
+                    parsed.to_string()
+                }
+                Err(_) => "<unparsable NATS URL>".to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -117,6 +179,8 @@ impl fmt::Debug for Config {
             .field("max_envelope_bytes", &self.max_envelope_bytes)
             .field("envelope_ttl_days", &self.envelope_ttl_days)
             .field("database_max_connections", &self.database_max_connections)
+            .field("fabric", &self.fabric)
+            .field("nats_url", &redact_nats_url(&self.nats_url))
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -136,6 +200,39 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cret-pw"), "{debug}");
         assert!(debug.contains("db.internal"), "{debug}");
+    }
+
+    #[test]
+    fn debug_hides_nats_credentials() {
+        let config = Config::parse_from([
+            "courier-server",
+            "--fabric",
+            "nats",
+            "--nats-url",
+            "nats://courier:s3cret-pw@nats-a.internal:4222, nats://t0ken-value@nats-b.internal",
+        ]);
+        let debug = format!("{config:?} {:?}", config.settings());
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(!debug.contains("t0ken-value"), "{debug}");
+        assert!(debug.contains("nats-a.internal"), "{debug}");
+        assert!(debug.contains("nats-b.internal"), "{debug}");
+        assert_eq!(
+            redact_nats_url("not a url with secret"),
+            "<unparsable NATS URL>"
+        );
+    }
+
+    #[test]
+    fn the_fabric_defaults_to_postgres_and_nats_to_the_local_server() {
+        let config = Config::parse_from(["courier-server"]);
+        assert_eq!(config.fabric(), FabricKind::Postgres);
+        let config = Config::parse_from(["courier-server", "--fabric", "nats"]);
+        assert_eq!(
+            config.fabric(),
+            FabricKind::Nats {
+                url: DEFAULT_NATS_URL.to_owned()
+            }
+        );
     }
 
     #[test]

@@ -47,19 +47,16 @@ where
     let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let tokens = Arc::new(auth::TokenCache::new(settings.token_cache_ttl, 100_000));
-    let (fabric, fabric_tasks) = match settings.fabric {
-        delivery::fabric::FabricKind::None => (delivery::fabric::Fabric::none(), Vec::new()),
-        delivery::fabric::FabricKind::Postgres => {
-            let receiver = delivery::fabric::Receiver {
-                hub: hub.clone(),
-                tokens: tokens.clone(),
-            };
-            delivery::fabric::start_postgres(pool.clone(), receiver, stop_rx.clone())
-                .await
-                .map_err(std::io::Error::other)?
-        }
+    let receiver = delivery::fabric::Receiver {
+        hub: hub.clone(),
+        tokens: tokens.clone(),
     };
-    let (acks, ack_task) = delivery::acks::start(pool.clone(), metrics.clone());
+    let (fabric, fabric_tasks) =
+        delivery::fabric::start(&settings.fabric, &pool, receiver, stop_rx.clone())
+            .await
+            .map_err(std::io::Error::other)?;
+    let (acks, ack_task) =
+        delivery::acks::start(pool.clone(), metrics.clone(), hub.clone(), fabric.clone());
     let (sends, send_tasks) = sends::SendQueue::start(&pool, 3);
     let retention = delivery::retention::start(
         pool.clone(),

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct Metrics {
     pub messages_v1: AtomicU64,
     pub messages_v2: AtomicU64,
+    pub messages_group: AtomicU64,
     pub messages_deduplicated: AtomicU64,
+    pub sends_refused_missing_keys: AtomicU64,
     pub sends_refused_mismatch: AtomicU64,
     pub envelopes_stored: AtomicU64,
     pub envelopes_pushed: AtomicU64,
@@ -42,6 +44,16 @@ impl Metrics {
             load(&self.messages_v2),
         );
         let counters = [
+            (
+                "courier_group_messages_sent_total",
+                "Group messages accepted (each stored once for all member devices).",
+                &self.messages_group,
+            ),
+            (
+                "courier_sends_refused_missing_sender_keys_total",
+                "Group sends refused because member devices had no sender key of the session.",
+                &self.sends_refused_missing_keys,
+            ),
             (
                 "courier_messages_deduplicated_total",
                 "Sends answered from an earlier send with the same client message ID.",

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::routes::{accounts, devices, health, inbox, keys, messages, tags};
+use crate::routes::{accounts, channels, devices, health, inbox, keys, messages, receipts, tags};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -32,6 +32,8 @@ use crate::state::AppState;
         (name = tags::DEVICES, description = "The caller's own devices"),
         (name = tags::KEYS, description = "The key directory"),
         (name = tags::MESSAGES, description = "Messages, envelopes, the inbox and the WebSocket stream"),
+        (name = tags::RECEIPTS, description = "Delivery and read receipts, read-receipt privacy"),
+        (name = tags::CHANNELS, description = "Channels: members, sender keys, group messages"),
         (name = tags::OPERATIONS, description = "Probes"),
     ),
 )]
@@ -74,6 +76,15 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(inbox::list_inbox))
         .routes(routes!(inbox::ack_inbox))
         .routes(routes!(inbox::open_socket))
+        .routes(routes!(receipts::mark_read))
+        .routes(routes!(receipts::delivery_state))
+        .routes(routes!(receipts::get_privacy, receipts::update_privacy))
+        .routes(routes!(channels::create_channel, channels::list_channels))
+        .routes(routes!(channels::get_channel))
+        .routes(routes!(channels::add_members))
+        .routes(routes!(channels::remove_member))
+        .routes(routes!(channels::upload_sender_keys))
+        .routes(routes!(channels::send_group_message))
 }
 
 /// The OpenAPI document of the API, as `/openapi.json` serves it.

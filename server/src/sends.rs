@@ -116,7 +116,10 @@ async fn handle(pool: &PgPool, jobs: Vec<StoreJob>) -> Result<Vec<SendResult>, s
             results.push(Some(SendResult::Existing(existing)));
             continue;
         }
-        let checked = if job.legacy_envelope.is_some() {
+        let checked = if job.channel.is_some() {
+            // The route checked the member devices and their sender keys.
+            Ok(())
+        } else if job.legacy_envelope.is_some() {
             context
                 .v1_targets(job.sender, job.recipient)
                 .map(|targets| {

@@ -375,7 +375,10 @@ async fn an_offline_device_catches_up_on_1000_messages_in_order(pool: PgPool) {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let page: InboxPage = serde_json::from_value(body).unwrap();
-        for StreamItem::Envelope(envelope) in &page.items {
+        for item in &page.items {
+            let StreamItem::Envelope(envelope) = item else {
+                panic!("only envelopes were sent, got {item:?}");
+            };
             texts.push(envelope_text(envelope));
         }
         after = page.next_cursor;

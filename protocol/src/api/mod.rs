@@ -3,9 +3,11 @@
 //! checked by the server (so a bad field gets its own error code, not a generic one).
 
 pub mod accounts;
+pub mod channels;
 pub mod devices;
 pub mod keys;
 pub mod messages;
+pub mod receipts;
 pub mod stream;
 
 /// Writes `[redacted]` for a secret field in a `Debug` implementation.

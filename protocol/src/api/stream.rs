@@ -2,14 +2,17 @@
 //!
 //! Every device has one ordered stream. Each item carries `seq`, a sequence number that
 //! strictly increases, in commit order, per device (normally by one; a number can be
-//! skipped when a send fails in a race). Envelopes now; receipts, group keys and
-//! device-list changes join later. A device acknowledges items by `seq`.
+//! skipped when a send fails in a race). Items are envelopes, group messages, sender
+//! keys, channel membership changes and receipts; a client ignores (and acknowledges) an
+//! item type it does not know. A device acknowledges items by `seq`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::channels::{GroupMessage, MembershipChange, SenderKeyDistribution};
 use super::messages::EnvelopeType;
+use super::receipts::{DeliveredReceipt, ReadReceipt};
 use crate::ids::{DeviceId, UserId};
 
 /// An envelope for the receiving device.
@@ -40,15 +43,42 @@ pub struct Envelope {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum StreamItem {
-    /// An envelope.
+    /// An envelope (a one-to-one message, V1 or V2).
     Envelope(Envelope),
+    /// A group message, encrypted once for the channel.
+    GroupMessage(GroupMessage),
+    /// A member device's sender key (Olm-encrypted for this device).
+    SenderKey(SenderKeyDistribution),
+    /// A channel's membership changed.
+    Membership(MembershipChange),
+    /// Recipient devices acknowledged messages this user sent.
+    Delivered(DeliveredReceipt),
+    /// This user (on another device) or a recipient read messages.
+    Read(ReadReceipt),
 }
 
 impl StreamItem {
     /// The item's sequence number.
     pub fn seq(&self) -> u64 {
         match self {
-            StreamItem::Envelope(envelope) => envelope.seq,
+            StreamItem::Envelope(item) => item.seq,
+            StreamItem::GroupMessage(item) => item.seq,
+            StreamItem::SenderKey(item) => item.seq,
+            StreamItem::Membership(item) => item.seq,
+            StreamItem::Delivered(item) => item.seq,
+            StreamItem::Read(item) => item.seq,
+        }
+    }
+
+    /// Sets the item's sequence number (the server assigns it when it stores the item).
+    pub fn set_seq(&mut self, seq: u64) {
+        match self {
+            StreamItem::Envelope(item) => item.seq = seq,
+            StreamItem::GroupMessage(item) => item.seq = seq,
+            StreamItem::SenderKey(item) => item.seq = seq,
+            StreamItem::Membership(item) => item.seq = seq,
+            StreamItem::Delivered(item) => item.seq = seq,
+            StreamItem::Read(item) => item.seq = seq,
         }
     }
 }

@@ -40,6 +40,8 @@ use crate::transport::{
 /// refreshes the lists once.
 const MAX_SEND_ATTEMPTS: usize = 4;
 
+mod channels;
+
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -327,21 +329,22 @@ impl Client {
                     self.refresh_devices(user).await?;
                 }
                 Err(MachineError::MissingSessions(devices)) => {
-                    let claimed = self
-                        .api
-                        .claim_keys(&ClaimKeysRequest {
-                            devices: devices.clone(),
-                        })
-                        .await?;
-                    let failed = self.machine().await.add_claimed_keys(&claimed)?;
-                    if !failed.is_empty() {
-                        return Err(ClientError::NoKeys(failed));
-                    }
+                    self.open_sessions(devices).await?;
                 }
                 Err(error) => return Err(error.into()),
             }
         }
         Err(ClientError::DeviceListsUnsettled)
+    }
+
+    /// Claims keys of these devices and opens Olm sessions with them.
+    async fn open_sessions(&self, devices: Vec<DeviceRef>) -> Result<(), ClientError> {
+        let claimed = self.api.claim_keys(&ClaimKeysRequest { devices }).await?;
+        let failed = self.machine().await.add_claimed_keys(&claimed)?;
+        if !failed.is_empty() {
+            return Err(ClientError::NoKeys(failed));
+        }
+        Ok(())
     }
 
     /// Sends one request, retrying network failures with backoff (same body, same client
@@ -428,6 +431,11 @@ impl Client {
                         stored_through = Some(envelope.seq);
                         stream.ack_up_to(envelope.seq).await?;
                     }
+                    ServerFrame::Item(other) => {
+                        self.take_item(&other, &mut summary).await?;
+                        stored_through = Some(other.seq());
+                        stream.ack_up_to(other.seq()).await?;
+                    }
                     ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {
                         if let Some(seq) = stored_through.take() {
                             self.set_cursor(seq)?;
@@ -463,6 +471,23 @@ impl Client {
         Ok(())
     }
 
+    async fn take_item(
+        &self,
+        item: &StreamItem,
+        summary: &mut ReceiveSummary,
+    ) -> Result<(), ClientError> {
+        match self.process_item(item).await? {
+            crate::crypto::ItemOutcome::Stored => {
+                if matches!(item, StreamItem::GroupMessage(_)) {
+                    summary.messages += 1;
+                }
+            }
+            crate::crypto::ItemOutcome::Duplicate => summary.duplicates += 1,
+            crate::crypto::ItemOutcome::Failed(_) => summary.failures += 1,
+        }
+        Ok(())
+    }
+
     /// Reads the inbox over REST (for when a socket cannot be held), page by page, storing
     /// then acknowledging each page.
     pub async fn sync_over_rest(&self) -> Result<ReceiveSummary, ClientError> {
@@ -474,8 +499,10 @@ impl Client {
                 break;
             };
             for item in &page.items {
-                let StreamItem::Envelope(envelope) = item;
-                self.take(envelope, &mut summary).await?;
+                match item {
+                    StreamItem::Envelope(envelope) => self.take(envelope, &mut summary).await?,
+                    other => self.take_item(other, &mut summary).await?,
+                }
             }
             self.set_cursor(last)?;
             self.api.ack_inbox(last).await?;

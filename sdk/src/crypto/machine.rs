@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
+use courier_protocol::api::channels::MembershipChange;
 use courier_protocol::api::keys::{
     ClaimKeysResponse, DeviceRef, IdentityKeys, SignedKey, UploadOneTimeKeysRequest,
     UserDevicesResponse,
@@ -14,6 +15,7 @@ use courier_protocol::api::keys::{
 use courier_protocol::api::messages::{
     DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
+use courier_protocol::api::receipts::{Delivery, ReadReceipt};
 use courier_protocol::api::stream::Envelope;
 use courier_protocol::keys::{decode_base64, decode_fixed, encode_base64};
 use courier_protocol::{DeviceId, UserId, signing};
@@ -23,10 +25,15 @@ use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig,
 use vodozemac::{Curve25519PublicKey, KeyId};
 
 use super::devices::{DeviceChange, DeviceKeys, DeviceRecord, TrustState, reconcile};
+use super::group::{GroupError, ReceivedGroupMessage};
 use super::payload::{BoundDevice, Expected, Payload, PayloadError, PayloadKind};
 use super::store::{self as records, RecordError};
 use super::verification;
 use crate::store::SqliteStore;
+
+mod channels;
+
+pub use channels::{ItemOutcome, SenderKeyShare};
 
 /// One-time keys kept on the server; topped up when fewer than half remain.
 pub const ONE_TIME_KEY_TARGET: u32 = 50;
@@ -64,6 +71,10 @@ pub enum MachineError {
     /// No such device in this device's records.
     #[error("no such device")]
     NoSuchDevice(DeviceRef),
+    /// A group session operation failed (no session for the channel, a plaintext that
+    /// cannot be encoded, the store).
+    #[error(transparent)]
+    Group(#[from] GroupError),
 }
 
 /// Why an envelope was not decrypted. Reported to the app; the envelope is acknowledged
@@ -137,6 +148,32 @@ pub enum Event {
         recipient: UserId,
         server_timestamp: DateTime<Utc>,
     },
+    /// A group message arrived.
+    GroupMessage {
+        message: ReceivedGroupMessage,
+        server_timestamp: DateTime<Utc>,
+    },
+    /// A group message (with its ID) or a sender key (without) could not be read.
+    GroupDecryptionFailed {
+        channel_id: Uuid,
+        sender: DeviceRef,
+        message_id: Option<Uuid>,
+        reason: FailureReason,
+    },
+    /// The server stored a group message this device sent.
+    GroupSent {
+        message_id: Uuid,
+        channel_id: Uuid,
+        client_message_id: String,
+        server_timestamp: DateTime<Utc>,
+    },
+    /// A recipient device acknowledged a message this user sent.
+    Delivered { delivery: Delivery },
+    /// Messages were read: by this user on another device (`readerUserId` is this user:
+    /// the read state to show), or by a recipient (a read receipt).
+    Read { receipt: ReadReceipt },
+    /// A channel's membership changed.
+    Membership { change: MembershipChange },
 }
 
 /// An event with its place in the queue.
@@ -806,7 +843,7 @@ impl CryptoMachine {
                     device_id: target.device_id,
                     key: target.keys.curve25519,
                 },
-                conversation: recipient,
+                conversation: recipient.as_uuid(),
                 client_message_id: client_message_id.to_owned(),
                 timestamp_ms,
                 body: body.to_vec(),
@@ -851,8 +888,12 @@ impl CryptoMachine {
 
     /// Stores the sessions [`Self::prepare_message`] advanced, in one transaction.
     pub fn commit_outgoing(&mut self, message: &OutgoingMessage) -> Result<(), MachineError> {
-        let writes: Vec<(DeviceRef, SessionRecord)> = message
-            .touched
+        self.store_sessions(&message.touched)
+    }
+
+    /// Stores the current sessions of these devices, in one transaction.
+    fn store_sessions(&mut self, devices: &[DeviceRef]) -> Result<(), MachineError> {
+        let writes: Vec<(DeviceRef, SessionRecord)> = devices
             .iter()
             .filter_map(|device| Some((*device, self.current_session(*device)?)))
             .collect();
@@ -1008,6 +1049,12 @@ impl CryptoMachine {
         let (plaintext, account_changed) = self.olm_decrypt(sender, record, &message)?;
         let payload = Payload::decode(&plaintext)
             .map_err(|error| FailureReason::Rejected(error.to_string()))?;
+        if payload.kind != PayloadKind::Message {
+            // A sender key travels as its own stream item, never as an envelope.
+            return Err(FailureReason::Rejected(
+                "an envelope carries a payload that is not a message".into(),
+            ));
+        }
         payload
             .check(&Expected {
                 sender: BoundDevice {
@@ -1027,7 +1074,7 @@ impl CryptoMachine {
                 message_id: envelope.message_id,
                 sender,
                 conversation: if sender.user_id == self.own.user_id {
-                    payload.conversation
+                    UserId::from(payload.conversation)
                 } else {
                     sender.user_id
                 },

@@ -9,17 +9,26 @@
 //! - [`machine`]: [`CryptoMachine`], this device's account and Olm sessions: key uploads,
 //!   sessions from claimed keys, encrypting one envelope per device, decrypting and
 //!   storing what arrives, the event queue for the app.
+//! - [`group`]: Megolm group sessions for channels: this device's outbound session per
+//!   channel (rotation, sharing), inbound sessions from sender keys, decrypting with
+//!   channel and sender binding and replay detection.
 
 pub mod devices;
+pub mod group;
 pub mod machine;
 pub mod payload;
 mod store;
 pub mod verification;
 
 pub use devices::{DeviceChange, DeviceKeys, DeviceRecord, TrustState};
+pub use group::{
+    GroupCiphertext, GroupDecrypted, GroupError, GroupPlaintext, GroupSessions, InboundAdded,
+    InboundOutcome, IncomingGroupMessage, OutboundGroupSession, ReceivedGroupMessage,
+    SenderKeyBody,
+};
 pub use machine::{
-    CryptoMachine, Decrypted, Event, FailureReason, MachineError, OutgoingMessage, QueuedEvent,
-    ReceivedMessage,
+    CryptoMachine, Decrypted, Event, FailureReason, ItemOutcome, MachineError, OutgoingMessage,
+    QueuedEvent, ReceivedMessage, SenderKeyShare,
 };
 pub use store::RecordError;
 #[cfg(test)]

@@ -12,9 +12,13 @@
 //! ```text
 //! version u8 = 1 | kind u8 | sender user 16 | sender device u32 | sender ed25519 32
 //! | recipient user 16 | recipient device u32 | recipient curve25519 32
-//! | conversation user 16 | client message ID: len u8, ASCII | timestamp ms u64
+//! | conversation 16 | client message ID: len u8, ASCII | timestamp ms u64
 //! | body: len u32, bytes
 //! ```
+//!
+//! Kinds: 1 is a message for the app (the conversation is the other user's ID); 2 is a
+//! channel's sender key (the conversation is the channel ID, the body the Megolm session
+//! key: see [`super::group`]).
 //!
 //! Nothing may follow the body: trailing bytes are an error, so one plaintext has exactly
 //! one encoding.
@@ -36,18 +40,22 @@ pub const MAX_BODY_BYTES: usize = 60 * 1024;
 pub enum PayloadKind {
     /// A message for the app.
     Message,
+    /// A Megolm sender key for a channel (the body is a [`super::group::SenderKeyBody`]).
+    SenderKey,
 }
 
 impl PayloadKind {
     fn to_byte(self) -> u8 {
         match self {
             PayloadKind::Message => 1,
+            PayloadKind::SenderKey => 2,
         }
     }
 
     fn from_byte(byte: u8) -> Option<Self> {
         match byte {
             1 => Some(PayloadKind::Message),
+            2 => Some(PayloadKind::SenderKey),
             _ => None,
         }
     }
@@ -68,9 +76,11 @@ pub struct Payload {
     pub kind: PayloadKind,
     pub sender: BoundDevice,
     pub recipient: BoundDevice,
-    /// The other party of the conversation as the sender sees it: the recipient user of
-    /// the message (for the sender's own other devices, this is not their own user).
-    pub conversation: UserId,
+    /// The conversation's 16-byte ID. For a [`PayloadKind::Message`], the other party as
+    /// the sender sees it: the recipient user of the message (for the sender's own other
+    /// devices, this is not their own user). For a [`PayloadKind::SenderKey`], the
+    /// channel ID.
+    pub conversation: Uuid,
     pub client_message_id: String,
     /// The sender's clock, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
@@ -142,15 +152,6 @@ pub struct Expected {
 impl Payload {
     /// Encodes the payload (see the module docs for the layout).
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
-        if !check_client_message_id(&self.client_message_id) {
-            return Err(PayloadError::InvalidClientMessageId);
-        }
-        if self.body.len() > MAX_BODY_BYTES {
-            return Err(PayloadError::BodyTooLarge);
-        }
-        let id_len = u8::try_from(self.client_message_id.len())
-            .map_err(|_| PayloadError::InvalidClientMessageId)?;
-        let body_len = u32::try_from(self.body.len()).map_err(|_| PayloadError::BodyTooLarge)?;
         let mut out =
             Vec::with_capacity(2 + 2 * (16 + 4 + 32) + 16 + 1 + 64 + 8 + 4 + self.body.len());
         out.push(PAYLOAD_VERSION);
@@ -161,11 +162,9 @@ impl Payload {
             out.extend_from_slice(&device.key);
         }
         out.extend_from_slice(self.conversation.as_bytes());
-        out.push(id_len);
-        out.extend_from_slice(self.client_message_id.as_bytes());
+        put_client_message_id(&mut out, &self.client_message_id)?;
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&body_len.to_be_bytes());
-        out.extend_from_slice(&self.body);
+        put_body(&mut out, &self.body)?;
         Ok(out)
     }
 
@@ -180,27 +179,11 @@ impl Payload {
         let kind = PayloadKind::from_byte(kind_byte).ok_or(PayloadError::UnknownKind(kind_byte))?;
         let sender = reader.device()?;
         let recipient = reader.device()?;
-        let conversation = reader.user()?;
-        let id_len = usize::from(reader.byte()?);
-        if id_len > CLIENT_MESSAGE_ID_MAX_CHARS {
-            return Err(PayloadError::InvalidClientMessageId);
-        }
-        let client_message_id = std::str::from_utf8(reader.take(id_len)?)
-            .map_err(|_| PayloadError::InvalidClientMessageId)?
-            .to_owned();
-        if !check_client_message_id(&client_message_id) {
-            return Err(PayloadError::InvalidClientMessageId);
-        }
+        let conversation = Uuid::from_bytes(reader.array()?);
+        let client_message_id = reader.client_message_id()?;
         let timestamp_ms = u64::from_be_bytes(reader.array()?);
-        let body_len = usize::try_from(u32::from_be_bytes(reader.array()?))
-            .map_err(|_| PayloadError::BodyTooLarge)?;
-        if body_len > MAX_BODY_BYTES {
-            return Err(PayloadError::BodyTooLarge);
-        }
-        let body = reader.take(body_len)?.to_vec();
-        if !reader.0.is_empty() {
-            return Err(PayloadError::TrailingBytes);
-        }
+        let body = reader.body()?;
+        reader.finish()?;
         Ok(Payload {
             kind,
             sender,
@@ -218,7 +201,8 @@ impl Payload {
     ///   key on record for that device (no key substitution);
     /// - the recipient inside must be this device and its identity key (no re-addressing);
     /// - a message from another user must name our user as the conversation (one sent by
-    ///   our own other device may name anyone: it is a copy of what we sent).
+    ///   our own other device may name anyone: it is a copy of what we sent). A sender
+    ///   key names its channel instead, which [`super::group`] checks.
     pub fn check(&self, expected: &Expected) -> Result<(), PayloadError> {
         if self.sender != expected.sender {
             return Err(PayloadError::SenderMismatch);
@@ -226,8 +210,9 @@ impl Payload {
         if self.recipient != expected.recipient {
             return Err(PayloadError::RecipientMismatch);
         }
-        if self.sender.user_id != self.recipient.user_id
-            && self.conversation != self.recipient.user_id
+        if self.kind == PayloadKind::Message
+            && self.sender.user_id != self.recipient.user_id
+            && self.conversation != self.recipient.user_id.as_uuid()
         {
             return Err(PayloadError::ConversationMismatch);
         }
@@ -235,10 +220,33 @@ impl Payload {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Appends a client message ID (length byte, ASCII) after checking it.
+pub(super) fn put_client_message_id(out: &mut Vec<u8>, id: &str) -> Result<(), PayloadError> {
+    if !check_client_message_id(id) {
+        return Err(PayloadError::InvalidClientMessageId);
+    }
+    let len = u8::try_from(id.len()).map_err(|_| PayloadError::InvalidClientMessageId)?;
+    out.push(len);
+    out.extend_from_slice(id.as_bytes());
+    Ok(())
+}
+
+/// Appends a body (u32 length, bytes) after checking its size.
+pub(super) fn put_body(out: &mut Vec<u8>, body: &[u8]) -> Result<(), PayloadError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(PayloadError::BodyTooLarge);
+    }
+    let len = u32::try_from(body.len()).map_err(|_| PayloadError::BodyTooLarge)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Reads the fields of the binary plaintexts (this module's and [`super::group`]'s).
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
         if self.0.len() < n {
             return Err(PayloadError::Truncated);
         }
@@ -247,26 +255,65 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], PayloadError> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], PayloadError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn byte(&mut self) -> Result<u8, PayloadError> {
+    pub(super) fn byte(&mut self) -> Result<u8, PayloadError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn user(&mut self) -> Result<UserId, PayloadError> {
+    pub(super) fn user(&mut self) -> Result<UserId, PayloadError> {
         Ok(UserId::from(Uuid::from_bytes(self.array()?)))
+    }
+
+    /// A device ID as devices have them: not 0, not above [`DeviceId::MAX`].
+    pub(super) fn device_id(&mut self) -> Result<DeviceId, PayloadError> {
+        DeviceId::new(u32::from_be_bytes(self.array()?))
+            .ok()
+            .filter(|id| !id.is_new())
+            .ok_or(PayloadError::InvalidDeviceId)
+    }
+
+    /// A client message ID written by [`put_client_message_id`].
+    pub(super) fn client_message_id(&mut self) -> Result<String, PayloadError> {
+        let len = usize::from(self.byte()?);
+        if len > CLIENT_MESSAGE_ID_MAX_CHARS {
+            return Err(PayloadError::InvalidClientMessageId);
+        }
+        let id = std::str::from_utf8(self.take(len)?)
+            .map_err(|_| PayloadError::InvalidClientMessageId)?
+            .to_owned();
+        if !check_client_message_id(&id) {
+            return Err(PayloadError::InvalidClientMessageId);
+        }
+        Ok(id)
+    }
+
+    /// A body written by [`put_body`].
+    pub(super) fn body(&mut self) -> Result<Vec<u8>, PayloadError> {
+        let len = usize::try_from(u32::from_be_bytes(self.array()?))
+            .map_err(|_| PayloadError::BodyTooLarge)?;
+        if len > MAX_BODY_BYTES {
+            return Err(PayloadError::BodyTooLarge);
+        }
+        Ok(self.take(len)?.to_vec())
+    }
+
+    /// Nothing may follow the last field.
+    pub(super) fn finish(self) -> Result<(), PayloadError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(PayloadError::TrailingBytes)
+        }
     }
 
     fn device(&mut self) -> Result<BoundDevice, PayloadError> {
         let user_id = self.user()?;
-        let device_id = DeviceId::new(u32::from_be_bytes(self.array()?))
-            .ok()
-            .filter(|id| !id.is_new())
-            .ok_or(PayloadError::InvalidDeviceId)?;
+        let device_id = self.device_id()?;
         let key = self.array()?;
         Ok(BoundDevice {
             user_id,
@@ -295,7 +342,7 @@ mod tests {
             kind: PayloadKind::Message,
             sender: device(1, 1, 0xA1),
             recipient: device(2, 3, 0xB2),
-            conversation: UserId::from(Uuid::from_u128(2)),
+            conversation: Uuid::from_u128(2),
             client_message_id: "msg-1".into(),
             timestamp_ms: 1_700_000_000_000,
             body: b"hello".to_vec(),
@@ -346,7 +393,7 @@ mod tests {
     #[test]
     fn a_message_from_another_user_must_name_our_conversation() {
         let mut payload = sample();
-        payload.conversation = UserId::from(Uuid::from_u128(7));
+        payload.conversation = Uuid::from_u128(7);
         assert_eq!(
             payload.check(&expected_for(&payload)),
             Err(PayloadError::ConversationMismatch)
@@ -384,6 +431,45 @@ mod tests {
     }
 
     #[test]
+    fn the_message_layout_is_unchanged() {
+        let bytes = sample().encode().unwrap();
+        let mut expected = vec![1u8, 1];
+        for (user, id, key) in [(1u128, 1u32, 0xA1u8), (2, 3, 0xB2)] {
+            expected.extend_from_slice(Uuid::from_u128(user).as_bytes());
+            expected.extend_from_slice(&id.to_be_bytes());
+            expected.extend_from_slice(&[key; 32]);
+        }
+        expected.extend_from_slice(Uuid::from_u128(2).as_bytes());
+        expected.push(5);
+        expected.extend_from_slice(b"msg-1");
+        expected.extend_from_slice(&1_700_000_000_000u64.to_be_bytes());
+        expected.extend_from_slice(&5u32.to_be_bytes());
+        expected.extend_from_slice(b"hello");
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_sender_key_is_kind_2_and_names_a_channel_not_a_user() {
+        let mut payload = sample();
+        payload.kind = PayloadKind::SenderKey;
+        payload.conversation = Uuid::from_u128(0xC4A7);
+        let bytes = payload.encode().unwrap();
+        assert_eq!(bytes[1], 2);
+        assert_eq!(Payload::decode(&bytes).unwrap(), payload);
+        // The channel is checked by the group module; sender and recipient as ever.
+        assert_eq!(payload.check(&expected_for(&payload)), Ok(()));
+        let mut expected = expected_for(&payload);
+        expected.sender.key = [0; 32];
+        assert_eq!(payload.check(&expected), Err(PayloadError::SenderMismatch));
+        let mut expected = expected_for(&payload);
+        expected.recipient.key = [0; 32];
+        assert_eq!(
+            payload.check(&expected),
+            Err(PayloadError::RecipientMismatch)
+        );
+    }
+
+    #[test]
     fn debug_output_hides_the_body() {
         let mut payload = sample();
         payload.body = b"secret words".to_vec();
@@ -416,7 +502,7 @@ mod tests {
                 kind: PayloadKind::Message,
                 sender,
                 recipient,
-                conversation: UserId::from(Uuid::from_u128(conversation)),
+                conversation: Uuid::from_u128(conversation),
                 client_message_id,
                 timestamp_ms,
                 body,

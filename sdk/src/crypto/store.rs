@@ -13,6 +13,13 @@ pub(crate) const OLM_SESSIONS: &str = "olm_sessions";
 pub(crate) const RECEIVED: &str = "received";
 pub(crate) const EVENTS: &str = "events";
 pub(crate) const META: &str = "meta";
+/// This device's outbound Megolm session per channel (item: channel ID).
+pub(crate) const GROUP_OUTBOUND: &str = "group_outbound";
+/// Inbound Megolm sessions (partition: channel, sender user and device; item: session ID).
+pub(crate) const GROUP_INBOUND: &str = "group_inbound";
+/// Message indices seen per inbound session, with their server message IDs (partition:
+/// channel, sender, session ID; item: index).
+pub(crate) const GROUP_SEEN: &str = "group_seen";
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]

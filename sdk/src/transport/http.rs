@@ -6,6 +6,10 @@ use std::time::Duration;
 use courier_protocol::api::accounts::{
     CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
 };
+use courier_protocol::api::channels::{
+    AddMembersRequest, Channel, CreateChannelRequest, MissingSenderKeys, SendGroupMessageRequest,
+    UploadSenderKeysRequest, UploadSenderKeysResponse,
+};
 use courier_protocol::api::devices::OwnDevicesResponse;
 use courier_protocol::api::keys::{
     ClaimKeysRequest, ClaimKeysResponse, DirectoryDevice, IdentityKeys, KeyCountResponse,
@@ -13,6 +17,9 @@ use courier_protocol::api::keys::{
 };
 use courier_protocol::api::messages::{
     AckRequest, AckResponse, DeviceListMismatch, SendMessageRequest, SendMessageResponse,
+};
+use courier_protocol::api::receipts::{
+    DeliveryState, MarkReadRequest, MarkReadResponse, PrivacySettings, UpdatePrivacySettings,
 };
 use courier_protocol::api::stream::{Envelope, InboxPage};
 use courier_protocol::{DeviceId, ErrorCode, UserId};
@@ -67,6 +74,16 @@ pub enum SendOutcome {
     /// stored. Refresh the listed devices, fix the envelope set and send again (with the
     /// same client message ID).
     DeviceListMismatch(DeviceListMismatch),
+}
+
+/// What became of a group send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupSendOutcome {
+    /// Stored (or a retry of a message stored before, with the original answer).
+    Sent(SendMessageResponse),
+    /// Refused: these member devices have no sender key of the session; nothing was
+    /// stored. Share the session with them and send again.
+    MissingSenderKeys(MissingSenderKeys),
 }
 
 impl fmt::Debug for ApiClient {
@@ -294,6 +311,135 @@ impl ApiClient {
     pub async fn mark_delivered(&self, message_id: Uuid) -> Result<(), TransportError> {
         let url = self.url(&["v1", "messages", &message_id.to_string(), "delivered"])?;
         self.call_empty(self.authorized(Method::POST, url)?).await
+    }
+
+    /// `POST /v1/receipts/read`: marks a message read, or everything up to it in its
+    /// conversation (`up_to`).
+    pub async fn mark_read(
+        &self,
+        message_id: Uuid,
+        up_to: bool,
+    ) -> Result<MarkReadResponse, TransportError> {
+        let url = self.url(&["v1", "receipts", "read"])?;
+        self.call_json(
+            self.authorized(Method::POST, url)?
+                .json(&MarkReadRequest { message_id, up_to }),
+        )
+        .await
+    }
+
+    /// `GET /v1/messages/{messageId}/delivery`: a message's delivery state (its sender's
+    /// user only).
+    pub async fn delivery_state(&self, message_id: Uuid) -> Result<DeliveryState, TransportError> {
+        let url = self.url(&["v1", "messages", &message_id.to_string(), "delivery"])?;
+        self.call_json(self.authorized(Method::GET, url)?).await
+    }
+
+    /// `GET /v1/settings/privacy`: the user's read-receipt settings.
+    pub async fn privacy_settings(&self) -> Result<PrivacySettings, TransportError> {
+        let url = self.url(&["v1", "settings", "privacy"])?;
+        self.call_json(self.authorized(Method::GET, url)?).await
+    }
+
+    /// `PUT /v1/settings/privacy`: changes the user's read-receipt settings.
+    pub async fn update_privacy_settings(
+        &self,
+        update: &UpdatePrivacySettings,
+    ) -> Result<PrivacySettings, TransportError> {
+        let url = self.url(&["v1", "settings", "privacy"])?;
+        self.call_json(self.authorized(Method::PUT, url)?.json(update))
+            .await
+    }
+
+    /// `POST /v1/channels`: creates a channel of this user and `members`.
+    pub async fn create_channel(&self, members: &[UserId]) -> Result<Channel, TransportError> {
+        let url = self.url(&["v1", "channels"])?;
+        self.call_json(
+            self.authorized(Method::POST, url)?
+                .json(&CreateChannelRequest {
+                    members: members.to_vec(),
+                }),
+        )
+        .await
+    }
+
+    /// `GET /v1/channels/{channelId}`: members and member devices.
+    pub async fn channel(&self, channel_id: Uuid) -> Result<Channel, TransportError> {
+        let url = self.url(&["v1", "channels", &channel_id.to_string()])?;
+        self.call_json(self.authorized(Method::GET, url)?).await
+    }
+
+    /// `POST /v1/channels/{channelId}/members`: adds members.
+    pub async fn add_channel_members(
+        &self,
+        channel_id: Uuid,
+        user_ids: &[UserId],
+    ) -> Result<Channel, TransportError> {
+        let url = self.url(&["v1", "channels", &channel_id.to_string(), "members"])?;
+        self.call_json(
+            self.authorized(Method::POST, url)?
+                .json(&AddMembersRequest {
+                    user_ids: user_ids.to_vec(),
+                }),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/channels/{channelId}/members/{userId}`: leaves (own user) or removes a
+    /// member (the creator only).
+    pub async fn remove_channel_member(
+        &self,
+        channel_id: Uuid,
+        user_id: UserId,
+    ) -> Result<(), TransportError> {
+        let url = self.url(&[
+            "v1",
+            "channels",
+            &channel_id.to_string(),
+            "members",
+            &user_id.to_string(),
+        ])?;
+        self.call_empty(self.authorized(Method::DELETE, url)?).await
+    }
+
+    /// `POST /v1/channels/{channelId}/sender-keys`: shares this device's session key.
+    pub async fn upload_sender_keys(
+        &self,
+        channel_id: Uuid,
+        request: &UploadSenderKeysRequest,
+    ) -> Result<UploadSenderKeysResponse, TransportError> {
+        let url = self.url(&["v1", "channels", &channel_id.to_string(), "sender-keys"])?;
+        self.call_json(self.authorized(Method::POST, url)?.json(request))
+            .await
+    }
+
+    /// `POST /v1/channels/{channelId}/messages`: sends a group message; a refusal for
+    /// missing sender keys comes back as [`GroupSendOutcome::MissingSenderKeys`].
+    pub async fn send_group_message(
+        &self,
+        channel_id: Uuid,
+        request: &SendGroupMessageRequest,
+    ) -> Result<GroupSendOutcome, TransportError> {
+        let url = self.url(&["v1", "channels", &channel_id.to_string(), "messages"])?;
+        match self
+            .call_json(self.authorized(Method::POST, url)?.json(request))
+            .await
+        {
+            Ok(sent) => Ok(GroupSendOutcome::Sent(sent)),
+            Err(TransportError::Api {
+                status,
+                code: ErrorCode::MissingSenderKeys,
+                details,
+                ..
+            }) => details
+                .and_then(|details| serde_json::from_value(details).ok())
+                .map(GroupSendOutcome::MissingSenderKeys)
+                .ok_or_else(|| TransportError::UnexpectedResponse {
+                    status,
+                    problem: "missing_sender_keys without sessionId/devices details".into(),
+                }),
+            Err(error) => Err(error),
+        }
     }
 
     /// Opens this device's stream (`GET /v1/ws`) after `after` (which acknowledges

@@ -40,6 +40,8 @@
 //!             // Decrypt and store the envelope, then acknowledge it.
 //!             stream.ack_up_to(envelope.seq).await?;
 //!         }
+//!         // Group messages, sender keys, membership changes, receipts.
+//!         ServerFrame::Item(other) => stream.ack_up_to(other.seq()).await?,
 //!         ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {}
 //!         ServerFrame::Control(ControlFrame::Error { .. }) => {}
 //!     }
@@ -56,6 +58,6 @@ mod token;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use error::{NetworkErrorKind, TransportError};
-pub use http::{ApiClient, DeviceLogin, SendOutcome};
+pub use http::{ApiClient, DeviceLogin, GroupSendOutcome, SendOutcome};
 pub use socket::{StreamClosed, StreamConnection};
 pub use token::AccessToken;

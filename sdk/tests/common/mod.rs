@@ -231,3 +231,89 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// SDK clients (crypto core, encrypted store, transport), one store per device.
+
+use courier_sdk::client::Client;
+use courier_sdk::crypto::{Event, QueuedEvent};
+use courier_sdk::store::StoreKey;
+use tempfile::TempDir;
+
+/// The store key every test device uses.
+pub fn key() -> StoreKey {
+    StoreKey::from_bytes([5; 32])
+}
+
+pub struct Party {
+    pub dir: TempDir,
+    pub clients: Vec<Client>,
+}
+
+impl Party {
+    pub fn user(&self) -> UserId {
+        self.clients[0].own_device().user_id
+    }
+
+    pub fn store_path(&self, index: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("device-{index}.db"))
+    }
+
+    pub async fn register(server: &TestServer, name: &str, devices: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut party = Party {
+            dir,
+            clients: Vec::new(),
+        };
+        let first = Client::register(
+            server.base_url.clone(),
+            &party.store_path(0),
+            &key(),
+            name,
+            PASSWORD,
+            "device 0",
+        )
+        .await
+        .unwrap();
+        party.clients.push(first);
+        for _ in 1..devices {
+            party.add_device(server, name).await;
+        }
+        party
+    }
+
+    pub async fn add_device(&mut self, server: &TestServer, name: &str) -> &Client {
+        let index = self.clients.len();
+        let client = Client::login(
+            server.base_url.clone(),
+            &self.store_path(index),
+            &key(),
+            name,
+            PASSWORD,
+            &format!("device {index}"),
+        )
+        .await
+        .unwrap();
+        self.clients.push(client);
+        &self.clients[index]
+    }
+}
+
+/// The message bodies among a client's pending events, in order; confirms them.
+pub async fn take_messages(client: &Client) -> Vec<String> {
+    let events: Vec<QueuedEvent> = client.pending_events(10_000).await.unwrap();
+    if let Some(last) = events.last() {
+        client.confirm_events(last.seq).await.unwrap();
+    }
+    events
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Message { message } => Some(String::from_utf8(message.body).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn receive(client: &Client) -> Vec<String> {
+    client.receive_until_caught_up().await.unwrap();
+    take_messages(client).await
+}

@@ -197,15 +197,20 @@ async fn remove_in(
     if marked.rows_affected() == 0 {
         return Ok(false);
     }
-    // Its pending envelopes will never be read; its keys leave the directory.
-    sqlx::query(
+    // Its pending stream items will never be read; its keys leave the directory.
+    for statement in [
         "DELETE FROM message_envelopes
          WHERE recipient_user_id = $1 AND recipient_device_id = $2 AND delivered_at IS NULL",
-    )
-    .bind(user_id.as_uuid())
-    .bind(device_id.as_i32())
-    .execute(&mut *conn)
-    .await?;
+        "DELETE FROM sender_key_distributions
+         WHERE recipient_user_id = $1 AND recipient_device_id = $2 AND delivered_at IS NULL",
+        "DELETE FROM stream_events WHERE recipient_user_id = $1 AND recipient_device_id = $2",
+    ] {
+        sqlx::query(statement)
+            .bind(user_id.as_uuid())
+            .bind(device_id.as_i32())
+            .execute(&mut *conn)
+            .await?;
+    }
     for table in ["device_identity_keys", "one_time_keys", "fallback_keys"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"

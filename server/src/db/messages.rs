@@ -294,9 +294,20 @@ pub struct StoreJob {
     pub sender: DeviceRef,
     pub client_message_id: String,
     pub recipient: UserId,
-    /// The V1 ciphertext, stored on the message; `None` for V2.
+    /// The V1 ciphertext, or a group message's Megolm ciphertext, stored once on the
+    /// message; `None` for V2.
     pub legacy_envelope: Option<Vec<u8>>,
     pub envelopes: Vec<NewEnvelope>,
+    /// A group message: its channel and session (its envelopes are the member devices'
+    /// stream rows, without ciphertext).
+    pub channel: Option<GroupTarget>,
+}
+
+/// Where a group message goes.
+#[derive(Debug, Clone)]
+pub struct GroupTarget {
+    pub channel_id: Uuid,
+    pub session_id: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -330,10 +341,27 @@ pub async fn store_batch(
     let sender_users: Vec<Uuid> = jobs.iter().map(|j| j.sender.user_id.as_uuid()).collect();
     let sender_devices: Vec<i32> = jobs.iter().map(|j| j.sender.device_id.as_i32()).collect();
     let client_ids: Vec<&str> = jobs.iter().map(|j| j.client_message_id.as_str()).collect();
-    let recipients: Vec<Uuid> = jobs.iter().map(|j| j.recipient.as_uuid()).collect();
+    let recipients: Vec<Option<Uuid>> = jobs
+        .iter()
+        .map(|j| j.channel.is_none().then(|| j.recipient.as_uuid()))
+        .collect();
     let versions: Vec<i16> = jobs
         .iter()
-        .map(|j| if j.legacy_envelope.is_some() { 1 } else { 2 })
+        .map(|j| {
+            if j.legacy_envelope.is_some() && j.channel.is_none() {
+                1
+            } else {
+                2
+            }
+        })
+        .collect();
+    let channels: Vec<Option<Uuid>> = jobs
+        .iter()
+        .map(|j| j.channel.as_ref().map(|c| c.channel_id))
+        .collect();
+    let sessions: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|j| j.channel.as_ref().map(|c| c.session_id.as_str()))
         .collect();
     let legacies: Vec<Option<&[u8]>> = jobs.iter().map(|j| j.legacy_envelope.as_deref()).collect();
     let counts: Vec<i32> = jobs
@@ -350,16 +378,22 @@ pub async fn store_batch(
             ords.push(i64::try_from(ord).unwrap_or(i64::MAX) + 1);
             users.push(envelope.device.user_id.as_uuid());
             ids.push(envelope.device.device_id.as_i32());
-            types.push(envelope.envelope_type.as_i16());
+            types.push(if job.channel.is_some() {
+                super::stream::GROUP_ROW_TYPE
+            } else {
+                envelope.envelope_type.as_i16()
+            });
             ciphertexts.push(envelope.ciphertext.as_deref());
         }
     }
 
     let rows: Vec<PlacedRow> = sqlx::query_as(
         "WITH msgs AS (
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::uuid[], $6::int2[], $7::bytea[], $8::int4[])
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::uuid[], $6::int2[], $7::bytea[], $8::int4[],
+                                  $14::uuid[], $15::text[])
                  WITH ORDINALITY AS m (message_id, sender_user_id, sender_device_id, client_message_id,
-                                       recipient_user_id, protocol_version, encrypted_envelope, envelope_count, ord)
+                                       recipient_user_id, protocol_version, encrypted_envelope, envelope_count,
+                                       channel_id, group_session_id, ord)
          ), targets AS (
              SELECT * FROM unnest($9::int8[], $10::uuid[], $11::int4[], $12::int2[], $13::bytea[])
                  AS t (ord, user_id, device_id, envelope_type, ciphertext)
@@ -386,9 +420,11 @@ pub async fn store_batch(
              WHERE p.n = m.envelope_count
          ), ins AS (
              INSERT INTO messages (message_id, sender_user_id, sender_device_id, client_message_id,
-                                   recipient_user_id, protocol_version, encrypted_envelope, envelope_count)
+                                   recipient_user_id, protocol_version, encrypted_envelope, envelope_count,
+                                   channel_id, group_session_id)
              SELECT message_id, sender_user_id, sender_device_id, client_message_id,
-                    recipient_user_id, protocol_version, encrypted_envelope, envelope_count
+                    recipient_user_id, protocol_version, encrypted_envelope, envelope_count,
+                    channel_id, group_session_id
              FROM complete
              ON CONFLICT (sender_user_id, sender_device_id, client_message_id) DO NOTHING
              RETURNING message_id, created_at
@@ -414,6 +450,8 @@ pub async fn store_batch(
     .bind(&ids)
     .bind(&types)
     .bind(&ciphertexts)
+    .bind(&channels)
+    .bind(&sessions)
     .fetch_all(pool)
     .await?;
 

@@ -2,9 +2,11 @@
 //! values; HTTP concerns stay in `routes`.
 
 pub mod accounts;
+pub mod channels;
 pub mod devices;
 pub mod keys;
 pub mod messages;
+pub mod receipts;
 pub mod stream;
 
 use courier_protocol::{DeviceId, InvalidDeviceId};

@@ -1,15 +1,28 @@
-//! A device's stream: reading undelivered items in order, marking them delivered.
+//! A device's stream: reading undelivered items in order, appending receipts and
+//! membership changes, marking items delivered (which sends delivered receipts).
+//!
+//! A device's stream lives in three tables that share its sequence
+//! (`devices.next_stream_seq`): `message_envelopes` (one-to-one envelopes and group
+//! message rows), `sender_key_distributions`, and `stream_events` (receipts, membership
+//! changes; stored as the item's JSON).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use courier_protocol::api::channels::{GroupMessage, SenderKeyDistribution};
 use courier_protocol::api::messages::EnvelopeType;
-use courier_protocol::api::stream::Envelope;
+use courier_protocol::api::receipts::{DeliveredReceipt, Delivery, MAX_DELIVERIES_PER_RECEIPT};
+use courier_protocol::api::stream::{Envelope, StreamItem};
 use courier_protocol::keys::encode_base64;
 use courier_protocol::{DeviceId, UserId};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::device_id;
 use crate::delivery::DeviceKey;
+
+/// `message_envelopes.envelope_type` of a group message's per-device row.
+pub const GROUP_ROW_TYPE: i16 = 3;
 
 #[derive(sqlx::FromRow)]
 struct EnvelopeRow {
@@ -26,12 +39,18 @@ struct EnvelopeRow {
     delivered: bool,
 }
 
+fn corrupt(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("stored stream item has {what}").into())
+}
+
+fn seq_of(seq: i64) -> Result<u64, sqlx::Error> {
+    u64::try_from(seq).map_err(|_| corrupt("a negative seq"))
+}
+
 impl EnvelopeRow {
     fn into_envelope(self) -> Result<Envelope, sqlx::Error> {
-        let corrupt =
-            |what: &str| sqlx::Error::Decode(format!("stored envelope has {what}").into());
         Ok(Envelope {
-            seq: u64::try_from(self.seq).map_err(|_| corrupt("a negative seq"))?,
+            seq: seq_of(self.seq)?,
             message_id: self.message_id,
             sender_user_id: UserId::from(self.sender_user_id),
             sender_device_id: device_id(self.sender_device_id)?,
@@ -52,28 +71,212 @@ fn seq_param(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// Undelivered items of a device's stream after `after`, in order, at most `limit`.
+/// One row of the three-table stream read; which columns are set depends on `kind`.
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    /// 0: envelope, 1: group message, 2: sender key, 3: event.
+    kind: i16,
+    seq: i64,
+    message_id: Option<Uuid>,
+    sender_user_id: Option<Uuid>,
+    sender_device_id: Option<i32>,
+    protocol_version: Option<i16>,
+    envelope_type: Option<i16>,
+    ciphertext: Option<Vec<u8>>,
+    created_at: Option<DateTime<Utc>>,
+    channel_id: Option<Uuid>,
+    session_id: Option<String>,
+    body: Option<String>,
+}
+
+impl ItemRow {
+    fn into_item(self) -> Result<StreamItem, sqlx::Error> {
+        let seq = seq_of(self.seq)?;
+        let missing = || corrupt("a missing column");
+        let sender = || -> Result<(UserId, DeviceId), sqlx::Error> {
+            Ok((
+                UserId::from(self.sender_user_id.ok_or_else(missing)?),
+                device_id(self.sender_device_id.ok_or_else(missing)?)?,
+            ))
+        };
+        let ciphertext = encode_base64(self.ciphertext.as_deref().unwrap_or_default());
+        Ok(match self.kind {
+            0 => {
+                let (sender_user_id, sender_device_id) = sender()?;
+                StreamItem::Envelope(Envelope {
+                    seq,
+                    message_id: self.message_id.ok_or_else(missing)?,
+                    sender_user_id,
+                    sender_device_id,
+                    protocol_version: self
+                        .protocol_version
+                        .and_then(|v| u8::try_from(v).ok())
+                        .ok_or_else(|| corrupt("a bad protocol version"))?,
+                    envelope_type: self
+                        .envelope_type
+                        .and_then(EnvelopeType::from_i16)
+                        .ok_or_else(|| corrupt("an unknown type"))?,
+                    ciphertext,
+                    server_timestamp: self.created_at.ok_or_else(missing)?,
+                })
+            }
+            1 => {
+                let (sender_user_id, sender_device_id) = sender()?;
+                StreamItem::GroupMessage(GroupMessage {
+                    seq,
+                    message_id: self.message_id.ok_or_else(missing)?,
+                    channel_id: self.channel_id.ok_or_else(missing)?,
+                    sender_user_id,
+                    sender_device_id,
+                    session_id: self.session_id.ok_or_else(missing)?,
+                    ciphertext,
+                    server_timestamp: self.created_at.ok_or_else(missing)?,
+                })
+            }
+            2 => {
+                let (sender_user_id, sender_device_id) = sender()?;
+                StreamItem::SenderKey(SenderKeyDistribution {
+                    seq,
+                    channel_id: self.channel_id.ok_or_else(missing)?,
+                    sender_user_id,
+                    sender_device_id,
+                    session_id: self.session_id.ok_or_else(missing)?,
+                    envelope_type: self
+                        .envelope_type
+                        .and_then(EnvelopeType::from_i16)
+                        .ok_or_else(|| corrupt("an unknown type"))?,
+                    ciphertext,
+                    server_timestamp: self.created_at.ok_or_else(missing)?,
+                })
+            }
+            3 => {
+                let mut item: StreamItem = serde_json::from_str(&self.body.ok_or_else(missing)?)
+                    .map_err(|_| corrupt("an undecodable body"))?;
+                item.set_seq(seq);
+                item
+            }
+            _ => return Err(corrupt("an unknown kind")),
+        })
+    }
+}
+
+/// Undelivered items of a device's stream after `after`, in order, at most `limit`: one
+/// query over the three stream tables.
 pub async fn undelivered_after(
     pool: &PgPool,
     user_id: UserId,
     device_id: DeviceId,
     after: u64,
     limit: i64,
-) -> Result<Vec<Envelope>, sqlx::Error> {
-    let rows: Vec<EnvelopeRow> = sqlx::query_as(&format!(
-        "SELECT {ENVELOPE_COLUMNS}
-         FROM message_envelopes e JOIN messages m ON m.message_id = e.message_id
-         WHERE e.recipient_user_id = $1 AND e.recipient_device_id = $2 AND e.seq > $3 AND e.delivered_at IS NULL
-         ORDER BY e.seq
-         LIMIT $4"
-    ))
+) -> Result<Vec<StreamItem>, sqlx::Error> {
+    let rows: Vec<ItemRow> = sqlx::query_as(
+        "(SELECT CASE WHEN e.envelope_type = 3 THEN 1::int2 ELSE 0::int2 END AS kind, e.seq, e.message_id,
+                 m.sender_user_id, m.sender_device_id, m.protocol_version, e.envelope_type,
+                 COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at,
+                 m.channel_id, m.group_session_id AS session_id, NULL::text AS body
+          FROM message_envelopes e JOIN messages m ON m.message_id = e.message_id
+          WHERE e.recipient_user_id = $1 AND e.recipient_device_id = $2 AND e.seq > $3 AND e.delivered_at IS NULL
+          ORDER BY e.seq LIMIT $4)
+         UNION ALL
+         (SELECT 2::int2, s.seq, NULL, s.sender_user_id, s.sender_device_id, NULL, s.envelope_type,
+                 s.ciphertext, s.created_at, s.channel_id, s.session_id, NULL
+          FROM sender_key_distributions s
+          WHERE s.recipient_user_id = $1 AND s.recipient_device_id = $2 AND s.seq > $3 AND s.delivered_at IS NULL
+          ORDER BY s.seq LIMIT $4)
+         UNION ALL
+         (SELECT 3::int2, v.seq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.body
+          FROM stream_events v
+          WHERE v.recipient_user_id = $1 AND v.recipient_device_id = $2 AND v.seq > $3
+          ORDER BY v.seq LIMIT $4)
+         ORDER BY seq LIMIT $4",
+    )
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())
     .bind(seq_param(after))
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.into_iter().map(EnvelopeRow::into_envelope).collect()
+    rows.into_iter().map(ItemRow::into_item).collect()
+}
+
+/// An item to append to every active device of a user, except one.
+#[derive(Debug, Clone)]
+pub struct UserItem {
+    pub user_id: UserId,
+    /// The device that caused the item (it knows already).
+    pub except: Option<DeviceId>,
+    /// The item (its `seq` is assigned here).
+    pub item: StreamItem,
+}
+
+/// Appends items to the streams of every active device of their users, in one statement
+/// (inside the caller's transaction): locks those devices' rows in (user, device) order,
+/// as sends do, takes sequence numbers, inserts. Returns each stored item with its seq.
+pub async fn append_to_users(
+    conn: &mut PgConnection,
+    items: &[UserItem],
+) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: Vec<Uuid> = items.iter().map(|i| i.user_id.as_uuid()).collect();
+    let except: Vec<Option<i32>> = items
+        .iter()
+        .map(|i| i.except.map(DeviceId::as_i32))
+        .collect();
+    let mut bodies = Vec::with_capacity(items.len());
+    for item in items {
+        bodies.push(
+            serde_json::to_string(&item.item)
+                .map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
+        );
+    }
+    let rows: Vec<(i64, Uuid, i32, i64)> = sqlx::query_as(
+        "WITH t AS (
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[])
+                 WITH ORDINALITY AS t (user_id, except_device, body, ord)
+         ), targets AS (
+             SELECT t.ord, d.user_id, d.device_id, t.body FROM t
+             JOIN devices d ON d.user_id = t.user_id AND d.removed_at IS NULL
+                 AND d.device_id IS DISTINCT FROM t.except_device
+         ), wanted AS (
+             SELECT user_id, device_id, count(*) AS n FROM targets GROUP BY user_id, device_id
+         ), locked AS (
+             SELECT d.user_id, d.device_id FROM devices d
+             JOIN wanted w ON d.user_id = w.user_id AND d.device_id = w.device_id
+             WHERE d.removed_at IS NULL
+             ORDER BY d.user_id, d.device_id
+             FOR UPDATE OF d
+         ), bumped AS (
+             UPDATE devices d SET next_stream_seq = d.next_stream_seq + w.n
+             FROM locked l JOIN wanted w ON w.user_id = l.user_id AND w.device_id = l.device_id
+             WHERE d.user_id = l.user_id AND d.device_id = l.device_id
+             RETURNING d.user_id, d.device_id, d.next_stream_seq - w.n AS first_seq
+         ), placed AS (
+             SELECT t.ord, t.user_id, t.device_id, t.body,
+                    b.first_seq + row_number() OVER (PARTITION BY t.user_id, t.device_id ORDER BY t.ord) - 1 AS seq
+             FROM targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
+         ), ins AS (
+             INSERT INTO stream_events (recipient_user_id, recipient_device_id, seq, body)
+             SELECT user_id, device_id, seq, body FROM placed
+         )
+         SELECT ord, user_id, device_id, seq FROM placed",
+    )
+    .bind(&users)
+    .bind(&except)
+    .bind(&bodies)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut placed = Vec::with_capacity(rows.len());
+    for (ord, user, device, seq) in rows {
+        let Some(source) = usize::try_from(ord - 1).ok().and_then(|i| items.get(i)) else {
+            continue;
+        };
+        let mut item = source.item.clone();
+        item.set_seq(seq_of(seq)?);
+        placed.push(((UserId::from(user), device_id(device)?), item));
+    }
+    Ok(placed)
 }
 
 /// The state of one message's envelope for one device.
@@ -83,7 +286,8 @@ pub enum EnvelopeLookup {
     Pending(Envelope),
     /// Delivered; its ciphertext is gone.
     Delivered,
-    /// No envelope of this message for this device.
+    /// No envelope of this message for this device (group messages are read from the
+    /// stream).
     NotFound,
 }
 
@@ -97,7 +301,8 @@ pub async fn envelope_for_message(
     let row: Option<EnvelopeRow> = sqlx::query_as(&format!(
         "SELECT {ENVELOPE_COLUMNS}, e.delivered
          FROM message_envelopes e JOIN messages m ON m.message_id = e.message_id
-         WHERE e.message_id = $3 AND e.recipient_user_id = $1 AND e.recipient_device_id = $2"
+         WHERE e.message_id = $3 AND e.recipient_user_id = $1 AND e.recipient_device_id = $2
+           AND e.envelope_type <> 3"
     ))
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())
@@ -136,13 +341,33 @@ pub enum AckRange {
     Exactly,
 }
 
-/// Marks delivered, purging the ciphertext, the undelivered items each `(device, seq)`
-/// entry covers (per `range`), in one statement. Returns how many items changed.
+/// What an acknowledgement changed.
+#[derive(Debug, Default)]
+pub struct Acked {
+    /// Envelopes (one-to-one and group) newly marked delivered.
+    pub envelopes: u64,
+    /// Delivered receipts stored for the senders' devices, to push.
+    pub receipts: Vec<(DeviceKey, StreamItem)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AckedRow {
+    message_id: Uuid,
+    recipient_user_id: Uuid,
+    recipient_device_id: i32,
+    delivered_at: DateTime<Utc>,
+    /// The sender to tell (V2 and group messages to another user), if any.
+    notify_user_id: Option<Uuid>,
+}
+
+/// Marks delivered the undelivered items each `(device, seq)` entry covers (per `range`)
+/// in all three stream tables, purging ciphertexts and deleting acknowledged events, and
+/// stores delivered receipts for the senders of the envelopes, all in one transaction.
 pub async fn mark_delivered(
     pool: &PgPool,
     entries: &[(DeviceKey, u64)],
     range: AckRange,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Acked, sqlx::Error> {
     let users: Vec<Uuid> = entries
         .iter()
         .map(|((user, _), _)| user.as_uuid())
@@ -156,45 +381,127 @@ pub async fn mark_delivered(
         AckRange::UpTo => "<=",
         AckRange::Exactly => "=",
     };
-    let done = sqlx::query(&format!(
-        "UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
-         FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a (user_id, device_id, seq)
-         WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
-           AND e.seq {comparison} a.seq AND e.delivered_at IS NULL"
+    let mut tx = pool.begin().await?;
+    // Data-modifying CTEs all run, whether or not the final SELECT reads them.
+    let rows: Vec<AckedRow> = sqlx::query_as(&format!(
+        "WITH a AS (
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a (user_id, device_id, seq)
+         ), env AS (
+             UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
+             FROM a
+             WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
+               AND e.seq {comparison} a.seq AND e.delivered_at IS NULL
+             RETURNING e.message_id, e.recipient_user_id, e.recipient_device_id, e.delivered_at
+         ), keys AS (
+             UPDATE sender_key_distributions s SET delivered_at = now(), ciphertext = NULL
+             FROM a
+             WHERE s.recipient_user_id = a.user_id AND s.recipient_device_id = a.device_id
+               AND s.seq {comparison} a.seq AND s.delivered_at IS NULL
+         ), events AS (
+             DELETE FROM stream_events v USING a
+             WHERE v.recipient_user_id = a.user_id AND v.recipient_device_id = a.device_id
+               AND v.seq {comparison} a.seq
+         )
+         SELECT env.message_id, env.recipient_user_id, env.recipient_device_id, env.delivered_at,
+                CASE WHEN m.protocol_version = 2 AND m.sender_user_id <> env.recipient_user_id
+                     THEN m.sender_user_id END AS notify_user_id
+         FROM env JOIN messages m ON m.message_id = env.message_id"
     ))
     .bind(&users)
     .bind(&devices)
     .bind(&seqs)
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    let envelopes = rows.len() as u64;
+    let receipts = store_delivered_receipts(&mut tx, rows).await?;
+    tx.commit().await?;
+    Ok(Acked {
+        envelopes,
+        receipts,
+    })
 }
 
-/// Marks one message's envelope for a device delivered. `None` if the device has no
-/// envelope of that message; `Some(false)` if it was delivered already.
+/// Stores one delivered receipt per sender (more past [`MAX_DELIVERIES_PER_RECEIPT`]) for
+/// every device of that sender.
+async fn store_delivered_receipts(
+    conn: &mut PgConnection,
+    rows: Vec<AckedRow>,
+) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
+    let mut by_sender: BTreeMap<Uuid, Vec<Delivery>> = BTreeMap::new();
+    for row in rows {
+        let Some(sender) = row.notify_user_id else {
+            continue;
+        };
+        by_sender.entry(sender).or_default().push(Delivery {
+            message_id: row.message_id,
+            user_id: UserId::from(row.recipient_user_id),
+            device_id: device_id(row.recipient_device_id)?,
+            delivered_at: row.delivered_at,
+        });
+    }
+    let mut items = Vec::new();
+    for (sender, deliveries) in by_sender {
+        for chunk in deliveries.chunks(MAX_DELIVERIES_PER_RECEIPT) {
+            items.push(UserItem {
+                user_id: UserId::from(sender),
+                except: None,
+                item: StreamItem::Delivered(DeliveredReceipt {
+                    seq: 0,
+                    deliveries: chunk.to_vec(),
+                }),
+            });
+        }
+    }
+    append_to_users(conn, &items).await
+}
+
+/// Marks one message's envelope for a device delivered (and tells its sender). `None` if
+/// the device has no envelope of that message; `Some` with no change if it was delivered
+/// already.
 pub async fn mark_message_delivered(
     pool: &PgPool,
     user_id: UserId,
     device_id: DeviceId,
     message_id: Uuid,
-) -> Result<Option<bool>, sqlx::Error> {
-    let state: Option<bool> = sqlx::query_scalar(
-        "WITH target AS (
-             SELECT recipient_user_id, recipient_device_id, seq, delivered_at IS NULL AS pending
-             FROM message_envelopes
-             WHERE message_id = $3 AND recipient_user_id = $1 AND recipient_device_id = $2
-         ), updated AS (
-             UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
-             FROM target t
-             WHERE e.recipient_user_id = t.recipient_user_id AND e.recipient_device_id = t.recipient_device_id
-               AND e.seq = t.seq AND t.pending
-         )
-         SELECT pending FROM target",
+) -> Result<Option<Acked>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let target: Option<(i64, bool)> = sqlx::query_as(
+        "SELECT seq, delivered_at IS NULL FROM message_envelopes
+         WHERE message_id = $3 AND recipient_user_id = $1 AND recipient_device_id = $2
+         FOR UPDATE",
     )
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())
     .bind(message_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(state)
+    let Some((seq, pending)) = target else {
+        return Ok(None);
+    };
+    if !pending {
+        return Ok(Some(Acked::default()));
+    }
+    let rows: Vec<AckedRow> = sqlx::query_as(
+        "WITH env AS (
+             UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
+             WHERE e.recipient_user_id = $1 AND e.recipient_device_id = $2 AND e.seq = $3
+             RETURNING e.message_id, e.recipient_user_id, e.recipient_device_id, e.delivered_at
+         )
+         SELECT env.message_id, env.recipient_user_id, env.recipient_device_id, env.delivered_at,
+                CASE WHEN m.protocol_version = 2 AND m.sender_user_id <> env.recipient_user_id
+                     THEN m.sender_user_id END AS notify_user_id
+         FROM env JOIN messages m ON m.message_id = env.message_id",
+    )
+    .bind(user_id.as_uuid())
+    .bind(device_id.as_i32())
+    .bind(seq)
+    .fetch_all(&mut *tx)
+    .await?;
+    let envelopes = rows.len() as u64;
+    let receipts = store_delivered_receipts(&mut tx, rows).await?;
+    tx.commit().await?;
+    Ok(Some(Acked {
+        envelopes,
+        receipts,
+    }))
 }

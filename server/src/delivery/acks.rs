@@ -2,7 +2,8 @@
 //!
 //! Every connected device acknowledges what it stored; one UPDATE per acknowledgement would
 //! cost a commit each. The batcher gathers what arrives while the previous batch is being
-//! written and marks it all delivered in one statement per kind. An acknowledgement lost
+//! written and marks it all delivered in one transaction per kind (with the delivered
+//! receipts it causes, which are then pushed to the senders' devices). An acknowledgement lost
 //! in a crash only means the item is sent again (at-least-once; the SDK deduplicates).
 
 use std::collections::HashMap;
@@ -12,9 +13,10 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::DeviceKey;
+use super::fabric::Fabric;
+use super::{DeviceKey, Hub};
 use crate::db;
-use crate::db::stream::AckRange;
+use crate::db::stream::{AckRange, Acked};
 use crate::metrics::Metrics;
 
 /// Most acknowledgements written in one batch.
@@ -43,13 +45,24 @@ impl AckSender {
 }
 
 /// Starts the batcher. It ends, after writing what it has, once every sender is dropped.
-pub fn start(pool: PgPool, metrics: Arc<Metrics>) -> (AckSender, JoinHandle<()>) {
+pub fn start(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+    fabric: Fabric,
+) -> (AckSender, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-    let task = tokio::spawn(run(pool, metrics, rx));
+    let task = tokio::spawn(run(pool, metrics, hub, fabric, rx));
     (AckSender(tx), task)
 }
 
-async fn run(pool: PgPool, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Ack>) {
+async fn run(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+    fabric: Fabric,
+    mut rx: mpsc::Receiver<Ack>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut up_to: HashMap<DeviceKey, u64> = HashMap::new();
@@ -67,8 +80,9 @@ async fn run(pool: PgPool, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Ack>) {
         // which is safe but wasteful.
         for attempt in 1..=3 {
             match write(&pool, &up_to, &each).await {
-                Ok(delivered) => {
-                    Metrics::add(&metrics.envelopes_delivered, delivered);
+                Ok(acked) => {
+                    Metrics::add(&metrics.envelopes_delivered, acked.envelopes);
+                    super::deliver(&hub, &fabric, acked.receipts);
                     break;
                 }
                 Err(error) => {
@@ -84,15 +98,17 @@ async fn write(
     pool: &PgPool,
     up_to: &HashMap<DeviceKey, u64>,
     each: &[(DeviceKey, u64)],
-) -> Result<u64, sqlx::Error> {
-    let mut delivered = 0;
+) -> Result<Acked, sqlx::Error> {
+    let mut acked = Acked::default();
     if !up_to.is_empty() {
         let entries: Vec<(DeviceKey, u64)> =
             up_to.iter().map(|(device, seq)| (*device, *seq)).collect();
-        delivered += db::stream::mark_delivered(pool, &entries, AckRange::UpTo).await?;
+        acked = db::stream::mark_delivered(pool, &entries, AckRange::UpTo).await?;
     }
     if !each.is_empty() {
-        delivered += db::stream::mark_delivered(pool, each, AckRange::Exactly).await?;
+        let more = db::stream::mark_delivered(pool, each, AckRange::Exactly).await?;
+        acked.envelopes += more.envelopes;
+        acked.receipts.extend(more.receipts);
     }
-    Ok(delivered)
+    Ok(acked)
 }

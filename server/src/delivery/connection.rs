@@ -12,9 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use courier_protocol::api::stream::{
-    ClientFrame, ControlFrame, ServerFrame, StreamItem, close_code,
-};
+use courier_protocol::api::stream::{ClientFrame, ControlFrame, ServerFrame, close_code};
 use futures::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -291,16 +289,14 @@ impl Connection {
                 )
             })?;
             let count = page.len();
-            for envelope in page {
-                let seq = envelope.seq;
-                let text =
-                    serde_json::to_string(&ServerFrame::Item(StreamItem::Envelope(envelope)))
-                        .map_err(|_| {
-                            End::Close(
-                                close_code::SERVER_ERROR,
-                                "the server could not encode an item",
-                            )
-                        })?;
+            for item in page {
+                let seq = item.seq();
+                let text = serde_json::to_string(&ServerFrame::Item(item)).map_err(|_| {
+                    End::Close(
+                        close_code::SERVER_ERROR,
+                        "the server could not encode an item",
+                    )
+                })?;
                 self.write(Message::Text(text.into())).await?;
                 self.last_sent = seq;
             }

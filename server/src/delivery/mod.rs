@@ -192,3 +192,29 @@ fn close(signal: &ConnectionSignal, code: u16) {
     signal.close_code.store(code, Ordering::Release);
     signal.notify.notify_one();
 }
+
+/// Pushes stored stream items to their devices connected here, and tells the other
+/// processes (their devices read the items from PostgreSQL).
+pub fn deliver(
+    hub: &Hub,
+    fabric: &fabric::Fabric,
+    items: Vec<(DeviceKey, courier_protocol::api::stream::StreamItem)>,
+) {
+    use courier_protocol::api::stream::ServerFrame;
+    for (device, item) in items {
+        let seq = item.seq();
+        match serde_json::to_string(&ServerFrame::Item(item)) {
+            Ok(text) => {
+                hub.push(
+                    device,
+                    PushedFrame {
+                        seq,
+                        text: Arc::from(text),
+                    },
+                );
+                fabric.publish(fabric::Signal::Items { device, seq });
+            }
+            Err(error) => tracing::error!(%error, "could not encode a stream item"),
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! Retention: undelivered envelopes expire after the TTL; V1 ciphertexts are purged once
-//! every device has them. (Delivered V2 ciphertext is purged at acknowledgement time;
+//! Retention: undelivered stream items (envelopes, sender keys, receipts, membership
+//! changes) expire after the TTL; V1 and group ciphertexts (stored once per message) are
+//! purged once every device has them. (Delivered V2 ciphertext is purged at acknowledgement time;
 //! the row stays, with its delivered flag and time.)
 //!
 //! Work is done in batches of `retention_batch` rows, one short statement each, so the
@@ -19,7 +20,9 @@ use crate::metrics::Metrics;
 pub struct RetentionReport {
     /// Undelivered envelopes deleted for being older than the TTL.
     pub expired_envelopes: u64,
-    /// V1 messages whose legacy ciphertext was purged.
+    /// Undelivered sender keys and receipt or membership items deleted for their age.
+    pub expired_other_items: u64,
+    /// V1 and group messages whose shared ciphertext was purged.
     pub purged_v1_ciphertexts: u64,
     /// Statements run.
     pub batches: u64,
@@ -33,25 +36,36 @@ pub async fn run_once(
 ) -> Result<RetentionReport, sqlx::Error> {
     let mut report = RetentionReport::default();
     let ttl_seconds = ttl.as_secs_f64();
-    loop {
-        let deleted = sqlx::query(
-            "DELETE FROM message_envelopes WHERE ctid = ANY (ARRAY (
-                 SELECT ctid FROM message_envelopes
-                 WHERE delivered_at IS NULL AND created_at < now() - make_interval(secs => $1)
-                 LIMIT $2
-             ))",
-        )
-        .bind(ttl_seconds)
-        .bind(batch)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.batches += 1;
-        report.expired_envelopes += deleted;
-        if deleted < batch.unsigned_abs() {
-            break;
+    // Every stream table: undelivered items past the TTL go.
+    for (table, undelivered) in [
+        ("message_envelopes", "delivered_at IS NULL AND"),
+        ("sender_key_distributions", "delivered_at IS NULL AND"),
+        ("stream_events", ""),
+    ] {
+        loop {
+            let deleted = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE ctid = ANY (ARRAY (
+                     SELECT ctid FROM {table}
+                     WHERE {undelivered} created_at < now() - make_interval(secs => $1)
+                     LIMIT $2
+                 ))"
+            ))
+            .bind(ttl_seconds)
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            report.batches += 1;
+            if table == "message_envelopes" {
+                report.expired_envelopes += deleted;
+            } else {
+                report.expired_other_items += deleted;
+            }
+            if deleted < batch.unsigned_abs() {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
     }
     loop {
         let purged = sqlx::query(

@@ -62,7 +62,7 @@ pub async fn list_inbox(
         .with_details(json!({ "field": "limit", "max": MAX_PAGE })));
     }
     // One more than asked tells whether another page follows.
-    let mut envelopes = db::stream::undelivered_after(
+    let mut items = db::stream::undelivered_after(
         &state.pool,
         caller.user_id,
         caller.device_id,
@@ -70,12 +70,9 @@ pub async fn list_inbox(
         i64::from(limit) + 1,
     )
     .await?;
-    let has_more = envelopes.len() > limit as usize;
-    envelopes.truncate(limit as usize);
-    let next_cursor = envelopes
-        .last()
-        .map_or(query.after, |envelope| envelope.seq);
-    let items = envelopes.into_iter().map(StreamItem::Envelope).collect();
+    let has_more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = items.last().map_or(query.after, StreamItem::seq);
     Ok(Json(InboxPage {
         items,
         next_cursor,
@@ -100,9 +97,11 @@ pub async fn ack_inbox(
     ApiJson(request): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     let device = (caller.user_id, caller.device_id);
-    let delivered =
+    let acked =
         db::stream::mark_delivered(&state.pool, &[(device, request.up_to)], AckRange::UpTo).await?;
-    Metrics::add(&state.metrics.envelopes_delivered, delivered);
+    Metrics::add(&state.metrics.envelopes_delivered, acked.envelopes);
+    let delivered = acked.envelopes;
+    crate::delivery::deliver(&state.hub, &state.fabric, acked.receipts);
     Ok(Json(AckResponse { delivered }))
 }
 

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::sends::SendResult;
 use crate::state::AppState;
 
-fn answer(message: &StoredMessage) -> SendMessageResponse {
+pub(crate) fn answer(message: &StoredMessage) -> SendMessageResponse {
     SendMessageResponse {
         message_id: message.message_id,
         server_timestamp: message.created_at,
@@ -38,7 +38,11 @@ fn answer(message: &StoredMessage) -> SendMessageResponse {
 }
 
 /// Decodes an envelope's ciphertext and checks it against the size limit.
-fn decode_ciphertext(state: &AppState, field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode_ciphertext(
+    state: &AppState,
+    field: &str,
+    text: &str,
+) -> Result<Vec<u8>, ApiError> {
     let max = state.settings.max_envelope_bytes;
     // Checked before decoding, so an oversized envelope costs no allocation.
     if text.len() > max.div_ceil(3) * 4 + 4 {
@@ -146,6 +150,7 @@ pub async fn send_message(
         recipient: request.recipient_user_id,
         legacy_envelope: legacy,
         envelopes: decoded.unwrap_or_default(),
+        channel: None,
     };
     let result = state
         .sends
@@ -388,10 +393,9 @@ pub async fn mark_delivered(
     .await?
     {
         None => Err(not_found()),
-        Some(newly) => {
-            if newly {
-                Metrics::add(&state.metrics.envelopes_delivered, 1);
-            }
+        Some(acked) => {
+            Metrics::add(&state.metrics.envelopes_delivered, acked.envelopes);
+            crate::delivery::deliver(&state.hub, &state.fabric, acked.receipts);
             Ok(StatusCode::NO_CONTENT)
         }
     }

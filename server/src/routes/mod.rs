@@ -3,11 +3,13 @@
 //! are the OpenAPI document: the router is built from them, so the two cannot drift.
 
 pub mod accounts;
+pub mod channels;
 pub mod devices;
 pub mod health;
 pub mod inbox;
 pub mod keys;
 pub mod messages;
+pub mod receipts;
 
 /// OpenAPI tag names.
 pub mod tags {
@@ -16,4 +18,6 @@ pub mod tags {
     pub const KEYS: &str = "keys";
     pub const MESSAGES: &str = "messages";
     pub const OPERATIONS: &str = "operations";
+    pub const RECEIPTS: &str = "receipts";
+    pub const CHANNELS: &str = "channels";
 }

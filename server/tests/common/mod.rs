@@ -254,6 +254,8 @@ pub struct Socket {
 #[derive(Debug)]
 pub enum Received {
     Envelope(courier_protocol::api::stream::Envelope),
+    /// Any other stream item (group message, sender key, membership, receipt).
+    Item(courier_protocol::api::stream::StreamItem),
     CaughtUp(u64),
     Error(String),
     Closed(Option<u16>),
@@ -293,6 +295,7 @@ impl Socket {
                         ServerFrame::Item(StreamItem::Envelope(envelope)) => {
                             Received::Envelope(envelope)
                         }
+                        ServerFrame::Item(item) => Received::Item(item),
                         ServerFrame::Control(ControlFrame::CaughtUp { cursor }) => {
                             Received::CaughtUp(cursor)
                         }
@@ -310,20 +313,52 @@ impl Socket {
         }
     }
 
+    /// The next envelope, passing over delivered receipts (a sender's devices get them
+    /// whenever a recipient acknowledges; tests of envelopes do not look at them).
     pub async fn next_envelope(&mut self) -> courier_protocol::api::stream::Envelope {
-        match self.next().await {
-            Received::Envelope(envelope) => envelope,
-            other => panic!("expected an envelope, got {other:?}"),
+        loop {
+            match self.next().await {
+                Received::Envelope(envelope) => return envelope,
+                Received::Item(courier_protocol::api::stream::StreamItem::Delivered(_)) => {}
+                other => panic!("expected an envelope, got {other:?}"),
+            }
         }
     }
 
-    /// Reads envelopes until `caughtUp`, returning them.
+    /// The next stream item of any kind other than an envelope.
+    pub async fn next_item(&mut self) -> courier_protocol::api::stream::StreamItem {
+        match self.next().await {
+            Received::Item(item) => item,
+            other => panic!("expected a stream item, got {other:?}"),
+        }
+    }
+
+    /// Reads envelopes until `caughtUp`, returning them (delivered receipts passed over,
+    /// as in [`Self::next_envelope`]).
     pub async fn backlog(&mut self) -> (Vec<courier_protocol::api::stream::Envelope>, u64) {
         let mut envelopes = Vec::new();
         loop {
             match self.next().await {
                 Received::Envelope(envelope) => envelopes.push(envelope),
+                Received::Item(courier_protocol::api::stream::StreamItem::Delivered(_)) => {}
                 Received::CaughtUp(cursor) => return (envelopes, cursor),
+                other => panic!("expected the backlog, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads every item until `caughtUp`.
+    pub async fn backlog_items(&mut self) -> (Vec<courier_protocol::api::stream::StreamItem>, u64) {
+        let mut items = Vec::new();
+        loop {
+            match self.next().await {
+                Received::Envelope(envelope) => {
+                    items.push(courier_protocol::api::stream::StreamItem::Envelope(
+                        envelope,
+                    ));
+                }
+                Received::Item(item) => items.push(item),
+                Received::CaughtUp(cursor) => return (items, cursor),
                 other => panic!("expected the backlog, got {other:?}"),
             }
         }
@@ -382,4 +417,51 @@ pub fn envelope_plaintext(user: UserId, device: DeviceId, text: &str) -> String 
 /// Decodes a test envelope's content.
 pub fn envelope_text(envelope: &courier_protocol::api::stream::Envelope) -> String {
     String::from_utf8(courier_protocol::keys::decode_base64(&envelope.ciphertext).unwrap()).unwrap()
+}
+
+/// A user with published devices.
+pub struct TestUser {
+    pub id: UserId,
+    pub devices: Vec<TestDevice>,
+}
+
+impl TestUser {
+    pub async fn new(server: &TestServer, name: &str, devices: usize) -> Self {
+        let account = server.create_account(name).await;
+        let mut list = Vec::new();
+        for _ in 0..devices {
+            list.push(server.new_published_device(name).await);
+        }
+        Self {
+            id: account.user_id,
+            devices: list,
+        }
+    }
+
+    pub fn refs(&self) -> Vec<(UserId, DeviceId)> {
+        self.devices
+            .iter()
+            .map(|d| (d.user_id, d.device_id))
+            .collect()
+    }
+}
+
+impl TestServer {
+    /// Every undelivered item of a device's stream, read over REST (nothing acknowledged).
+    pub async fn inbox(
+        &self,
+        device: &TestDevice,
+    ) -> Vec<courier_protocol::api::stream::StreamItem> {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                "/v1/inbox?after=0&limit=1000",
+                Some(&device.token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: courier_protocol::api::stream::InboxPage = serde_json::from_value(body).unwrap();
+        page.items
+    }
 }

@@ -1,0 +1,438 @@
+//! Channels: create, read, change members, share sender keys, send group messages.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use courier_protocol::api::channels::GroupMessage;
+use courier_protocol::api::channels::{
+    AddMembersRequest, Channel, CreateChannelRequest, MissingSenderKeys, SendGroupMessageRequest,
+    UploadSenderKeysRequest, UploadSenderKeysResponse,
+};
+use courier_protocol::api::keys::DeviceRef;
+use courier_protocol::api::messages::{EnvelopeType, SendMessageResponse};
+use courier_protocol::api::stream::StreamItem;
+use courier_protocol::keys::encode_base64;
+use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::messages::{answer, decode_ciphertext};
+use crate::auth::AuthenticatedDevice;
+use crate::db;
+use crate::db::channels::{GroupTargets, NewSenderKey, Refusal};
+use crate::db::messages::{GroupTarget, NewEnvelope, StoreJob};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::metrics::Metrics;
+use crate::sends::SendResult;
+use crate::state::AppState;
+
+fn caller_device(caller: AuthenticatedDevice) -> DeviceRef {
+    DeviceRef {
+        user_id: caller.user_id,
+        device_id: caller.device_id,
+    }
+}
+
+fn channel_not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::ChannelNotFound,
+        "no such channel, or the caller is not a member",
+    )
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::ChannelNotFound => channel_not_found(),
+        Refusal::UsersNotFound(users) => ApiError::new(ErrorCode::UserNotFound, "no such user")
+            .with_details(json!({ "userIds": users })),
+        Refusal::TooManyMembers(max) => ApiError::new(
+            ErrorCode::TooManyMembers,
+            format!("a channel has at most {max} members"),
+        )
+        .with_details(json!({ "max": max })),
+        Refusal::NotAMember => ApiError::new(
+            ErrorCode::NotAMember,
+            "the user is not a member of this channel",
+        ),
+        Refusal::NotCreator => ApiError::new(
+            ErrorCode::NotChannelCreator,
+            "only the channel's creator removes other members",
+        ),
+        Refusal::NotMemberDevices(devices) => ApiError::new(
+            ErrorCode::NotAMemberDevice,
+            "sender keys are for current member devices (other than the sending one) only",
+        )
+        .with_details(json!({ "devices": devices })),
+    }
+}
+
+/// A Megolm session ID: 1 to 64 characters of unpadded base64 (standard or URL-safe).
+fn check_session_id(session_id: &str) -> Result<(), ApiError> {
+    let valid = !session_id.is_empty()
+        && session_id.len() <= limits::SESSION_ID_MAX_CHARS
+        && session_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidSessionId,
+            "a session ID is 1 to 64 characters of unpadded base64",
+        ))
+    }
+}
+
+/// Creates a channel; the caller's user is a member, and the creator. Every member device
+/// gets a `membership` item (`created`).
+#[utoipa::path(
+    post, path = "/v1/channels", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    request_body = CreateChannelRequest,
+    responses(
+        (status = 201, body = Channel),
+        (status = 400, body = ErrorBody, description = "invalid_request_body, too_many_members"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "user_not_found (details: userIds)"),
+    ),
+)]
+pub async fn create_channel(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiJson(request): ApiJson<CreateChannelRequest>,
+) -> Result<(StatusCode, Json<Channel>), ApiError> {
+    let changed = db::channels::create(
+        &state.pool,
+        caller_device(caller),
+        &request.members,
+        limits::MAX_CHANNEL_MEMBERS,
+    )
+    .await?
+    .map_err(refused)?;
+    crate::delivery::deliver(&state.hub, &state.fabric, changed.items);
+    Ok((StatusCode::CREATED, Json(changed.value)))
+}
+
+/// The channels the caller's user is a member of.
+#[utoipa::path(
+    get, path = "/v1/channels", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<Channel>),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+    ),
+)]
+pub async fn list_channels(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+) -> Result<Json<Vec<Channel>>, ApiError> {
+    Ok(Json(db::channels::list(&state.pool, caller.user_id).await?))
+}
+
+/// A channel: its members and the member devices a group message must reach.
+#[utoipa::path(
+    get, path = "/v1/channels/{channelId}", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    params(("channelId" = Uuid, Path, description = "The channel")),
+    responses(
+        (status = 200, body = Channel),
+        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "channel_not_found"),
+    ),
+)]
+pub async fn get_channel(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(channel_id): ApiPath<Uuid>,
+) -> Result<Json<Channel>, ApiError> {
+    db::channels::get(&state.pool, caller.user_id, channel_id)
+        .await?
+        .map(Json)
+        .ok_or_else(channel_not_found)
+}
+
+/// Adds members (any member may); members already are skipped. Every member device,
+/// the new ones' included, gets a `membership` item (`added`). Answers the channel.
+#[utoipa::path(
+    post, path = "/v1/channels/{channelId}/members", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    params(("channelId" = Uuid, Path, description = "The channel")),
+    request_body = AddMembersRequest,
+    responses(
+        (status = 200, body = Channel),
+        (status = 400, body = ErrorBody, description = "invalid_request_body, invalid_path_parameter, too_many_members"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "channel_not_found, user_not_found (details: userIds)"),
+    ),
+)]
+pub async fn add_members(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(channel_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<AddMembersRequest>,
+) -> Result<Json<Channel>, ApiError> {
+    if request.user_ids.len() > limits::MAX_CHANNEL_MEMBERS {
+        return Err(refused(Refusal::TooManyMembers(
+            limits::MAX_CHANNEL_MEMBERS,
+        )));
+    }
+    let changed = db::channels::add_members(
+        &state.pool,
+        caller_device(caller),
+        channel_id,
+        &request.user_ids,
+        limits::MAX_CHANNEL_MEMBERS,
+    )
+    .await?
+    .map_err(refused)?;
+    crate::delivery::deliver(&state.hub, &state.fabric, changed.items);
+    get_channel(State(state), caller, ApiPath(channel_id)).await
+}
+
+/// Removes a member: any member may leave; only the creator removes others. The
+/// remaining members' devices and the removed user's get a `membership` item
+/// (`removed`). Senders rotate their sessions, so the removed user reads nothing later.
+#[utoipa::path(
+    delete, path = "/v1/channels/{channelId}/members/{userId}", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    params(
+        ("channelId" = Uuid, Path, description = "The channel"),
+        ("userId" = Uuid, Path, description = "The member to remove (the caller's own ID to leave)"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 403, body = ErrorBody, description = "not_channel_creator"),
+        (status = 404, body = ErrorBody, description = "channel_not_found, not_a_member"),
+    ),
+)]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath((channel_id, user_id)): ApiPath<(Uuid, UserId)>,
+) -> Result<StatusCode, ApiError> {
+    let changed =
+        db::channels::remove_member(&state.pool, caller_device(caller), channel_id, user_id)
+            .await?
+            .map_err(refused)?;
+    crate::delivery::deliver(&state.hub, &state.fabric, changed.items);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Shares the calling device's Megolm session with member devices: one Olm-encrypted copy
+/// per device, each delivered in that device's stream (`senderKey` item). A device given
+/// this session before keeps its first copy.
+#[utoipa::path(
+    post, path = "/v1/channels/{channelId}/sender-keys", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    params(("channelId" = Uuid, Path, description = "The channel")),
+    request_body = UploadSenderKeysRequest,
+    responses(
+        (status = 200, body = UploadSenderKeysResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request_body, invalid_session_id, invalid_base64, invalid_envelope, duplicate_envelope, too_many_envelopes"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "channel_not_found"),
+        (status = 409, body = ErrorBody, description = "not_a_member_device (details: devices)"),
+        (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
+    ),
+)]
+pub async fn upload_sender_keys(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(channel_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<UploadSenderKeysRequest>,
+) -> Result<Json<UploadSenderKeysResponse>, ApiError> {
+    check_session_id(&request.session_id)?;
+    let max = state.settings.max_envelopes_per_message;
+    if request.distributions.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::TooManyEnvelopes,
+            format!("one upload carries at most {max} sender keys"),
+        )
+        .with_details(json!({ "max": max })));
+    }
+    let mut seen = HashSet::with_capacity(request.distributions.len());
+    let mut keys = Vec::with_capacity(request.distributions.len());
+    for (index, key) in request.distributions.iter().enumerate() {
+        let device = DeviceRef {
+            user_id: key.user_id,
+            device_id: key.device_id,
+        };
+        if !seen.insert(device) {
+            return Err(ApiError::new(
+                ErrorCode::DuplicateEnvelope,
+                "two sender keys for one device",
+            )
+            .with_details(json!({ "userId": device.user_id, "deviceId": device.device_id })));
+        }
+        if !matches!(
+            key.envelope_type,
+            EnvelopeType::PreKey | EnvelopeType::Normal
+        ) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidEnvelope,
+                "a sender key is an Olm preKey or normal message",
+            )
+            .with_details(json!({ "field": format!("distributions[{index}].envelopeType") })));
+        }
+        let ciphertext = decode_ciphertext(
+            &state,
+            &format!("distributions[{index}].ciphertext"),
+            &key.ciphertext,
+        )?;
+        keys.push(NewSenderKey {
+            device,
+            envelope_type: key.envelope_type,
+            ciphertext,
+        });
+    }
+    let changed = db::channels::store_sender_keys(
+        &state.pool,
+        caller_device(caller),
+        channel_id,
+        &request.session_id,
+        &keys,
+    )
+    .await?
+    .map_err(refused)?;
+    crate::delivery::deliver(&state.hub, &state.fabric, changed.items);
+    Ok(Json(UploadSenderKeysResponse {
+        stored: changed.value,
+    }))
+}
+
+/// Sends a group message: stored once, one stream row per member device but the sending
+/// one. Refused with `missing_sender_keys` while any of those devices has no sender key
+/// of the session from the sending device. The same client message ID from the same
+/// device answers the original.
+#[utoipa::path(
+    post, path = "/v1/channels/{channelId}/messages", tag = super::tags::CHANNELS,
+    security(("bearer" = [])),
+    params(("channelId" = Uuid, Path, description = "The channel")),
+    request_body = SendGroupMessageRequest,
+    responses(
+        (status = 201, body = SendMessageResponse, description = "Stored (committed durably) and pushed to online member devices"),
+        (status = 200, body = SendMessageResponse, description = "A retry: the original answer; nothing new stored"),
+        (status = 400, body = ErrorBody, description = "invalid_request_body, invalid_client_message_id, invalid_session_id, invalid_base64, invalid_envelope"),
+        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 404, body = ErrorBody, description = "channel_not_found"),
+        (status = 409, body = ErrorBody, description = "missing_sender_keys (details: sessionId, devices), recipient_unreachable (no other member device)"),
+        (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
+    ),
+)]
+pub async fn send_group_message(
+    State(state): State<AppState>,
+    caller: AuthenticatedDevice,
+    ApiPath(channel_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<SendGroupMessageRequest>,
+) -> Result<(StatusCode, Json<SendMessageResponse>), ApiError> {
+    if !limits::check_client_message_id(&request.client_message_id) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidClientMessageId,
+            "a client message ID is 1 to 64 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    check_session_id(&request.session_id)?;
+    let ciphertext = decode_ciphertext(&state, "ciphertext", &request.ciphertext)?;
+    let sender = caller_device(caller);
+    let targets = db::channels::group_targets(&state.pool, sender, channel_id, &request.session_id)
+        .await?
+        .ok_or_else(channel_not_found)?;
+    let targets = match targets {
+        GroupTargets::Ready(targets) => targets,
+        GroupTargets::MissingKeys(devices) => {
+            // A retry of a message stored before the device list changed stands.
+            if let Some(existing) =
+                db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id)
+                    .await?
+            {
+                Metrics::add(&state.metrics.messages_deduplicated, 1);
+                return Ok((StatusCode::OK, Json(answer(&existing))));
+            }
+            Metrics::add(&state.metrics.sends_refused_missing_keys, 1);
+            return Err(ApiError::new(
+                ErrorCode::MissingSenderKeys,
+                "member devices have no sender key of this session; share it with them and send again",
+            )
+            .with_details(MissingSenderKeys {
+                session_id: request.session_id,
+                devices,
+            }));
+        }
+    };
+    if targets.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::RecipientUnreachable,
+            "no other member device can receive the message",
+        ));
+    }
+    let job = StoreJob {
+        sender,
+        client_message_id: request.client_message_id,
+        // Unused for a group message (its recipient is the channel).
+        recipient: caller.user_id,
+        legacy_envelope: Some(ciphertext),
+        envelopes: targets
+            .into_iter()
+            .map(|device| NewEnvelope {
+                device,
+                envelope_type: EnvelopeType::Normal,
+                ciphertext: None,
+            })
+            .collect(),
+        channel: Some(GroupTarget {
+            channel_id,
+            session_id: request.session_id,
+        }),
+    };
+    let result = state
+        .sends
+        .send(job)
+        .await
+        .map_err(|error| ApiError::internal(anyhow::anyhow!(error)))?;
+    match result {
+        SendResult::Stored {
+            message,
+            placed,
+            job,
+        } => {
+            Metrics::add(&state.metrics.messages_group, 1);
+            Metrics::add(&state.metrics.envelopes_stored, placed.len() as u64);
+            let ciphertext = encode_base64(job.legacy_envelope.as_deref().unwrap_or_default());
+            let session_id = job.channel.map(|c| c.session_id).unwrap_or_default();
+            let items = placed
+                .iter()
+                .map(|placed| {
+                    (
+                        (placed.device.user_id, placed.device.device_id),
+                        StreamItem::GroupMessage(GroupMessage {
+                            seq: placed.seq,
+                            message_id: message.message_id,
+                            channel_id,
+                            sender_user_id: caller.user_id,
+                            sender_device_id: caller.device_id,
+                            session_id: session_id.clone(),
+                            ciphertext: ciphertext.clone(),
+                            server_timestamp: message.created_at,
+                        }),
+                    )
+                })
+                .collect();
+            crate::delivery::deliver(&state.hub, &state.fabric, items);
+            Ok((StatusCode::CREATED, Json(answer(&message))))
+        }
+        SendResult::Existing(existing) => {
+            Metrics::add(&state.metrics.messages_deduplicated, 1);
+            Ok((StatusCode::OK, Json(answer(&existing))))
+        }
+        SendResult::Refused(_) => Err(ApiError::new(
+            ErrorCode::RecipientUnreachable,
+            "member devices were removed while the message was sent; send again",
+        )),
+    }
+}

@@ -1,0 +1,613 @@
+//! Two real `courier-server` processes on one database, for each fabric: a device
+//! connected to one of them is served as if there were one server. Each test spawns the
+//! binary twice (port 0, JSON logs, the bound address read from its "Courier is
+//! listening" line) and talks to both over HTTP and WebSocket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{PASSWORD, Received, TestDevice, assert_error, envelope_text, v2_body};
+use courier_protocol::api::accounts::{CreateAccountResponse, LoginRequest, LoginResponse};
+use courier_protocol::api::messages::SendMessageResponse;
+use courier_protocol::api::stream::{ControlFrame, ServerFrame, StreamItem, close_code};
+use courier_protocol::{DeviceId, UserId};
+use courier_server::MIGRATOR;
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::{oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a process may take to start (the first build of a database migrates it).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait for any one expected event (a bound, not a timing assertion).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug)]
+enum Fabric {
+    Postgres,
+    Nats,
+}
+
+/// The NATS server the NATS tests use: COURIER_NATS_URL if set, else the local default.
+fn nats_url() -> String {
+    std::env::var("COURIER_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// The NATS server's `host:port`.
+fn nats_address() -> String {
+    let url = url::Url::parse(&nats_url()).expect("COURIER_NATS_URL is a URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(4222)
+    )
+}
+
+/// Fails (never skips) when NATS does not answer, saying what to do.
+async fn require_nats() {
+    let address = nats_address();
+    let reached = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await;
+    if !matches!(reached, Ok(Ok(_))) {
+        panic!(
+            "NATS is not reachable at {address} ({reached:?}): the NATS fabric tests need a \
+             NATS server. Run scripts/ensure-nats.sh (installs and starts one) or set \
+             COURIER_NATS_URL."
+        );
+    }
+}
+
+/// The URL of the test's own database (the one `#[sqlx::test]` created), for the children.
+fn database_url(options: &PgConnectOptions) -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(
+        options
+            .get_database()
+            .expect("the test database has a name"),
+    );
+    url.to_string()
+}
+
+/// A `courier-server` child process. Stopped (SIGTERM, then SIGKILL) when dropped, also
+/// when the test panics; its output is printed then, to explain the failure.
+struct Process {
+    name: &'static str,
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    async fn spawn(name: &'static str, database_url: &str, fabric: Fabric) -> Self {
+        Self::spawn_with_nats(name, database_url, fabric, &nats_url()).await
+    }
+
+    async fn spawn_with_nats(
+        name: &'static str,
+        database_url: &str,
+        fabric: Fabric,
+        nats_url: &str,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_courier-server"));
+        command
+            .env("COURIER_DATABASE_URL", database_url)
+            .env("COURIER_LISTEN", "127.0.0.1:0")
+            .env("COURIER_LOG_FORMAT", "json")
+            .env("COURIER_LOG", "info,sqlx=warn")
+            .env(
+                "COURIER_FABRIC",
+                match fabric {
+                    Fabric::Postgres => "postgres",
+                    Fabric::Nats => "nats",
+                },
+            )
+            .env("COURIER_NATS_URL", nats_url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the server binary starts");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = oneshot::channel();
+        // Both pipes are read to the end, so a chatty child never blocks on a full pipe.
+        read_lines(name, child.stdout.take(), output.clone(), Some(address_tx));
+        read_lines(name, child.stderr.take(), output.clone(), None);
+        let mut process = Self {
+            name,
+            child,
+            base: String::new(),
+            http: reqwest::Client::new(),
+            output,
+        };
+        let address = tokio::time::timeout(START_TIMEOUT, address_rx).await;
+        let Ok(Ok(address)) = address else {
+            process.fail("did not log the address it listens on");
+        };
+        process.base = format!("http://{address}");
+        // The listener is bound before the fabric starts: ready means serving.
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let ready = process
+                .http
+                .get(process.url("/readyz"))
+                .timeout(START_TIMEOUT)
+                .send()
+                .await;
+            match ready {
+                Ok(response) if response.status().is_success() => break,
+                _ if Instant::now() > deadline => process.fail("did not become ready"),
+                // Not serving yet, or it exited (checked here): ask again.
+                _ => {
+                    if let Ok(Some(status)) = process.child.try_wait() {
+                        process.fail(&format!("exited ({status}) before it was ready"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        process
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let output = self.output.lock().unwrap().join("\n");
+        panic!("server process {} {what}; its output:\n{output}", self.name);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        common::read(request.send().await.unwrap()).await
+    }
+
+    async fn create_account(&self, username: &str) -> CreateAccountResponse {
+        let body = json!({ "username": username, "password": PASSWORD });
+        let (status, json) = self
+            .call(Method::POST, "/v1/accounts", None, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// Logs in as a new device and publishes its identity keys.
+    async fn new_published_device(&self, username: &str) -> TestDevice {
+        let login = LoginRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+            device_id: DeviceId::NEW,
+            device_name: None,
+            replace_device_id: None,
+        };
+        let (status, json) = self
+            .call(
+                Method::POST,
+                "/v1/login",
+                None,
+                Some(serde_json::to_value(login).unwrap()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let device = TestDevice::from_login(serde_json::from_value::<LoginResponse>(json).unwrap());
+        let (status, json) = self
+            .call(
+                Method::PUT,
+                "/v1/keys/identity",
+                Some(&device.token),
+                Some(device.identity_keys_json()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        device
+    }
+
+    async fn send(&self, sender: &TestDevice, body: Value) -> SendMessageResponse {
+        let (status, json) = self
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(&sender.token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        serde_json::from_value(json).unwrap()
+    }
+
+    async fn connect(&self, token: &str) -> Socket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/v1/ws", self.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Socket { stream }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGTERM first, so the server closes its database connections (and the test's
+        // database can be dropped); SIGKILL if it has not exited in time.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        #[allow(clippy::print_stderr)] // Shown with the failing test's report.
+        if std::thread::panicking() {
+            let output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- output of {}:\n{}", self.name, output.join("\n"));
+        }
+    }
+}
+
+/// Collects a child's output lines; the first "Courier is listening" line's address goes
+/// to `address`.
+fn read_lines(
+    name: &'static str,
+    pipe: Option<impl Read + Send + 'static>,
+    output: Arc<Mutex<Vec<String>>>,
+    mut address: Option<oneshot::Sender<String>>,
+) {
+    let pipe = pipe.unwrap_or_else(|| panic!("{name}: output is piped"));
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(found) = listening_address(&line)
+                && let Some(tx) = address.take()
+            {
+                let _ = tx.send(found);
+            }
+            output.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// The address in the server's JSON "Courier is listening" log line.
+fn listening_address(line: &str) -> Option<String> {
+    let entry: Value = serde_json::from_str(line).ok()?;
+    let fields = entry.get("fields")?;
+    (fields.get("message")? == "Courier is listening")
+        .then(|| fields.get("address")?.as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// A device's WebSocket.
+struct Socket {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Socket {
+    /// The next meaningful frame, waiting at most [`EVENT_TIMEOUT`].
+    async fn next(&mut self) -> Received {
+        loop {
+            let message = tokio::time::timeout(EVENT_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame within the timeout");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    match serde_json::from_str::<ServerFrame>(text.as_str()).unwrap() {
+                        ServerFrame::Item(StreamItem::Envelope(envelope)) => {
+                            return Received::Envelope(envelope);
+                        }
+                        ServerFrame::Control(ControlFrame::CaughtUp { cursor }) => {
+                            return Received::CaughtUp(cursor);
+                        }
+                        ServerFrame::Control(ControlFrame::Error { code, .. }) => {
+                            return Received::Error(code);
+                        }
+                        // Other item types are not what these tests exchange.
+                        #[allow(unreachable_patterns)]
+                        _ => continue,
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Received::Closed(None),
+            }
+        }
+    }
+
+    /// Reads the (empty) backlog up to `caughtUp`: the socket is live after it.
+    async fn caught_up(&mut self) {
+        match self.next().await {
+            Received::CaughtUp(_) => {}
+            other => panic!("expected caughtUp, got {other:?}"),
+        }
+    }
+
+    async fn next_envelope(&mut self) -> courier_protocol::api::stream::Envelope {
+        match self.next().await {
+            Received::Envelope(envelope) => envelope,
+            other => panic!("expected an envelope, got {other:?}"),
+        }
+    }
+
+    async fn expect_closed(&mut self, code: u16) {
+        match self.next().await {
+            Received::Closed(Some(got)) if got == code => {}
+            other => panic!("expected close code {code}, got {other:?}"),
+        }
+    }
+}
+
+/// A user with published devices.
+struct User {
+    id: UserId,
+    devices: Vec<TestDevice>,
+}
+
+impl User {
+    async fn new(server: &Process, name: &str, devices: usize) -> Self {
+        let account = server.create_account(name).await;
+        let mut list = Vec::new();
+        for _ in 0..devices {
+            list.push(server.new_published_device(name).await);
+        }
+        Self {
+            id: account.user_id,
+            devices: list,
+        }
+    }
+}
+
+/// Every recipient device and every other device of the sender.
+fn targets(sender: &TestDevice, sender_user: &User, recipient: &User) -> Vec<(UserId, DeviceId)> {
+    recipient
+        .devices
+        .iter()
+        .chain(
+            sender_user
+                .devices
+                .iter()
+                .filter(|d| d.device_id != sender.device_id),
+        )
+        .map(|d| (d.user_id, d.device_id))
+        .collect()
+}
+
+/// The behaviour both fabrics must give two processes on one database.
+async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric) {
+    if matches!(fabric, Fabric::Nats) {
+        require_nats().await;
+    }
+    let url = database_url(&pool.connect_options());
+    let (a, b) = tokio::join!(
+        Process::spawn("A", &url, fabric),
+        Process::spawn("B", &url, fabric)
+    );
+    let alice = User::new(&a, "alice", 2).await;
+    let bob = User::new(&b, "bob", 2).await;
+
+    // Bob's device 0 listens on A; Alice sends through B: it arrives in real time.
+    let mut on_a = a.connect(&bob.devices[0].token).await;
+    on_a.caught_up().await;
+    let sender = &alice.devices[0];
+    let sent = b
+        .send(
+            sender,
+            v2_body("p1", bob.id, &targets(sender, &alice, &bob), "via B"),
+        )
+        .await;
+    let envelope = on_a.next_envelope().await;
+    assert_eq!(envelope.message_id, sent.message_id);
+    assert_eq!(envelope.sender_device_id, sender.device_id);
+    assert!(envelope_text(&envelope).ends_with(":via B"));
+
+    // A second socket of the device, on B, replaces the one on A (4001) and gets what is
+    // sent through A from then on.
+    let mut on_b = b.connect(&bob.devices[0].token).await;
+    assert!(matches!(on_b.next().await, Received::Envelope(e) if e.message_id == sent.message_id));
+    on_b.caught_up().await;
+    on_a.expect_closed(close_code::REPLACED).await;
+    let again = a
+        .send(
+            sender,
+            v2_body("p2", bob.id, &targets(sender, &alice, &bob), "via A"),
+        )
+        .await;
+    let envelope = on_b.next_envelope().await;
+    assert_eq!(envelope.message_id, again.message_id);
+    assert!(envelope_text(&envelope).ends_with(":via A"));
+
+    // Bob's device 1 listens on B, whose token cache knows it; Bob removes it through A:
+    // its socket on B closes (4003) and B refuses its token at once.
+    let victim = &bob.devices[1];
+    let mut victim_socket = b.connect(&victim.token).await;
+    // Its backlog: the two messages so far.
+    let first = victim_socket.next_envelope().await;
+    let second = victim_socket.next_envelope().await;
+    assert_eq!(
+        (first.message_id, second.message_id),
+        (sent.message_id, again.message_id)
+    );
+    victim_socket.caught_up().await;
+    let (status, body) = b
+        .call(Method::GET, "/v1/devices", Some(&victim.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let path = format!("/v1/devices/{}", victim.device_id.get());
+    let (status, body) = a
+        .call(Method::DELETE, &path, Some(&bob.devices[0].token), None)
+        .await;
+    assert!(status.is_success(), "{body}");
+    victim_socket
+        .expect_closed(close_code::DEVICE_REMOVED)
+        .await;
+    let refused = b
+        .call(Method::GET, "/v1/devices", Some(&victim.token), None)
+        .await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "device_removed");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn two_processes_over_postgres_deliver_replace_and_remove_across(pool: PgPool) {
+    two_processes_act_as_one(pool, Fabric::Postgres).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn two_processes_over_nats_deliver_replace_and_remove_across(pool: PgPool) {
+    two_processes_act_as_one(pool, Fabric::Nats).await;
+}
+
+/// A TCP relay to NATS that the test can cut (closing every relayed connection and
+/// refusing new ones) and restore: a NATS outage for one process only.
+struct NatsLink {
+    port: u16,
+    up: watch::Sender<bool>,
+    relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl NatsLink {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, up_rx) = watch::channel(true);
+        let relays = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let relays = relays.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !*up_rx.borrow() {
+                        // Cut: the connection is closed at once.
+                        continue;
+                    }
+                    let target = target.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    relays.lock().unwrap().push(relay);
+                }
+            }
+        });
+        Self {
+            port,
+            up,
+            relays,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.up.send_replace(false);
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for NatsLink {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// A process whose NATS connection drops misses the signals sent meanwhile; once it is
+/// back, every socket it holds rereads its stream, so nothing waits for a later signal.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_process_back_on_nats_rereads_what_it_missed(pool: PgPool) {
+    require_nats().await;
+    let link = NatsLink::start(nats_address()).await;
+    let url = database_url(&pool.connect_options());
+    let through_link = link.url();
+    let (a, b) = tokio::join!(
+        Process::spawn_with_nats("A", &url, Fabric::Nats, &through_link),
+        Process::spawn("B", &url, Fabric::Nats)
+    );
+    let alice = User::new(&b, "alice", 1).await;
+    let bob = User::new(&b, "bob", 1).await;
+    let mut on_a = a.connect(&bob.devices[0].token).await;
+    on_a.caught_up().await;
+
+    // Watch the subject, to know when B's signal has gone past A.
+    let watcher = async_nats::connect(nats_url()).await.unwrap();
+    let mut signals = watcher.subscribe("courier.fabric").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    link.cut();
+    let sender = &alice.devices[0];
+    let sent = b
+        .send(
+            sender,
+            v2_body("lost", bob.id, &targets(sender, &alice, &bob), "while cut"),
+        )
+        .await;
+    let bob_key = bob.id.as_uuid().simple().to_string();
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(signal) = signals.next().await {
+            if String::from_utf8_lossy(&signal.payload).contains(&format!("i:{bob_key}:")) {
+                return;
+            }
+        }
+        panic!("the subscription to the fabric's subject ended");
+    })
+    .await
+    .expect("B signals the new items within the timeout");
+
+    // NATS has routed the signal while A was away: only A's reread on reconnecting can
+    // bring the envelope to the socket now.
+    link.restore();
+    let envelope = on_a.next_envelope().await;
+    assert_eq!(envelope.message_id, sent.message_id);
+    assert!(envelope_text(&envelope).ends_with(":while cut"));
+}
+
+#[test]
+fn the_listening_line_is_found_in_json_logs() {
+    let line = r#"{"timestamp":"t","level":"INFO","fields":{"message":"Courier is listening","address":"127.0.0.1:40123"},"target":"courier_server"}"#;
+    assert_eq!(listening_address(line).as_deref(), Some("127.0.0.1:40123"));
+    assert_eq!(
+        listening_address(r#"{"fields":{"message":"starting Courier"}}"#),
+        None
+    );
+    assert_eq!(listening_address("not json"), None);
+}
