@@ -23,6 +23,20 @@ async fn receive_events(client: &Client) -> Vec<Event> {
     events.into_iter().map(|e| e.event).collect()
 }
 
+/// Receives until the events gathered so far satisfy `done`, at most 10 s (a bound, not
+/// a timing assertion): for what the server writes in batches, like delivered receipts.
+async fn receive_events_until(client: &Client, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let mut gathered = Vec::new();
+    for _ in 0..500 {
+        gathered.extend(receive_events(client).await);
+        if done(&gathered) {
+            return gathered;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the expected events did not come within 10 s: {gathered:?}");
+}
+
 fn group_texts(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -87,7 +101,12 @@ async fn receipts_reach_every_device_of_both_users_offline_ones_included(pool: P
     let bob0 = bob.clients[0].own_device().device_id.get();
     let bob1 = bob.clients[1].own_device().device_id.get();
     for (index, client) in alice.clients.iter().enumerate() {
-        let events = receive_events(client).await;
+        // Acknowledgements are written in batches (up to 200 ms apart): receive until
+        // both deliveries have come (bounded).
+        let events = receive_events_until(client, |events| {
+            delivered(events, sent.message_id).len() == 2
+        })
+        .await;
         assert_eq!(
             delivered(&events, sent.message_id),
             {
@@ -127,12 +146,10 @@ async fn receipts_reach_every_device_of_both_users_offline_ones_included(pool: P
     // Acknowledgements are written in batches, after the socket has moved on: wait for
     // the receipt of bob/2's (bounded), then the state shows all three.
     let bob2 = (bob.user(), bob.clients[2].own_device().device_id.get());
-    let mut waited = 0;
-    while !delivered(&receive_events(&alice.clients[2]).await, sent.message_id).contains(&bob2) {
-        waited += 1;
-        assert!(waited < 500, "bob/2's delivery receipt within 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    receive_events_until(&alice.clients[2], |events| {
+        delivered(events, sent.message_id).contains(&bob2)
+    })
+    .await;
     let state = alice.clients[2]
         .delivery_state(sent.message_id)
         .await

@@ -48,6 +48,12 @@ pub struct Config {
     #[arg(long, env = "COURIER_ENVELOPE_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub envelope_ttl_days: u32,
 
+    /// Shortest time between two batches of acknowledgements written, in milliseconds.
+    /// Longer batches cover more messages per delivered receipt (fewer stream rows for the
+    /// senders' devices); a delivered receipt waits at most this long.
+    #[arg(long, env = "COURIER_ACK_BATCH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    pub ack_batch_ms: u64,
+
     /// Connections in the database pool.
     #[arg(long, env = "COURIER_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
@@ -119,6 +125,11 @@ impl Config {
         Settings {
             device_limit: self.device_limit,
             max_body_bytes: self.max_body_bytes,
+            max_envelope_bytes: self.max_envelope_bytes,
+            envelope_ttl: std::time::Duration::from_secs(
+                u64::from(self.envelope_ttl_days) * 24 * 3600,
+            ),
+            ack_batch_interval: std::time::Duration::from_millis(self.ack_batch_ms),
             fabric: self.fabric(),
             ..Settings::default()
         }
@@ -241,6 +252,32 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.device_limit, 5);
         assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn every_limit_reaches_the_settings() {
+        let settings = Config::parse_from([
+            "courier-server",
+            "--device-limit",
+            "7",
+            "--max-body-bytes",
+            "2000",
+            "--max-envelope-bytes",
+            "1000",
+            "--envelope-ttl-days",
+            "2",
+            "--ack-batch-ms",
+            "0",
+        ])
+        .settings();
+        assert_eq!(settings.device_limit, 7);
+        assert_eq!(settings.max_body_bytes, 2000);
+        assert_eq!(settings.max_envelope_bytes, 1000);
+        assert_eq!(
+            settings.envelope_ttl,
+            std::time::Duration::from_secs(2 * 24 * 3600)
+        );
+        assert_eq!(settings.ack_batch_interval, std::time::Duration::ZERO);
     }
 
     #[test]

@@ -55,8 +55,13 @@ where
         delivery::fabric::start(&settings.fabric, &pool, receiver, stop_rx.clone())
             .await
             .map_err(std::io::Error::other)?;
-    let (acks, ack_task) =
-        delivery::acks::start(pool.clone(), metrics.clone(), hub.clone(), fabric.clone());
+    let (acks, ack_task) = delivery::acks::start(
+        pool.clone(),
+        metrics.clone(),
+        hub.clone(),
+        fabric.clone(),
+        settings.ack_batch_interval,
+    );
     let (sends, send_tasks) = sends::SendQueue::start(&pool, 3);
     let retention = delivery::retention::start(
         pool.clone(),

@@ -41,6 +41,8 @@ pub struct Settings {
     /// Items buffered per connection for live push; past this the device catches up
     /// from its inbox instead.
     pub ws_push_buffer: usize,
+    /// Shortest time between two batches of acknowledgements written.
+    pub ack_batch_interval: Duration,
     /// How this process reaches the others sharing its database.
     pub fabric: crate::delivery::fabric::FabricKind,
 }
@@ -62,6 +64,7 @@ impl Default for Settings {
             ws_idle_timeout: Duration::from_secs(60),
             ws_send_timeout: Duration::from_secs(30),
             ws_push_buffer: 64,
+            ack_batch_interval: Duration::from_millis(200),
             fabric: crate::delivery::fabric::FabricKind::Postgres,
         }
     }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -50,9 +51,10 @@ pub fn start(
     metrics: Arc<Metrics>,
     hub: Arc<Hub>,
     fabric: Fabric,
+    interval: Duration,
 ) -> (AckSender, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-    let task = tokio::spawn(run(pool, metrics, hub, fabric, rx));
+    let task = tokio::spawn(run(pool, metrics, hub, fabric, interval, rx));
     (AckSender(tx), task)
 }
 
@@ -61,10 +63,12 @@ async fn run(
     metrics: Arc<Metrics>,
     hub: Arc<Hub>,
     fabric: Fabric,
+    interval: Duration,
     mut rx: mpsc::Receiver<Ack>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = tokio::time::Instant::now();
         let mut up_to: HashMap<DeviceKey, u64> = HashMap::new();
         let mut each: Vec<(DeviceKey, u64)> = Vec::new();
         for ack in batch.drain(..) {
@@ -87,9 +91,15 @@ async fn run(
                 }
                 Err(error) => {
                     tracing::warn!(%error, attempt, "could not record acknowledgements");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                 }
             }
+        }
+        // Let acknowledgements gather: each batch stores one delivered receipt per sender
+        // and device, so fewer, larger batches mean fewer stream rows. Not while closing:
+        // the last acknowledgements are written at once.
+        if !rx.is_closed() {
+            tokio::time::sleep_until(started + interval).await;
         }
     }
 }
