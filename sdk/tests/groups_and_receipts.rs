@@ -53,9 +53,9 @@ fn delivered(events: &[Event], message: Uuid) -> Vec<(UserId, u32)> {
     let mut found: Vec<(UserId, u32)> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Delivered { delivery } if delivery.message_id == message => {
-                Some((delivery.user_id, delivery.device_id.get()))
-            }
+            Event::Delivered {
+                message_id, device, ..
+            } if *message_id == message => Some((device.user_id, device.device_id.get())),
             _ => None,
         })
         .collect();

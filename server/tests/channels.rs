@@ -443,8 +443,8 @@ async fn group_messages_get_delivered_and_read_receipts(pool: PgPool) {
         };
         for delivery in &receipt.deliveries {
             assert_eq!(
-                (delivery.user_id, delivery.device_id),
-                (carol.id, carol.devices[0].device_id)
+                (delivery.user_id, delivery.device_ids.clone()),
+                (carol.id, vec![carol.devices[0].device_id])
             );
             delivered.push(delivery.message_id);
         }

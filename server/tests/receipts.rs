@@ -46,10 +46,11 @@ fn deliveries(items: &[StreamItem]) -> Vec<(UserId, DeviceId, Uuid)> {
             _ => None,
         })
         .flat_map(|receipt| {
-            receipt
-                .deliveries
-                .iter()
-                .map(|d| (d.user_id, d.device_id, d.message_id))
+            receipt.deliveries.iter().flat_map(|d| {
+                d.device_ids
+                    .iter()
+                    .map(|device| (d.user_id, *device, d.message_id))
+            })
         })
         .collect()
 }
@@ -139,9 +140,9 @@ async fn every_sender_device_learns_each_delivery_including_offline_ones(pool: P
     assert_eq!(
         (
             receipt.deliveries[0].user_id,
-            receipt.deliveries[0].device_id
+            receipt.deliveries[0].device_ids.clone()
         ),
-        (bob.id, bob.devices[0].device_id)
+        (bob.id, vec![bob.devices[0].device_id])
     );
     assert_eq!(receipt.deliveries[0].message_id, message);
 
@@ -158,7 +159,10 @@ async fn every_sender_device_learns_each_delivery_including_offline_ones(pool: P
     let StreamItem::Delivered(receipt) = &item else {
         panic!("expected a delivered receipt, got {item:?}");
     };
-    assert_eq!(receipt.deliveries[0].device_id, bob.devices[1].device_id);
+    assert_eq!(
+        receipt.deliveries[0].device_ids,
+        vec![bob.devices[1].device_id]
+    );
 
     // The offline device and the sending device have both receipts stored.
     for device in [&alice.devices[0], &alice.devices[2]] {

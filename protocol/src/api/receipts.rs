@@ -37,18 +37,19 @@ pub enum Conversation {
     },
 }
 
-/// One recipient device's acknowledgement of one message.
+/// Recipient devices of one user that acknowledged one message at the same time (in one
+/// acknowledgement batch of the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// The message (sent by the user whose devices get this receipt).
     pub message_id: Uuid,
-    /// The recipient device's user.
+    /// The recipient devices' user.
     pub user_id: UserId,
-    /// The recipient device.
-    pub device_id: DeviceId,
-    /// When the device acknowledged it.
+    /// The recipient devices, in ID order.
+    pub device_ids: Vec<DeviceId>,
+    /// When they acknowledged it.
     pub delivered_at: DateTime<Utc>,
 }
 
@@ -59,8 +60,8 @@ pub struct Delivery {
 pub struct DeliveredReceipt {
     /// The item's position in this device's stream.
     pub seq: u64,
-    /// What was delivered (at most [`MAX_DELIVERIES_PER_RECEIPT`] entries; a larger batch
-    /// arrives as several items).
+    /// What was delivered, one entry per message and recipient user (at most
+    /// [`MAX_DELIVERIES_PER_RECEIPT`] entries; a larger batch arrives as several items).
     pub deliveries: Vec<Delivery>,
 }
 

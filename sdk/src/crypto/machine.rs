@@ -15,7 +15,7 @@ use courier_protocol::api::keys::{
 use courier_protocol::api::messages::{
     DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
-use courier_protocol::api::receipts::{Delivery, ReadReceipt};
+use courier_protocol::api::receipts::ReadReceipt;
 use courier_protocol::api::stream::Envelope;
 use courier_protocol::keys::{decode_base64, decode_fixed, encode_base64};
 use courier_protocol::{DeviceId, UserId, signing};
@@ -168,7 +168,11 @@ pub enum Event {
         server_timestamp: DateTime<Utc>,
     },
     /// A recipient device acknowledged a message this user sent.
-    Delivered { delivery: Delivery },
+    Delivered {
+        message_id: Uuid,
+        device: DeviceRef,
+        delivered_at: DateTime<Utc>,
+    },
     /// Messages were read: by this user on another device (`readerUserId` is this user:
     /// the read state to show), or by a recipient (a read receipt).
     Read { receipt: ReadReceipt },

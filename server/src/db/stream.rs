@@ -427,20 +427,36 @@ async fn store_delivered_receipts(
     conn: &mut PgConnection,
     rows: Vec<AckedRow>,
 ) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
-    let mut by_sender: BTreeMap<Uuid, Vec<Delivery>> = BTreeMap::new();
+    // One entry per message and recipient user: the devices of one acknowledgement batch
+    // share its time (the transaction's), so nothing is lost by grouping them.
+    let mut by_sender: BTreeMap<Uuid, BTreeMap<(Uuid, Uuid), Delivery>> = BTreeMap::new();
     for row in rows {
         let Some(sender) = row.notify_user_id else {
             continue;
         };
-        by_sender.entry(sender).or_default().push(Delivery {
-            message_id: row.message_id,
-            user_id: UserId::from(row.recipient_user_id),
-            device_id: device_id(row.recipient_device_id)?,
-            delivered_at: row.delivered_at,
-        });
+        let device = device_id(row.recipient_device_id)?;
+        by_sender
+            .entry(sender)
+            .or_default()
+            .entry((row.message_id, row.recipient_user_id))
+            .or_insert_with(|| Delivery {
+                message_id: row.message_id,
+                user_id: UserId::from(row.recipient_user_id),
+                device_ids: Vec::new(),
+                delivered_at: row.delivered_at,
+            })
+            .device_ids
+            .push(device);
     }
     let mut items = Vec::new();
     for (sender, deliveries) in by_sender {
+        let deliveries: Vec<Delivery> = deliveries
+            .into_values()
+            .map(|mut delivery| {
+                delivery.device_ids.sort();
+                delivery
+            })
+            .collect();
         for chunk in deliveries.chunks(MAX_DELIVERIES_PER_RECEIPT) {
             items.push(UserItem {
                 user_id: UserId::from(sender),

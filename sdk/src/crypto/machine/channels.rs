@@ -384,8 +384,18 @@ impl CryptoMachine {
             StreamItem::Delivered(receipt) => receipt
                 .deliveries
                 .iter()
-                .map(|delivery| Event::Delivered {
-                    delivery: delivery.clone(),
+                .flat_map(|delivery| {
+                    delivery
+                        .device_ids
+                        .iter()
+                        .map(|device_id| Event::Delivered {
+                            message_id: delivery.message_id,
+                            device: DeviceRef {
+                                user_id: delivery.user_id,
+                                device_id: *device_id,
+                            },
+                            delivered_at: delivery.delivered_at,
+                        })
                 })
                 .collect(),
             StreamItem::Read(receipt) => vec![Event::Read {
