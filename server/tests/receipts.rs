@@ -359,3 +359,57 @@ async fn reading_a_message_the_user_never_received_is_refused(pool: PgPool) {
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request_body");
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn deliveries_acknowledged_together_are_one_entry_per_message_and_user(pool: PgPool) {
+    // Acknowledgements gather for up to a second: three devices acknowledging at once
+    // land in at most two batches, so some entry lists more than one device.
+    let settings = courier_server::Settings {
+        ack_batch_interval: std::time::Duration::from_secs(1),
+        ..courier_server::Settings::default()
+    };
+    let server = TestServer::start_with(pool, settings).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let bob = TestUser::new(&server, "bob", 3).await;
+    let message = send(&server, &alice, &bob, "m1").await;
+    let mut alice0 = server.connect(&alice.devices[0].token, None).await;
+    assert!(alice0.backlog_items().await.0.is_empty());
+
+    let mut sockets = Vec::new();
+    for device in &bob.devices {
+        let mut socket = server.connect(&device.token, None).await;
+        let (_, cursor) = socket.backlog().await;
+        sockets.push((socket, cursor));
+    }
+    for (socket, cursor) in &mut sockets {
+        socket.ack_up_to(*cursor).await;
+    }
+
+    let mut entries = Vec::new();
+    while entries
+        .iter()
+        .map(|(_, devices): &(Uuid, Vec<DeviceId>)| devices.len())
+        .sum::<usize>()
+        < 3
+    {
+        let item = alice0.next_item().await;
+        let StreamItem::Delivered(receipt) = &item else {
+            panic!("expected a delivered receipt, got {item:?}");
+        };
+        for delivery in &receipt.deliveries {
+            assert_eq!(delivery.user_id, bob.id);
+            entries.push((delivery.message_id, delivery.device_ids.clone()));
+        }
+    }
+    assert!(entries.len() <= 2, "{entries:?}");
+    assert!(entries.iter().all(|(id, _)| *id == message));
+    assert!(
+        entries.iter().any(|(_, devices)| devices.len() > 1),
+        "{entries:?}"
+    );
+    let mut all: Vec<DeviceId> = entries.into_iter().flat_map(|(_, d)| d).collect();
+    all.sort();
+    let mut expected: Vec<DeviceId> = bob.devices.iter().map(|d| d.device_id).collect();
+    expected.sort();
+    assert_eq!(all, expected, "each device once");
+}
