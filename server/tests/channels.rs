@@ -533,4 +533,49 @@ async fn bad_channel_requests_get_their_codes(pool: PgPool) {
         .call(Method::GET, "/v1/channels/not-a-uuid", Some(token), None)
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_path_parameter");
+
+    // Sender keys are checked like V2 envelopes, before the database is asked anything.
+    let key = |device: u32, envelope_type: &str, ciphertext: &str| json!({ "userId": mallory.id, "deviceId": device, "envelopeType": envelope_type, "ciphertext": ciphertext });
+    let upload = |distributions: Vec<Value>, session: &str| json!({ "sessionId": session, "distributions": distributions });
+    let path = format!("/v1/channels/{id}/sender-keys");
+    for (body, code) in [
+        (
+            upload(vec![key(1, "legacy", "AAAA")], "S1"),
+            "invalid_envelope",
+        ),
+        (
+            upload(
+                vec![key(1, "preKey", "AAAA"), key(1, "normal", "AAAA")],
+                "S1",
+            ),
+            "duplicate_envelope",
+        ),
+        (
+            upload(vec![key(1, "preKey", "***")], "S1"),
+            "invalid_base64",
+        ),
+        (upload(vec![key(1, "preKey", "")], "S1"), "invalid_envelope"),
+        (
+            upload(vec![key(1, "preKey", "AAAA")], "not base64!"),
+            "invalid_session_id",
+        ),
+        (
+            upload((1..=101).map(|d| key(d, "preKey", "AAAA")).collect(), "S1"),
+            "too_many_envelopes",
+        ),
+    ] {
+        let answer = server
+            .call(Method::POST, &path, Some(token), Some(body))
+            .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, code);
+    }
+    let answer = server
+        .call(
+            Method::POST,
+            &path,
+            Some(token),
+            Some(upload(vec![key(1, "preKey", "AAAA")], "S1")),
+        )
+        .await;
+    assert_error(&answer, StatusCode::CONFLICT, "not_a_member_device");
 }

@@ -937,25 +937,17 @@ impl CryptoMachine {
     /// this returns `Ok`: an `Err` means nothing was stored and the envelope must be read
     /// again ([`MachineError::UnknownSender`]: after refreshing the sender's device list).
     pub fn decrypt_envelope(&mut self, envelope: &Envelope) -> Result<Decrypted, MachineError> {
-        let message_key = *envelope.message_id.as_bytes();
-        if records::get::<ReceivedMarker>(&self.store, records::RECEIVED, b"", &message_key)?
-            .is_some()
-        {
+        if self.already_received(envelope.message_id)? {
             return Ok(Decrypted::Duplicate);
         }
         let sender = DeviceRef {
             user_id: envelope.sender_user_id,
             device_id: envelope.sender_device_id,
         };
-        let record = self
-            .device(sender)?
-            .ok_or(MachineError::UnknownSender(sender))?;
-        let outcome = if record.removed {
-            Err(FailureReason::SenderRemoved)
-        } else if !record.trust.allows_messages() {
-            Err(FailureReason::SenderBlocked)
-        } else {
-            self.decrypt_from(envelope, &record)
+        let (record, refused) = self.sender_record(sender)?;
+        let outcome = match refused {
+            Some(reason) => Err(reason),
+            None => self.decrypt_from(envelope, &record),
         };
         let account_changed = matches!(outcome, Ok((_, true)));
         let result = match outcome {
@@ -963,6 +955,38 @@ impl CryptoMachine {
             Err(reason) => Decrypted::Failed(reason),
         };
         self.store_result(envelope, sender, result, account_changed)
+    }
+
+    /// Whether a message (by server message ID) was stored, or recorded as unreadable,
+    /// before.
+    fn already_received(&self, message_id: Uuid) -> Result<bool, MachineError> {
+        Ok(records::get::<ReceivedMarker>(
+            &self.store,
+            records::RECEIVED,
+            b"",
+            message_id.as_bytes(),
+        )?
+        .is_some())
+    }
+
+    /// The sending device's record, and why nothing from it is read (removed, or blocked
+    /// by an identity change), if so. [`MachineError::UnknownSender`]: refresh its user's
+    /// device list, then try again.
+    fn sender_record(
+        &self,
+        sender: DeviceRef,
+    ) -> Result<(DeviceRecord, Option<FailureReason>), MachineError> {
+        let record = self
+            .device(sender)?
+            .ok_or(MachineError::UnknownSender(sender))?;
+        let refused = if record.removed {
+            Some(FailureReason::SenderRemoved)
+        } else if !record.trust.allows_messages() {
+            Some(FailureReason::SenderBlocked)
+        } else {
+            None
+        };
+        Ok((record, refused))
     }
 
     /// Records an envelope as unreadable without trying it (its sender cannot be known):

@@ -1,7 +1,5 @@
 //! Channels: create, read, change members, share sender keys, send group messages.
 
-use std::collections::HashSet;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,7 +16,7 @@ use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::messages::{answer, decode_ciphertext};
+use super::messages::{answer, decode_ciphertext, decode_per_device};
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::db::channels::{GroupTargets, NewSenderKey, Refusal};
@@ -248,49 +246,21 @@ pub async fn upload_sender_keys(
     ApiJson(request): ApiJson<UploadSenderKeysRequest>,
 ) -> Result<Json<UploadSenderKeysResponse>, ApiError> {
     check_session_id(&request.session_id)?;
-    let max = state.settings.max_envelopes_per_message;
-    if request.distributions.len() > max {
-        return Err(ApiError::new(
-            ErrorCode::TooManyEnvelopes,
-            format!("one upload carries at most {max} sender keys"),
-        )
-        .with_details(json!({ "max": max })));
-    }
-    let mut seen = HashSet::with_capacity(request.distributions.len());
-    let mut keys = Vec::with_capacity(request.distributions.len());
-    for (index, key) in request.distributions.iter().enumerate() {
+    let items = request.distributions.iter().map(|key| {
         let device = DeviceRef {
             user_id: key.user_id,
             device_id: key.device_id,
         };
-        if !seen.insert(device) {
-            return Err(ApiError::new(
-                ErrorCode::DuplicateEnvelope,
-                "two sender keys for one device",
-            )
-            .with_details(json!({ "userId": device.user_id, "deviceId": device.device_id })));
-        }
-        if !matches!(
-            key.envelope_type,
-            EnvelopeType::PreKey | EnvelopeType::Normal
-        ) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidEnvelope,
-                "a sender key is an Olm preKey or normal message",
-            )
-            .with_details(json!({ "field": format!("distributions[{index}].envelopeType") })));
-        }
-        let ciphertext = decode_ciphertext(
-            &state,
-            &format!("distributions[{index}].ciphertext"),
-            &key.ciphertext,
-        )?;
-        keys.push(NewSenderKey {
+        (device, key.envelope_type, key.ciphertext.as_str())
+    });
+    let keys: Vec<NewSenderKey> = decode_per_device(&state, "distributions", items)?
+        .into_iter()
+        .map(|(device, envelope_type, ciphertext)| NewSenderKey {
             device,
-            envelope_type: key.envelope_type,
+            envelope_type,
             ciphertext,
-        });
-    }
+        })
+        .collect();
     let changed = db::channels::store_sender_keys(
         &state.pool,
         caller_device(caller),

@@ -193,45 +193,59 @@ pub async fn send_message(
 
 /// Decodes and checks V2 envelopes: count, one per device, type, size.
 fn decode_v2(state: &AppState, envelopes: &[DeviceEnvelope]) -> Result<Vec<NewEnvelope>, ApiError> {
+    let items = envelopes.iter().map(|e| {
+        let device = DeviceRef {
+            user_id: e.user_id,
+            device_id: e.device_id,
+        };
+        (device, e.envelope_type, e.ciphertext.as_str())
+    });
+    Ok(decode_per_device(state, "deviceEnvelopes", items)?
+        .into_iter()
+        .map(|(device, envelope_type, ciphertext)| NewEnvelope {
+            device,
+            envelope_type,
+            ciphertext: Some(ciphertext),
+        })
+        .collect())
+}
+
+/// Checks a request's per-device Olm ciphertexts (V2 envelopes, sender keys), all before
+/// the database is asked anything: at most the envelopes-per-message limit, one per
+/// device, an Olm type (`preKey` or `normal`), a size within the limit. `field` names the
+/// request's list in error details.
+pub(crate) fn decode_per_device<'a>(
+    state: &AppState,
+    field: &str,
+    items: impl ExactSizeIterator<Item = (DeviceRef, EnvelopeType, &'a str)>,
+) -> Result<Vec<(DeviceRef, EnvelopeType, Vec<u8>)>, ApiError> {
     let max = state.settings.max_envelopes_per_message;
-    if envelopes.len() > max {
+    if items.len() > max {
         return Err(ApiError::new(
             ErrorCode::TooManyEnvelopes,
-            format!("a message carries at most {max} envelopes"),
+            format!("{field} carries at most {max} entries"),
         )
         .with_details(json!({ "max": max })));
     }
-    let mut seen = HashSet::with_capacity(envelopes.len());
-    let mut decoded = Vec::with_capacity(envelopes.len());
-    for (index, envelope) in envelopes.iter().enumerate() {
-        let device = DeviceRef {
-            user_id: envelope.user_id,
-            device_id: envelope.device_id,
-        };
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut decoded = Vec::with_capacity(items.len());
+    for (index, (device, envelope_type, ciphertext)) in items.enumerate() {
         if !seen.insert(device) {
             return Err(ApiError::new(
                 ErrorCode::DuplicateEnvelope,
-                "two envelopes for one device",
+                format!("{field} has two entries for one device"),
             )
             .with_details(json!({ "userId": device.user_id, "deviceId": device.device_id })));
         }
-        if envelope.envelope_type == EnvelopeType::Legacy {
+        if envelope_type == EnvelopeType::Legacy {
             return Err(ApiError::new(
                 ErrorCode::InvalidEnvelope,
-                "a V2 envelope is preKey or normal",
+                "a per-device ciphertext is an Olm preKey or normal message",
             )
-            .with_details(json!({ "field": format!("deviceEnvelopes[{index}].envelopeType") })));
+            .with_details(json!({ "field": format!("{field}[{index}].envelopeType") })));
         }
-        let ciphertext = decode_ciphertext(
-            state,
-            &format!("deviceEnvelopes[{index}].ciphertext"),
-            &envelope.ciphertext,
-        )?;
-        decoded.push(NewEnvelope {
-            device,
-            envelope_type: envelope.envelope_type,
-            ciphertext: Some(ciphertext),
-        });
+        let bytes = decode_ciphertext(state, &format!("{field}[{index}].ciphertext"), ciphertext)?;
+        decoded.push((device, envelope_type, bytes));
     }
     Ok(decoded)
 }

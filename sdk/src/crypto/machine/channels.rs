@@ -208,15 +208,10 @@ impl CryptoMachine {
         if group.has_inbound(&self.store, item.channel_id, sender, &item.session_id)? {
             return Ok(ItemOutcome::Duplicate);
         }
-        let record = self
-            .device(sender)?
-            .ok_or(MachineError::UnknownSender(sender))?;
-        let decrypted = if record.removed {
-            Err(FailureReason::SenderRemoved)
-        } else if !record.trust.allows_messages() {
-            Err(FailureReason::SenderBlocked)
-        } else {
-            self.olm_open(item, &record)
+        let (record, refused) = self.sender_record(sender)?;
+        let decrypted = match refused {
+            Some(reason) => Err(reason),
+            None => self.olm_open(item, &record),
         };
         let account_changed = matches!(decrypted, Ok((_, true)));
         let account = account_changed.then(|| self.account_record());
@@ -297,26 +292,15 @@ impl CryptoMachine {
         &mut self,
         item: &GroupMessage,
     ) -> Result<ItemOutcome, MachineError> {
-        let message_key = *item.message_id.as_bytes();
-        if records::get::<ReceivedMarker>(&self.store, records::RECEIVED, b"", &message_key)?
-            .is_some()
-        {
+        if self.already_received(item.message_id)? {
             return Ok(ItemOutcome::Duplicate);
         }
+        let message_key = *item.message_id.as_bytes();
         let sender = DeviceRef {
             user_id: item.sender_user_id,
             device_id: item.sender_device_id,
         };
-        let record = self
-            .device(sender)?
-            .ok_or(MachineError::UnknownSender(sender))?;
-        let refused = if record.removed {
-            Some(FailureReason::SenderRemoved)
-        } else if !record.trust.allows_messages() {
-            Some(FailureReason::SenderBlocked)
-        } else {
-            None
-        };
+        let (record, refused) = self.sender_record(sender)?;
         let ciphertext = decode_base64(&item.ciphertext);
         let group = self.group_sessions();
         let outcome = self.store.transaction(|tx| {
