@@ -50,6 +50,7 @@ where
     let receiver = delivery::fabric::Receiver {
         hub: hub.clone(),
         tokens: tokens.clone(),
+        pool: pool.clone(),
     };
     let (fabric, fabric_tasks) =
         delivery::fabric::start(&settings.fabric, &pool, receiver, stop_rx.clone())

@@ -199,6 +199,64 @@ pub async fn undelivered_after(
     rows.into_iter().map(ItemRow::into_item).collect()
 }
 
+/// Undelivered items at exactly these stream positions, in one query over the three
+/// stream tables (what another process signalled; positions already delivered or gone
+/// are left out).
+pub async fn items_at(
+    pool: &PgPool,
+    positions: &[(DeviceKey, u64)],
+) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
+    let users: Vec<Uuid> = positions.iter().map(|((u, _), _)| u.as_uuid()).collect();
+    let devices: Vec<i32> = positions.iter().map(|((_, d), _)| d.as_i32()).collect();
+    let seqs: Vec<i64> = positions.iter().map(|(_, s)| seq_param(*s)).collect();
+    #[derive(sqlx::FromRow)]
+    struct Placed {
+        user_id: Uuid,
+        device_id: i32,
+        #[sqlx(flatten)]
+        row: ItemRow,
+    }
+    let rows: Vec<Placed> = sqlx::query_as(
+        "WITH p AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS p (user_id, device_id, seq))
+         SELECT e.recipient_user_id AS user_id, e.recipient_device_id AS device_id,
+                CASE WHEN e.envelope_type = 3 THEN 1::int2 ELSE 0::int2 END AS kind, e.seq, e.message_id,
+                m.sender_user_id, m.sender_device_id, m.protocol_version, e.envelope_type,
+                COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at,
+                m.channel_id, m.group_session_id AS session_id, NULL::text AS body
+         FROM p JOIN message_envelopes e ON e.recipient_user_id = p.user_id
+             AND e.recipient_device_id = p.device_id AND e.seq = p.seq AND e.delivered_at IS NULL
+         JOIN messages m ON m.message_id = e.message_id
+         UNION ALL
+         SELECT s.recipient_user_id, s.recipient_device_id, 2::int2, s.seq, NULL, s.sender_user_id,
+                s.sender_device_id, NULL, s.envelope_type, s.ciphertext, s.created_at, s.channel_id,
+                s.session_id, NULL
+         FROM p JOIN sender_key_distributions s ON s.recipient_user_id = p.user_id
+             AND s.recipient_device_id = p.device_id AND s.seq = p.seq AND s.delivered_at IS NULL
+         UNION ALL
+         SELECT v.recipient_user_id, v.recipient_device_id, 3::int2, v.seq, NULL, NULL, NULL, NULL,
+                NULL, NULL, NULL, NULL, NULL, v.body
+         FROM p JOIN stream_events v ON v.recipient_user_id = p.user_id
+             AND v.recipient_device_id = p.device_id AND v.seq = p.seq",
+    )
+    .bind(&users)
+    .bind(&devices)
+    .bind(&seqs)
+    .fetch_all(pool)
+    .await?;
+    let mut items = rows
+        .into_iter()
+        .map(|placed| {
+            Ok((
+                (UserId::from(placed.user_id), device_id(placed.device_id)?),
+                placed.row.into_item()?,
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // In stream order per device, so connections write them without holding any back.
+    items.sort_by_key(|((user, device), item)| (*user, *device, item.seq()));
+    Ok(items)
+}
+
 /// An item to append to every active device of a user, except one.
 #[derive(Debug, Clone)]
 pub struct UserItem {

@@ -248,6 +248,8 @@ fn signals_from<'a>(process: &str, payload: &'a str) -> impl Iterator<Item = Sig
 pub struct Receiver {
     pub hub: Arc<Hub>,
     pub tokens: Arc<TokenCache>,
+    /// Reads the signalled items (one query per payload for every local device).
+    pub pool: PgPool,
 }
 
 impl Receiver {
@@ -263,11 +265,40 @@ impl Receiver {
         }
     }
 
-    /// Applies a payload from the transport, unless `process` (this one) sent it.
+    /// Applies a payload from the transport, unless `process` (this one) sent it. The new
+    /// items of devices connected here are read in one query for the whole payload and
+    /// pushed like local sends (instead of one stream read per device); if that read
+    /// fails, those devices reread their streams.
     fn apply_payload(&self, process: &str, payload: &str) {
+        let mut items = Vec::new();
         for signal in signals_from(process, payload) {
-            self.apply(signal);
+            match signal {
+                Signal::Items { device, seq } if self.hub.is_connected(device) => {
+                    items.push((device, seq));
+                }
+                Signal::Items { .. } => {}
+                other => self.apply(other),
+            }
         }
+        if items.is_empty() {
+            return;
+        }
+        let receiver = self.clone();
+        tokio::spawn(async move {
+            match crate::db::stream::items_at(&receiver.pool, &items).await {
+                Ok(found) => {
+                    for (device, item) in found {
+                        super::push_item(&receiver.hub, device, item);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not read signalled items");
+                    for (device, _) in items {
+                        receiver.hub.read_stream(device);
+                    }
+                }
+            }
+        });
     }
 
     /// Signals may have been missed: every local socket rereads its stream.

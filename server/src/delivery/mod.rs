@@ -139,6 +139,11 @@ impl Hub {
         }
     }
 
+    /// Whether a device has a connection here.
+    pub fn is_connected(&self, device: DeviceKey) -> bool {
+        self.lock().contains_key(&device)
+    }
+
     /// Tells a device's connection here to read its stream from the database (its new
     /// items were stored by another process).
     pub fn read_stream(&self, device: DeviceKey) {
@@ -200,21 +205,29 @@ pub fn deliver(
     fabric: &fabric::Fabric,
     items: Vec<(DeviceKey, courier_protocol::api::stream::StreamItem)>,
 ) {
-    use courier_protocol::api::stream::ServerFrame;
     for (device, item) in items {
         let seq = item.seq();
-        match serde_json::to_string(&ServerFrame::Item(item)) {
-            Ok(text) => {
-                hub.push(
-                    device,
-                    PushedFrame {
-                        seq,
-                        text: Arc::from(text),
-                    },
-                );
-                fabric.publish(fabric::Signal::Items { device, seq });
-            }
-            Err(error) => tracing::error!(%error, "could not encode a stream item"),
-        }
+        push_item(hub, device, item);
+        fabric.publish(fabric::Signal::Items { device, seq });
+    }
+}
+
+/// Pushes one stored stream item to its device if it is connected here.
+pub(crate) fn push_item(
+    hub: &Hub,
+    device: DeviceKey,
+    item: courier_protocol::api::stream::StreamItem,
+) {
+    use courier_protocol::api::stream::ServerFrame;
+    let seq = item.seq();
+    match serde_json::to_string(&ServerFrame::Item(item)) {
+        Ok(text) => hub.push(
+            device,
+            PushedFrame {
+                seq,
+                text: Arc::from(text),
+            },
+        ),
+        Err(error) => tracing::error!(%error, "could not encode a stream item"),
     }
 }
