@@ -15,6 +15,8 @@
 //! Store work is synchronous and short (one SQLite transaction per operation); it runs on
 //! the calling task.
 
+mod channels;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,8 +41,6 @@ use crate::transport::{
 /// Sends tried per message before giving up: each refusal for a device-list mismatch
 /// refreshes the lists once.
 const MAX_SEND_ATTEMPTS: usize = 4;
-
-mod channels;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,6 @@
 //! Sending messages (V1 and V2), reading one envelope, marking one delivered.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +9,7 @@ use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{
     DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
-use courier_protocol::api::stream::{Envelope, ServerFrame, StreamItem};
+use courier_protocol::api::stream::{Envelope, StreamItem};
 use courier_protocol::keys::{KeyDecodeError, decode_base64, encode_base64};
 use courier_protocol::{DeviceId, ErrorBody, ErrorCode, limits};
 use serde::Deserialize;
@@ -21,8 +20,6 @@ use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::db::messages::{NewEnvelope, Refusal, StoreJob, StoredMessage};
 use crate::db::stream::EnvelopeLookup;
-use crate::delivery::PushedFrame;
-use crate::delivery::fabric::Signal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
@@ -277,43 +274,32 @@ fn push(
     envelopes: &[NewEnvelope],
     legacy: Option<&[u8]>,
 ) {
-    for (placed, envelope) in placed.iter().filter_map(|p| {
-        envelopes
-            .iter()
-            .find(|e| e.device == p.device)
-            .map(|e| (p, e))
-    }) {
-        let ciphertext = legacy
-            .or(envelope.ciphertext.as_deref())
-            .unwrap_or_default();
-        let frame = ServerFrame::Item(StreamItem::Envelope(Envelope {
-            seq: placed.seq,
-            message_id: message.message_id,
-            sender_user_id: caller.user_id,
-            sender_device_id: caller.device_id,
-            protocol_version: if legacy.is_some() { 1 } else { 2 },
-            envelope_type: envelope.envelope_type,
-            ciphertext: encode_base64(ciphertext),
-            server_timestamp: message.created_at,
-        }));
-        match serde_json::to_string(&frame) {
-            Ok(text) => {
-                let device = (placed.device.user_id, placed.device.device_id);
-                state.hub.push(
-                    device,
-                    PushedFrame {
-                        seq: placed.seq,
-                        text: Arc::from(text),
-                    },
-                );
-                state.fabric.publish(Signal::Items {
-                    device,
-                    seq: placed.seq,
-                });
-            }
-            Err(error) => tracing::error!(%error, "could not encode a pushed envelope"),
-        }
-    }
+    let items = placed
+        .iter()
+        .filter_map(|p| {
+            envelopes
+                .iter()
+                .find(|e| e.device == p.device)
+                .map(|e| (p, e))
+        })
+        .map(|(placed, envelope)| {
+            let ciphertext = legacy
+                .or(envelope.ciphertext.as_deref())
+                .unwrap_or_default();
+            let item = StreamItem::Envelope(Envelope {
+                seq: placed.seq,
+                message_id: message.message_id,
+                sender_user_id: caller.user_id,
+                sender_device_id: caller.device_id,
+                protocol_version: if legacy.is_some() { 1 } else { 2 },
+                envelope_type: envelope.envelope_type,
+                ciphertext: encode_base64(ciphertext),
+                server_timestamp: message.created_at,
+            });
+            ((placed.device.user_id, placed.device.device_id), item)
+        })
+        .collect();
+    crate::delivery::deliver(&state.hub, &state.fabric, items);
 }
 
 /// Optional device ID in envelope queries (V1 clients omit it).
