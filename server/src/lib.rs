@@ -12,6 +12,7 @@ pub mod config;
 pub mod database;
 mod db;
 pub mod delivery;
+mod device_lists;
 mod error;
 mod extract;
 pub mod metrics;
@@ -47,9 +48,11 @@ where
     let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let tokens = Arc::new(auth::TokenCache::new(settings.token_cache_ttl, 100_000));
+    let device_lists = Arc::new(device_lists::DeviceLists::default());
     let receiver = delivery::fabric::Receiver {
         hub: hub.clone(),
         tokens: tokens.clone(),
+        device_lists: device_lists.clone(),
         pool: pool.clone(),
     };
     let (fabric, fabric_tasks) =
@@ -63,7 +66,7 @@ where
         fabric.clone(),
         settings.ack_batch_interval,
     );
-    let (sends, send_tasks) = sends::SendQueue::start(&pool, 3);
+    let (sends, send_task) = sends::SendQueue::start(&pool, device_lists.clone());
     let retention = delivery::retention::start(
         pool.clone(),
         metrics.clone(),
@@ -76,6 +79,7 @@ where
         pool: pool.clone(),
         passwords: auth::Passwords::new(settings.max_concurrent_password_hashes),
         tokens,
+        device_lists,
         fabric,
         settings: Arc::new(settings),
         hub: hub.clone(),
@@ -111,12 +115,11 @@ where
         tracing::warn!("acknowledgements were still being written at shutdown");
     }
     // In-flight requests have finished, so every queued send has been answered.
-    let writers = futures::future::join_all(send_tasks);
-    if tokio::time::timeout(Duration::from_secs(10), writers)
+    if tokio::time::timeout(Duration::from_secs(10), send_task)
         .await
         .is_err()
     {
-        tracing::warn!("message writers were still running at shutdown");
+        tracing::warn!("the message writer was still running at shutdown");
     }
     served
 }

@@ -1,23 +1,35 @@
 //! Group commit for sends: the sends that arrive while a batch is being written go into
-//! the next batch, which costs two statements however many messages it holds: one reads
-//! what every send is checked against (earlier messages under their client IDs, the
-//! device lists), one stores the accepted ones and commits. Every sender is answered
+//! the next batch, which costs one statement however many messages it holds: the sends
+//! are checked against the device lists (cached: `crate::device_lists`), and one
+//! statement stores the accepted ones and commits. Every sender is answered
 //! only after its own message is committed (or refused, with nothing written).
+//!
+//! One task per process writes the batches, on purpose: every batch locks the device rows
+//! of its recipients (their stream counters), and the batches of a busy server touch
+//! nearly every active device, so concurrent writers mostly wait for each other's locks
+//! (measured: three writers used more PostgreSQL CPU per message and delivered fewer
+//! messages per second than one; docs/benchmarks.md). Splitting the check and the store
+//! into a two-stage pipeline was measured too: smaller batches, higher latency. Several
+//! processes still write concurrently, each with its own writer.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
+use courier_protocol::UserId;
 use courier_protocol::api::messages::{DeviceListMismatch, EnvelopeType};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::db::messages::{
-    NewEnvelope, Placed, Refusal, SendKey, StoreJob, StoreOutcome, StoredMessage,
-    find_by_client_id, prepare_batch, store_batch,
+    NewEnvelope, Placed, Refusal, SendContext, StoreJob, StoreOutcome, StoredMessage, UserDevices,
+    find_by_client_id, read_device_lists, store_batch,
 };
+use crate::device_lists::DeviceLists;
 
 /// Most messages handled by one batch.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 256;
 
 /// What became of a send.
 #[derive(Debug)]
@@ -41,15 +53,14 @@ type Reply = oneshot::Sender<Result<SendResult, String>>;
 pub struct SendQueue(mpsc::Sender<(StoreJob, Reply)>);
 
 impl SendQueue {
-    /// Starts `writers` tasks, each handling one batch at a time (so up to `writers`
-    /// batches are in flight). They end once every queue handle is dropped.
-    pub fn start(pool: &PgPool, writers: usize) -> (Self, Vec<JoinHandle<()>>) {
-        let (tx, rx) = mpsc::channel(MAX_BATCH * writers.max(1) * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        let tasks = (0..writers.max(1))
-            .map(|_| tokio::spawn(write_batches(pool.clone(), rx.clone())))
-            .collect();
-        (Self(tx), tasks)
+    /// Starts the writer task. It ends once every queue handle is dropped (after
+    /// finishing its batch).
+    pub fn start(pool: &PgPool, device_lists: Arc<DeviceLists>) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        (
+            Self(tx),
+            tokio::spawn(write_batches(pool.clone(), device_lists, rx)),
+        )
     }
 
     /// Sends a message: a V2 job carries its envelopes, a V1 job its legacy ciphertext
@@ -63,21 +74,25 @@ impl SendQueue {
             .map_err(|_| "the send queue is closed".to_owned())?;
         answer
             .await
-            .map_err(|_| "a send writer stopped".to_owned())?
+            .map_err(|_| "the send writer stopped".to_owned())?
     }
 }
 
-async fn write_batches(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(StoreJob, Reply)>>>) {
+/// Takes whatever sends arrived while the previous batch was written, checks them and
+/// stores the accepted ones: one batch at a time.
+async fn write_batches(
+    pool: PgPool,
+    device_lists: Arc<DeviceLists>,
+    mut rx: mpsc::Receiver<(StoreJob, Reply)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        {
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
-        }
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (jobs, replies): (Vec<StoreJob>, Vec<Reply>) = batch.drain(..).unzip();
-        match handle(&pool, jobs).await {
+        let results = match check(&pool, &device_lists, jobs).await {
+            Ok((results, accepted)) => store(&pool, results, accepted).await,
+            Err(error) => Err(error),
+        };
+        match results {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
@@ -94,57 +109,116 @@ async fn write_batches(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<(StoreJob, Rep
     }
 }
 
-/// Checks and stores one batch; results in the order of `jobs`.
-async fn handle(pool: &PgPool, jobs: Vec<StoreJob>) -> Result<Vec<SendResult>, sqlx::Error> {
-    let keys: Vec<SendKey<'_>> = jobs
-        .iter()
-        .map(|job| SendKey {
-            sender: job.sender,
-            client_message_id: &job.client_message_id,
-            recipient: job.recipient,
-        })
-        .collect();
-    let contexts = prepare_batch(pool, &keys).await?;
+/// The answers a batch's checks decide (`None`: to store) and the jobs to store, with
+/// their places in the batch.
+type Checked = (Vec<Option<SendResult>>, Vec<(usize, StoreJob)>);
 
-    // Decide each job without writing; keep the accepted ones in order.
+/// The device lists of `users`: cached ones, the rest read in one query (and cached).
+async fn device_lists(
+    pool: &PgPool,
+    cache: &DeviceLists,
+    users: BTreeSet<UserId>,
+) -> Result<HashMap<UserId, Arc<UserDevices>>, sqlx::Error> {
+    let (mut lists, missing, epoch) = cache.lookup(users);
+    if !missing.is_empty() {
+        let read_at = Instant::now();
+        let read = read_device_lists(pool, &missing).await?;
+        cache.store(epoch, read_at, &read);
+        lists.extend(read);
+    }
+    Ok(lists)
+}
+
+/// Checks a job against device lists; a V1 job gets its targets.
+fn check_job(job: &mut StoreJob, lists: &HashMap<UserId, Arc<UserDevices>>) -> Result<(), Refusal> {
+    if job.channel.is_some() {
+        // The route checked the member devices and their sender keys.
+        return Ok(());
+    }
+    let context = SendContext::new(job.sender, job.recipient, lists);
+    if job.legacy_envelope.is_some() {
+        let targets = context.v1_targets(job.sender, job.recipient)?;
+        job.envelopes = targets
+            .into_iter()
+            .map(|device| NewEnvelope {
+                device,
+                envelope_type: EnvelopeType::Legacy,
+                ciphertext: None,
+            })
+            .collect();
+        Ok(())
+    } else {
+        let requested = job.envelopes.iter().map(|e| e.device).collect();
+        context.check_v2(job.sender, job.recipient, &requested)
+    }
+}
+
+/// Checks one batch, writing nothing: against the cached device lists, then the sends
+/// those refuse against lists read again from the database (a cached list may be behind),
+/// and a send still refused is answered with the message its device stored earlier under
+/// the same client ID, if any (a retry is answered before its envelope set counts: the
+/// device lists may have changed since the original was stored, and the original
+/// stands). A retry that passes the checks is found by the store's idempotency key.
+async fn check(
+    pool: &PgPool,
+    cache: &DeviceLists,
+    jobs: Vec<StoreJob>,
+) -> Result<Checked, sqlx::Error> {
+    let users: BTreeSet<UserId> = jobs
+        .iter()
+        .flat_map(|job| [job.sender.user_id, job.recipient])
+        .collect();
+    let lists = device_lists(pool, cache, users).await?;
+
     let mut results: Vec<Option<SendResult>> = Vec::with_capacity(jobs.len());
     let mut accepted: Vec<(usize, StoreJob)> = Vec::new();
-    for (index, (mut job, mut context)) in jobs.into_iter().zip(contexts).enumerate() {
-        if let Some(existing) = context.existing.take() {
-            // A retry is answered before the envelope set is checked: the device lists may
-            // have changed since the original was stored, and the original stands.
-            results.push(Some(SendResult::Existing(existing)));
-            continue;
-        }
-        let checked = if job.channel.is_some() {
-            // The route checked the member devices and their sender keys.
-            Ok(())
-        } else if job.legacy_envelope.is_some() {
-            context
-                .v1_targets(job.sender, job.recipient)
-                .map(|targets| {
-                    job.envelopes = targets
-                        .into_iter()
-                        .map(|device| NewEnvelope {
-                            device,
-                            envelope_type: EnvelopeType::Legacy,
-                            ciphertext: None,
-                        })
-                        .collect();
-                })
-        } else {
-            let requested = job.envelopes.iter().map(|e| e.device).collect();
-            context.check_v2(job.sender, job.recipient, &requested)
-        };
-        match checked {
-            Ok(()) => {
-                results.push(None);
-                accepted.push((index, job));
-            }
-            Err(refusal) => results.push(Some(SendResult::Refused(refusal))),
+    let mut refused: Vec<(usize, StoreJob)> = Vec::new();
+    for (index, mut job) in jobs.into_iter().enumerate() {
+        results.push(None);
+        match check_job(&mut job, &lists) {
+            Ok(()) => accepted.push((index, job)),
+            Err(_) => refused.push((index, job)),
         }
     }
+    if refused.is_empty() {
+        return Ok((results, accepted));
+    }
 
+    let users: BTreeSet<UserId> = refused
+        .iter()
+        .flat_map(|(_, job)| [job.sender.user_id, job.recipient])
+        .collect();
+    for user in &users {
+        cache.forget(*user);
+    }
+    let lists = device_lists(pool, cache, users).await?;
+    for (index, mut job) in refused {
+        match check_job(&mut job, &lists) {
+            Ok(()) => accepted.push((index, job)),
+            Err(refusal) => {
+                let result =
+                    match find_by_client_id(pool, job.sender, &job.client_message_id).await? {
+                        Some(existing) => SendResult::Existing(existing),
+                        None => SendResult::Refused(refusal),
+                    };
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(result);
+                }
+            }
+        }
+    }
+    // The store keeps the batch's order.
+    accepted.sort_by_key(|(index, _)| *index);
+    Ok((results, accepted))
+}
+
+/// Stores a checked batch's accepted jobs (one statement, committed); results in the
+/// order of the batch.
+async fn store(
+    pool: &PgPool,
+    mut results: Vec<Option<SendResult>>,
+    accepted: Vec<(usize, StoreJob)>,
+) -> Result<Vec<SendResult>, sqlx::Error> {
     if !accepted.is_empty() {
         let (indexes, store_jobs): (Vec<usize>, Vec<StoreJob>) = accepted.into_iter().unzip();
         let outcomes = store_batch(pool, &store_jobs).await?;

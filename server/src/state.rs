@@ -77,6 +77,8 @@ pub(crate) struct AppState {
     pub settings: Arc<Settings>,
     pub passwords: Passwords,
     pub tokens: Arc<TokenCache>,
+    /// Device lists the send writer checks sends against.
+    pub device_lists: Arc<crate::device_lists::DeviceLists>,
     pub hub: Arc<Hub>,
     pub acks: AckSender,
     pub sends: crate::sends::SendQueue,
@@ -86,6 +88,14 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// After a user's device list changed (a device registered, or its identity keys
+    /// published): this process and the others check sends against the new list.
+    pub fn devices_changed(&self, user_id: courier_protocol::UserId) {
+        self.device_lists.forget(user_id);
+        self.fabric
+            .publish(crate::delivery::fabric::Signal::DevicesChanged { user: user_id });
+    }
+
     /// After a device was removed: its cached token is forgotten and its socket closed.
     pub fn device_removed(
         &self,
@@ -93,6 +103,7 @@ impl AppState {
         device_id: courier_protocol::DeviceId,
     ) {
         self.tokens.forget_device(user_id, device_id);
+        self.device_lists.forget(user_id);
         self.fabric
             .publish(crate::delivery::fabric::Signal::Removed {
                 device: (user_id, device_id),

@@ -213,6 +213,63 @@ async fn missing_extra_and_stale_devices_are_refused_together(pool: PgPool) {
     send_ok(&server, sender, v2_body("x1", bob.id, &good, "hello")).await;
 }
 
+/// Sends are checked against cached device lists: a device that becomes reachable (or is
+/// removed) right after a send counts for the very next one.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_next_send_sees_a_device_list_change_at_once(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = User::new(&server, "alice", 1).await;
+    let mut bob = User::new(&server, "bob", 1).await;
+    let sender = &alice.devices[0];
+    send_ok(
+        &server,
+        sender,
+        v2_body("c1", bob.id, &targets(sender, &alice, &bob), "one"),
+    )
+    .await;
+
+    // Bob's new device publishes its keys: a send without it is refused as missing it,
+    // a send with it goes through.
+    let old_targets = targets(sender, &alice, &bob);
+    bob.devices.push(server.new_published_device("bob").await);
+    let answer = send(&server, sender, v2_body("c2", bob.id, &old_targets, "two")).await;
+    assert_error(&answer, StatusCode::CONFLICT, "device_list_mismatch");
+    let mismatch: DeviceListMismatch =
+        serde_json::from_value(answer.1["error"]["details"].clone()).unwrap();
+    assert_eq!(mismatch.missing.len(), 1);
+    assert_eq!(mismatch.missing[0].device_id, bob.devices[1].device_id);
+    send_ok(
+        &server,
+        sender,
+        v2_body("c2", bob.id, &targets(sender, &alice, &bob), "two"),
+    )
+    .await;
+
+    // Bob removes his first device: the next send to it calls it stale.
+    let removed = bob.devices[0].device_id;
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/devices/{removed}"),
+            Some(&bob.devices[1].token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let answer = send(
+        &server,
+        sender,
+        v2_body("c3", bob.id, &targets(sender, &alice, &bob), "three"),
+    )
+    .await;
+    assert_error(&answer, StatusCode::CONFLICT, "device_list_mismatch");
+    let mismatch: DeviceListMismatch =
+        serde_json::from_value(answer.1["error"]["details"].clone()).unwrap();
+    assert_eq!(mismatch.stale.len(), 1);
+    assert_eq!(mismatch.stale[0].device_id, removed);
+    assert!(mismatch.missing.is_empty() && mismatch.extra.is_empty());
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn retries_are_idempotent_concurrently_and_after_a_restart(pool: PgPool) {
     let server = TestServer::start(pool.clone()).await;

@@ -474,6 +474,38 @@ async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric) {
         .call(Method::GET, "/v1/devices", Some(&victim.token), None)
         .await;
     assert_error(&refused, StatusCode::UNAUTHORIZED, "device_removed");
+
+    // B checks sends against cached device lists. Bob adds a device through A: a send
+    // through B that includes it goes through at once (a list B cached before the change
+    // is read again before a send is refused), and one without it is refused.
+    let new_device = a.new_published_device("bob").await;
+    let mut with_new: Vec<(UserId, DeviceId)> = vec![
+        (bob.id, bob.devices[0].device_id),
+        (bob.id, new_device.device_id),
+    ];
+    with_new.extend(
+        alice
+            .devices
+            .iter()
+            .filter(|d| d.device_id != sender.device_id)
+            .map(|d| (d.user_id, d.device_id)),
+    );
+    b.send(sender, v2_body("p3", bob.id, &with_new, "new device"))
+        .await;
+    let without_new: Vec<(UserId, DeviceId)> = with_new
+        .iter()
+        .copied()
+        .filter(|(_, d)| *d != new_device.device_id)
+        .collect();
+    let refused = b
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(v2_body("p4", bob.id, &without_new, "missing")),
+        )
+        .await;
+    assert_error(&refused, StatusCode::CONFLICT, "device_list_mismatch");
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

@@ -1,10 +1,11 @@
 //! Storing messages and their per-device envelopes.
 //!
-//! A send costs two round trips: [`prepare`] reads what the send is checked against (an
-//! earlier message with this client ID, the device lists), and [`store`] writes the
-//! message and all its envelopes in one statement, which is one transaction.
+//! Sends are checked against the device lists of their senders and recipients
+//! ([`read_device_lists`], cached in `crate::device_lists`), and [`store_batch`] writes
+//! the messages and all their envelopes in one statement, which is one transaction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use courier_protocol::UserId;
@@ -39,11 +40,81 @@ pub struct Placed {
     pub seq: u64,
 }
 
-/// What a send is checked against, read in one query.
+/// A user's devices, as sends are checked against them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDevices {
+    /// Whether the user exists.
+    pub exists: bool,
+    /// Every device the user ever had, removed ones included.
+    pub devices: Vec<DeviceState>,
+}
+
+/// One device's state for sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceState {
+    pub device: DeviceRef,
+    pub removed: bool,
+    /// Active, with identity keys published.
+    pub reachable: bool,
+}
+
+/// Reads the device lists of `users` in one query (a user that does not exist gets an
+/// empty list with `exists: false`).
+pub async fn read_device_lists(
+    pool: &PgPool,
+    users: &[UserId],
+) -> Result<HashMap<UserId, Arc<UserDevices>>, sqlx::Error> {
+    let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+    /// A user, and one of its devices (none for a user without devices).
+    type ListRow = (Uuid, Option<i32>, Option<bool>, Option<bool>);
+    let rows: Vec<ListRow> = sqlx::query_as(
+        "SELECT u.user_id, d.device_id, d.removed_at IS NOT NULL,
+                d.removed_at IS NULL AND d.has_identity_keys
+         FROM users u LEFT JOIN devices d ON d.user_id = u.user_id
+         WHERE u.user_id = ANY($1::uuid[])",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut lists: HashMap<UserId, UserDevices> = users
+        .iter()
+        .map(|user| {
+            (
+                *user,
+                UserDevices {
+                    exists: false,
+                    devices: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    for (user, device, removed, reachable) in rows {
+        let user_id = UserId::from(user);
+        let list = lists.entry(user_id).or_insert_with(|| UserDevices {
+            exists: true,
+            devices: Vec::new(),
+        });
+        list.exists = true;
+        if let Some(device) = device {
+            list.devices.push(DeviceState {
+                device: DeviceRef {
+                    user_id,
+                    device_id: device_id(device)?,
+                },
+                removed: removed.unwrap_or(false),
+                reachable: reachable.unwrap_or(false),
+            });
+        }
+    }
+    Ok(lists
+        .into_iter()
+        .map(|(user, list)| (user, Arc::new(list)))
+        .collect())
+}
+
+/// What a send is checked against: the device lists of its sender and recipient.
 #[derive(Debug)]
 pub struct SendContext {
-    /// The message this device sent earlier under the same client message ID.
-    pub existing: Option<StoredMessage>,
     recipient_exists: bool,
     /// Reachable devices (active, identity keys published) of the recipient and sender.
     reachable: BTreeSet<DeviceRef>,
@@ -51,142 +122,6 @@ pub struct SendContext {
     active: BTreeSet<DeviceRef>,
     /// Removed devices of the recipient and sender.
     removed: BTreeSet<DeviceRef>,
-}
-
-#[derive(sqlx::FromRow)]
-struct ContextRow {
-    kind: i32,
-    ord: Option<i64>,
-    user_id: Option<Uuid>,
-    device_id: Option<i32>,
-    removed: Option<bool>,
-    reachable: Option<bool>,
-    message_id: Option<Uuid>,
-    created_at: Option<DateTime<Utc>>,
-    envelope_count: Option<i32>,
-}
-
-/// One send to check: who sends, under which client ID, to whom.
-#[derive(Debug, Clone, Copy)]
-pub struct SendKey<'a> {
-    pub sender: DeviceRef,
-    pub client_message_id: &'a str,
-    pub recipient: UserId,
-}
-
-/// Reads, for a batch of sends in one round trip, what each is checked against: an
-/// earlier message under its client ID, the device states of its recipient and sender,
-/// and whether its recipient exists.
-pub async fn prepare_batch(
-    pool: &PgPool,
-    sends: &[SendKey<'_>],
-) -> Result<Vec<SendContext>, sqlx::Error> {
-    let sender_users: Vec<Uuid> = sends.iter().map(|s| s.sender.user_id.as_uuid()).collect();
-    let sender_devices: Vec<i32> = sends.iter().map(|s| s.sender.device_id.as_i32()).collect();
-    let client_ids: Vec<&str> = sends.iter().map(|s| s.client_message_id).collect();
-    let recipients: Vec<Uuid> = sends.iter().map(|s| s.recipient.as_uuid()).collect();
-    // Plain arrays, so the planner probes the primary keys whatever it thinks of `req`.
-    let involved: Vec<Uuid> = sender_users
-        .iter()
-        .chain(&recipients)
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let rows: Vec<ContextRow> = sqlx::query_as(
-        "WITH req AS (
-             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::uuid[])
-                 WITH ORDINALITY AS r (sender_user_id, sender_device_id, client_message_id, recipient_user_id, ord)
-         )
-         SELECT 1 AS kind, NULL::int8 AS ord, d.user_id, d.device_id, d.removed_at IS NOT NULL AS removed,
-                (d.removed_at IS NULL AND d.has_identity_keys) AS reachable,
-                NULL::uuid AS message_id, NULL::timestamptz AS created_at, NULL::int4 AS envelope_count
-         FROM devices d
-         WHERE d.user_id = ANY($5::uuid[])
-         UNION ALL
-         SELECT 2, r.ord, NULL, NULL, NULL, NULL, m.message_id, m.created_at, m.envelope_count
-         FROM req r JOIN messages m ON m.sender_user_id = r.sender_user_id
-             AND m.sender_device_id = r.sender_device_id AND m.client_message_id = r.client_message_id
-         UNION ALL
-         SELECT 3, NULL, u.user_id, NULL, NULL, NULL, NULL, NULL, NULL
-         FROM users u WHERE u.user_id = ANY($4::uuid[])",
-    )
-    .bind(&sender_users)
-    .bind(&sender_devices)
-    .bind(&client_ids)
-    .bind(&recipients)
-    .bind(&involved)
-    .fetch_all(pool)
-    .await?;
-
-    let mut existing: Vec<Option<StoredMessage>> = vec![None; sends.len()];
-    let mut users = BTreeSet::new();
-    let mut devices: Vec<(DeviceRef, bool, bool)> = Vec::new();
-    for row in rows {
-        match (row.kind, row.user_id, row.device_id) {
-            (1, Some(user_id), Some(id)) => {
-                let device = DeviceRef {
-                    user_id: UserId::from(user_id),
-                    device_id: device_id(id)?,
-                };
-                devices.push((
-                    device,
-                    row.removed.unwrap_or(false),
-                    row.reachable.unwrap_or(false),
-                ));
-            }
-            (2, _, _) => {
-                let index = row
-                    .ord
-                    .and_then(|ord| usize::try_from(ord - 1).ok())
-                    .filter(|i| *i < sends.len());
-                if let (Some(index), Some(message_id), Some(created_at)) =
-                    (index, row.message_id, row.created_at)
-                {
-                    let envelope_count =
-                        u32::try_from(row.envelope_count.unwrap_or(0)).unwrap_or(0);
-                    existing[index] = Some(StoredMessage {
-                        message_id,
-                        created_at,
-                        envelope_count,
-                    });
-                }
-            }
-            (3, Some(user_id), _) => {
-                users.insert(UserId::from(user_id));
-            }
-            _ => {}
-        }
-    }
-
-    Ok(sends
-        .iter()
-        .zip(existing)
-        .map(|(send, existing)| {
-            let mut context = SendContext {
-                existing,
-                recipient_exists: users.contains(&send.recipient),
-                reachable: BTreeSet::new(),
-                active: BTreeSet::new(),
-                removed: BTreeSet::new(),
-            };
-            let involved = [send.sender.user_id, send.recipient];
-            for (device, removed, reachable) in devices
-                .iter()
-                .filter(|(d, _, _)| involved.contains(&d.user_id))
-            {
-                if *removed {
-                    context.removed.insert(*device);
-                } else {
-                    context.active.insert(*device);
-                    if *reachable {
-                        context.reachable.insert(*device);
-                    }
-                }
-            }
-            context
-        })
-        .collect())
 }
 
 /// Why a send is refused before anything is written.
@@ -201,6 +136,37 @@ pub enum Refusal {
 }
 
 impl SendContext {
+    /// The context of a send from `sender` to `recipient` (whose lists must be in
+    /// `lists`; a user missing there counts as not existing).
+    pub fn new(
+        sender: DeviceRef,
+        recipient: UserId,
+        lists: &HashMap<UserId, Arc<UserDevices>>,
+    ) -> Self {
+        let mut context = SendContext {
+            recipient_exists: lists.get(&recipient).is_some_and(|list| list.exists),
+            reachable: BTreeSet::new(),
+            active: BTreeSet::new(),
+            removed: BTreeSet::new(),
+        };
+        let users: BTreeSet<UserId> = [sender.user_id, recipient].into_iter().collect();
+        for state in users
+            .iter()
+            .filter_map(|user| lists.get(user))
+            .flat_map(|list| list.devices.iter())
+        {
+            if state.removed {
+                context.removed.insert(state.device);
+            } else {
+                context.active.insert(state.device);
+                if state.reachable {
+                    context.reachable.insert(state.device);
+                }
+            }
+        }
+        context
+    }
+
     /// Checks a V2 envelope set: exactly the reachable devices of the recipient and of the
     /// sender, less the sending device.
     pub fn check_v2(
@@ -284,7 +250,7 @@ pub enum StoreOutcome {
     },
     /// This client message ID was stored meanwhile by a racing retry: nothing written.
     Duplicate,
-    /// These devices were removed after [`prepare`] read them: nothing written.
+    /// These devices were removed after the send was checked: nothing written.
     Stale(Vec<DeviceRef>),
 }
 
@@ -557,14 +523,40 @@ mod tests {
     #[test]
     fn v2_expects_every_reachable_device_but_the_sender() {
         let sender = d(1, 1);
-        let context = SendContext {
-            existing: None,
-            recipient_exists: true,
-            reachable: BTreeSet::from([d(1, 1), d(1, 2), d(2, 1)]),
-            active: BTreeSet::from([d(1, 1), d(1, 2), d(2, 1), d(2, 2)]),
-            removed: BTreeSet::new(),
+        let state = |device, removed, reachable| DeviceState {
+            device,
+            removed,
+            reachable,
         };
+        let lists = HashMap::from([
+            (
+                d(1, 1).user_id,
+                Arc::new(UserDevices {
+                    exists: true,
+                    devices: vec![
+                        state(d(1, 1), false, true),
+                        state(d(1, 2), false, true),
+                        state(d(1, 3), true, false),
+                    ],
+                }),
+            ),
+            (
+                d(2, 1).user_id,
+                Arc::new(UserDevices {
+                    exists: true,
+                    devices: vec![state(d(2, 1), false, true), state(d(2, 2), false, false)],
+                }),
+            ),
+            (
+                d(3, 1).user_id,
+                Arc::new(UserDevices {
+                    exists: true,
+                    devices: vec![state(d(3, 1), false, true)],
+                }),
+            ),
+        ]);
         let recipient = d(2, 1).user_id;
+        let context = SendContext::new(sender, recipient, &lists);
         assert!(
             context
                 .check_v2(sender, recipient, &BTreeSet::from([d(1, 2), d(2, 1)]))
@@ -579,5 +571,24 @@ mod tests {
             context.v1_targets(sender, recipient).unwrap(),
             vec![d(2, 1), d(2, 2)]
         );
+        // A removed device is stale, a third user's device extra.
+        let Err(Refusal::Mismatch(mismatch)) = context.check_v2(
+            sender,
+            recipient,
+            &BTreeSet::from([d(1, 2), d(1, 3), d(2, 1), d(3, 1)]),
+        ) else {
+            panic!("a removed and a foreign device must be refused");
+        };
+        assert_eq!(mismatch.stale, vec![d(1, 3)]);
+        assert_eq!(mismatch.extra, vec![d(3, 1)]);
+        // A recipient missing from the lists does not exist.
+        assert!(matches!(
+            SendContext::new(sender, d(4, 1).user_id, &lists).check_v2(
+                sender,
+                d(4, 1).user_id,
+                &BTreeSet::new()
+            ),
+            Err(Refusal::RecipientNotFound)
+        ));
     }
 }

@@ -5,6 +5,8 @@
 //!   reads them from PostgreSQL (the database stays the source of truth; the signal
 //!   carries no content).
 //! - `Removed`: a device was removed: forget its cached token, close its socket.
+//! - `DevicesChanged`: a user's device list changed: forget its cached list
+//!   (`crate::device_lists`).
 //! - `Connected`: a device opened a socket: an older socket of it elsewhere closes
 //!   (`replaced`), so a device has one live connection across all processes.
 //!
@@ -93,6 +95,8 @@ pub enum Signal {
     Removed { device: DeviceKey },
     /// The device opened a socket at `at_ms` (ms since the epoch).
     Connected { device: DeviceKey, at_ms: u64 },
+    /// The user's device list changed.
+    DevicesChanged { user: UserId },
     /// Signals were dropped: every process rereads every local stream.
     Resync,
 }
@@ -178,6 +182,10 @@ fn encode(signal: Signal) -> String {
             out.push(':');
             out.push_str(&at_ms.to_string());
         }
+        Signal::DevicesChanged { user } => {
+            out.push_str("d:");
+            out.push_str(&user.as_uuid().simple().to_string());
+        }
         Signal::Resync => out.push('s'),
     }
     out
@@ -190,6 +198,9 @@ fn decode(entry: &str) -> Option<Signal> {
         return Some(Signal::Resync);
     }
     let user = UserId::from(Uuid::parse_str(parts.next()?).ok()?);
+    if kind == "d" {
+        return Some(Signal::DevicesChanged { user });
+    }
     let device = DeviceId::new(parts.next()?.parse().ok()?).ok()?;
     let device = (user, device);
     let signal = match kind {
@@ -248,6 +259,7 @@ fn signals_from<'a>(process: &str, payload: &'a str) -> impl Iterator<Item = Sig
 pub struct Receiver {
     pub hub: Arc<Hub>,
     pub tokens: Arc<TokenCache>,
+    pub device_lists: Arc<crate::device_lists::DeviceLists>,
     /// Reads the signalled items (one query per payload for every local device).
     pub pool: PgPool,
 }
@@ -258,10 +270,15 @@ impl Receiver {
             Signal::Items { device, .. } => self.hub.read_stream(device),
             Signal::Removed { device } => {
                 self.tokens.forget_device(device.0, device.1);
+                self.device_lists.forget(device.0);
                 self.hub.close_device(device, close_code::DEVICE_REMOVED);
             }
             Signal::Connected { device, at_ms } => self.hub.replaced_elsewhere(device, at_ms),
-            Signal::Resync => self.hub.read_all_streams(),
+            Signal::DevicesChanged { user } => self.device_lists.forget(user),
+            Signal::Resync => {
+                self.device_lists.forget_all();
+                self.hub.read_all_streams();
+            }
         }
     }
 
@@ -303,6 +320,7 @@ impl Receiver {
 
     /// Signals may have been missed: every local socket rereads its stream.
     fn missed(&self) {
+        self.device_lists.forget_all();
         self.hub.read_all_streams();
     }
 }
@@ -636,10 +654,11 @@ mod tests {
     fn signals_round_trip_and_payloads_stay_under_the_limit() {
         let device = device();
         let signals: Vec<Signal> = (0..1_000)
-            .map(|seq| match seq % 4 {
+            .map(|seq| match seq % 5 {
                 0 => Signal::Items { device, seq },
                 1 => Signal::Removed { device },
                 2 => Signal::Connected { device, at_ms: seq },
+                3 => Signal::DevicesChanged { user: device.0 },
                 _ => Signal::Resync,
             })
             .collect();

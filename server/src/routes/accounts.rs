@@ -144,6 +144,7 @@ pub async fn login(
             if let Some(replaced) = request.replace_device_id {
                 state.device_removed(user_id, replaced);
             }
+            state.devices_changed(user_id);
             tracing::info!(%user_id, %device_id, "device registered");
             Ok(Json(LoginResponse {
                 user_id,

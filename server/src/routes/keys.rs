@@ -150,7 +150,10 @@ pub async fn publish_identity_keys(
     )
     .await?
     {
-        IdentityPublish::Created => StatusCode::CREATED,
+        IdentityPublish::Created => {
+            state.devices_changed(caller.user_id);
+            StatusCode::CREATED
+        }
         IdentityPublish::Unchanged => StatusCode::OK,
         IdentityPublish::Conflict => {
             return Err(ApiError::new(
