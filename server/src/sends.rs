@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use courier_protocol::UserId;
+use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{DeviceListMismatch, EnvelopeType};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::db::messages::{
     NewEnvelope, Placed, Refusal, SendContext, StoreJob, StoreOutcome, StoredMessage, UserDevices,
-    find_by_client_id, read_device_lists, store_batch,
+    find_by_client_ids, read_device_lists, store_batch,
 };
 use crate::device_lists::DeviceLists;
 
@@ -192,18 +193,25 @@ async fn check(
         cache.forget(*user);
     }
     let lists = device_lists(pool, cache, users).await?;
+    let mut still_refused = Vec::new();
     for (index, mut job) in refused {
         match check_job(&mut job, &lists) {
             Ok(()) => accepted.push((index, job)),
-            Err(refusal) => {
-                let result =
-                    match find_by_client_id(pool, job.sender, &job.client_message_id).await? {
-                        Some(existing) => SendResult::Existing(existing),
-                        None => SendResult::Refused(refusal),
-                    };
-                if let Some(slot) = results.get_mut(index) {
-                    *slot = Some(result);
-                }
+            Err(refusal) => still_refused.push((index, job, refusal)),
+        }
+    }
+    if !still_refused.is_empty() {
+        let keys: Vec<(DeviceRef, &str)> = still_refused
+            .iter()
+            .map(|(_, job, _)| (job.sender, job.client_message_id.as_str()))
+            .collect();
+        let originals = find_by_client_ids(pool, &keys).await?;
+        for ((index, _, refusal), original) in still_refused.into_iter().zip(originals) {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(match original {
+                    Some(existing) => SendResult::Existing(existing),
+                    None => SendResult::Refused(refusal),
+                });
             }
         }
     }
@@ -222,6 +230,20 @@ async fn store(
     if !accepted.is_empty() {
         let (indexes, store_jobs): (Vec<usize>, Vec<StoreJob>) = accepted.into_iter().unzip();
         let outcomes = store_batch(pool, &store_jobs).await?;
+        // A retry with the same client ID was stored first (in this batch, an earlier
+        // one, or another process's): the original's answer stands. One query for all.
+        let duplicates: Vec<(DeviceRef, &str)> = store_jobs
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, StoreOutcome::Duplicate))
+            .map(|(job, _)| (job.sender, job.client_message_id.as_str()))
+            .collect();
+        let mut originals = if duplicates.is_empty() {
+            Vec::new()
+        } else {
+            find_by_client_ids(pool, &duplicates).await?
+        }
+        .into_iter();
         for ((index, job), outcome) in indexes.into_iter().zip(store_jobs).zip(outcomes) {
             let result = match outcome {
                 StoreOutcome::Stored { message, placed } => SendResult::Stored {
@@ -237,13 +259,9 @@ async fn store(
                     }))
                 }
                 StoreOutcome::Duplicate => {
-                    // A retry with the same client ID was stored first (in this batch or a
-                    // concurrent one): its answer stands.
-                    let existing = find_by_client_id(pool, job.sender, &job.client_message_id)
-                        .await?
-                        .ok_or_else(|| {
-                            sqlx::Error::Protocol("a conflicting message vanished".into())
-                        })?;
+                    let existing = originals.next().flatten().ok_or_else(|| {
+                        sqlx::Error::Protocol("a conflicting message vanished".into())
+                    })?;
                     SendResult::Existing(existing)
                 }
             };

@@ -221,7 +221,7 @@ async fn the_next_send_sees_a_device_list_change_at_once(pool: PgPool) {
     let alice = User::new(&server, "alice", 1).await;
     let mut bob = User::new(&server, "bob", 1).await;
     let sender = &alice.devices[0];
-    send_ok(
+    let first = send_ok(
         &server,
         sender,
         v2_body("c1", bob.id, &targets(sender, &alice, &bob), "one"),
@@ -238,6 +238,11 @@ async fn the_next_send_sees_a_device_list_change_at_once(pool: PgPool) {
         serde_json::from_value(answer.1["error"]["details"].clone()).unwrap();
     assert_eq!(mismatch.missing.len(), 1);
     assert_eq!(mismatch.missing[0].device_id, bob.devices[1].device_id);
+    // A retry of the first message, with the envelope set it had, still gets its answer:
+    // the original stands whatever the device lists are now.
+    let (status, retry) = send(&server, sender, v2_body("c1", bob.id, &old_targets, "one")).await;
+    assert_eq!(status, StatusCode::OK, "{retry}");
+    assert_eq!(retry["messageId"], json!(first.message_id));
     send_ok(
         &server,
         sender,

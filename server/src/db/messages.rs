@@ -479,20 +479,44 @@ pub async fn find_by_client_id(
     sender: DeviceRef,
     client_message_id: &str,
 ) -> Result<Option<StoredMessage>, sqlx::Error> {
-    let row: Option<(Uuid, DateTime<Utc>, i32)> = sqlx::query_as(
-        "SELECT message_id, created_at, envelope_count FROM messages
-         WHERE sender_user_id = $1 AND sender_device_id = $2 AND client_message_id = $3",
+    Ok(find_by_client_ids(pool, &[(sender, client_message_id)])
+        .await?
+        .pop()
+        .flatten())
+}
+
+/// The messages devices sent under client message IDs, in the order of `keys`, in one
+/// query.
+pub async fn find_by_client_ids(
+    pool: &PgPool,
+    keys: &[(DeviceRef, &str)],
+) -> Result<Vec<Option<StoredMessage>>, sqlx::Error> {
+    let users: Vec<Uuid> = keys.iter().map(|(d, _)| d.user_id.as_uuid()).collect();
+    let devices: Vec<i32> = keys.iter().map(|(d, _)| d.device_id.as_i32()).collect();
+    let ids: Vec<&str> = keys.iter().map(|(_, id)| *id).collect();
+    let rows: Vec<(i64, Uuid, DateTime<Utc>, i32)> = sqlx::query_as(
+        "SELECT k.ord, m.message_id, m.created_at, m.envelope_count
+         FROM unnest($1::uuid[], $2::int4[], $3::text[]) WITH ORDINALITY
+             AS k (user_id, device_id, client_message_id, ord)
+         JOIN messages m ON m.sender_user_id = k.user_id AND m.sender_device_id = k.device_id
+             AND m.client_message_id = k.client_message_id",
     )
-    .bind(sender.user_id.as_uuid())
-    .bind(sender.device_id.as_i32())
-    .bind(client_message_id)
-    .fetch_optional(pool)
+    .bind(&users)
+    .bind(&devices)
+    .bind(&ids)
+    .fetch_all(pool)
     .await?;
-    Ok(row.map(|(message_id, created_at, count)| StoredMessage {
-        message_id,
-        created_at,
-        envelope_count: u32::try_from(count).unwrap_or(0),
-    }))
+    let mut found = vec![None; keys.len()];
+    for (ord, message_id, created_at, count) in rows {
+        if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| found.get_mut(i)) {
+            *slot = Some(StoredMessage {
+                message_id,
+                created_at,
+                envelope_count: u32::try_from(count).unwrap_or(0),
+            });
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
