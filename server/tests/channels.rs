@@ -579,3 +579,65 @@ async fn bad_channel_requests_get_their_codes(pool: PgPool) {
         .await;
     assert_error(&answer, StatusCode::CONFLICT, "not_a_member_device");
 }
+
+async fn list_channels(server: &TestServer, by: &TestDevice) -> Vec<Channel> {
+    let (status, body) = server
+        .call(Method::GET, "/v1/channels", Some(&by.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value(body).unwrap()
+}
+
+/// `GET /v1/channels`: every channel of the caller's user and no other, oldest first, each
+/// as `GET /v1/channels/{id}` shows it; a channel left is gone from the list.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_channel_list_shows_each_channel_of_the_user_as_its_own_page_does(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = TestUser::new(&server, "alice", 2).await;
+    let bob = TestUser::new(&server, "bob", 1).await;
+    let carol = TestUser::new(&server, "carol", 3).await;
+    // Carol has a device without published keys: not among any channel's devices.
+    server.login("carol").await;
+    let with_bob = create(&server, &alice.devices[0], &[bob.id]).await;
+    let not_alices = create(&server, &carol.devices[0], &[bob.id]).await;
+    let with_both = create(&server, &bob.devices[0], &[alice.id, carol.id]).await;
+
+    let listed = list_channels(&server, &alice.devices[1]).await;
+    let ids: Vec<Uuid> = listed.iter().map(|c| c.channel_id).collect();
+    assert_eq!(ids, vec![with_bob.channel_id, with_both.channel_id]);
+    for channel in &listed {
+        let (status, page) = get_channel(&server, &alice.devices[0], channel.channel_id).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            *channel,
+            serde_json::from_value::<Channel>(page).unwrap(),
+            "the list agrees with the channel's own page"
+        );
+    }
+    assert_eq!(listed[1].members.len(), 3);
+    assert_eq!(listed[1].devices.len(), 2 + 1 + 3);
+    assert_eq!(list_channels(&server, &bob.devices[0]).await.len(), 3);
+    let carols: Vec<Uuid> = list_channels(&server, &carol.devices[0])
+        .await
+        .iter()
+        .map(|c| c.channel_id)
+        .collect();
+    assert_eq!(carols, vec![not_alices.channel_id, with_both.channel_id]);
+
+    // Alice leaves the channel with Bob: it is gone from her list.
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/v1/channels/{}/members/{}", with_bob.channel_id, alice.id),
+            Some(&alice.devices[0].token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let ids: Vec<Uuid> = list_channels(&server, &alice.devices[0])
+        .await
+        .iter()
+        .map(|c| c.channel_id)
+        .collect();
+    assert_eq!(ids, vec![with_both.channel_id]);
+}

@@ -236,19 +236,44 @@ pub async fn get(
     }))
 }
 
-/// The channels `caller` is a member of, oldest first.
+/// The channels `caller` is a member of, oldest first, with their members and member
+/// devices: one query, however many channels.
 pub async fn list(pool: &PgPool, caller: UserId) -> Result<Vec<Channel>, sqlx::Error> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT channel_id FROM channel_members WHERE user_id = $1 ORDER BY channel_id",
+    // One row per channel, member and reachable device (NULL: a member without one).
+    let rows: Vec<(Uuid, Uuid, Uuid, Option<i32>)> = sqlx::query_as(
+        "SELECT c.channel_id, c.created_by, m.user_id, d.device_id
+         FROM channel_members mine
+         JOIN channels c ON c.channel_id = mine.channel_id
+         JOIN channel_members m ON m.channel_id = c.channel_id
+         LEFT JOIN devices d ON d.user_id = m.user_id AND d.removed_at IS NULL AND d.has_identity_keys
+         WHERE mine.user_id = $1
+         ORDER BY c.channel_id, m.user_id, d.device_id",
     )
     .bind(caller.as_uuid())
     .fetch_all(pool)
     .await?;
-    let mut channels = Vec::with_capacity(ids.len());
-    for id in ids {
-        // A channel left meanwhile is skipped.
-        if let Some(channel) = get(pool, caller, id).await? {
-            channels.push(channel);
+    let mut channels: Vec<Channel> = Vec::new();
+    for (channel_id, created_by, user, device) in rows {
+        if channels.last().is_none_or(|c| c.channel_id != channel_id) {
+            channels.push(Channel {
+                channel_id,
+                created_by: UserId::from(created_by),
+                members: Vec::new(),
+                devices: Vec::new(),
+            });
+        }
+        let Some(channel) = channels.last_mut() else {
+            continue;
+        };
+        let user_id = UserId::from(user);
+        if channel.members.last() != Some(&user_id) {
+            channel.members.push(user_id);
+        }
+        if let Some(device) = device {
+            channel.devices.push(DeviceRef {
+                user_id,
+                device_id: device_id(device)?,
+            });
         }
     }
     Ok(channels)
