@@ -417,33 +417,25 @@ pub async fn store_sender_keys(
     let types: Vec<i16> = keys.iter().map(|k| k.envelope_type.as_i16()).collect();
     let ciphertexts: Vec<&[u8]> = keys.iter().map(|k| k.ciphertext.as_slice()).collect();
     let rows: Vec<(Uuid, i32, i64, i16, DateTime<Utc>)> = sqlx::query_as(
-        "WITH t AS (
+        concat!(
+            "WITH t AS (
              SELECT * FROM unnest($5::uuid[], $6::int4[], $7::int2[], $8::bytea[])
                  WITH ORDINALITY AS t (user_id, device_id, envelope_type, ciphertext, ord)
-         ), fresh AS (
+         ), targets AS (
              SELECT t.* FROM t WHERE NOT EXISTS (
                  SELECT 1 FROM sender_key_distributions s
                  WHERE s.channel_id = $1 AND s.sender_user_id = $2 AND s.sender_device_id = $3
                    AND s.session_id = $4 AND s.recipient_user_id = t.user_id
                    AND s.recipient_device_id = t.device_id)
-         ), locked AS (
-             SELECT d.user_id, d.device_id FROM devices d
-             JOIN fresh f ON d.user_id = f.user_id AND d.device_id = f.device_id
-             WHERE d.removed_at IS NULL
-             ORDER BY d.user_id, d.device_id
-             FOR UPDATE OF d
-         ), bumped AS (
-             UPDATE devices d SET next_stream_seq = d.next_stream_seq + 1
-             FROM locked l
-             WHERE d.user_id = l.user_id AND d.device_id = l.device_id
-             RETURNING d.user_id, d.device_id, d.next_stream_seq - 1 AS seq
-         )
+         ), ",
+            numbered_stream_items!(),
+            "
          INSERT INTO sender_key_distributions (recipient_user_id, recipient_device_id, seq, channel_id,
              sender_user_id, sender_device_id, session_id, envelope_type, ciphertext)
-         SELECT f.user_id, f.device_id, b.seq, $1, $2, $3, $4, f.envelope_type, f.ciphertext
-         FROM fresh f JOIN bumped b ON b.user_id = f.user_id AND b.device_id = f.device_id
+         SELECT user_id, device_id, seq, $1, $2, $3, $4, envelope_type, ciphertext FROM numbered
          ON CONFLICT DO NOTHING
          RETURNING recipient_user_id, recipient_device_id, seq, envelope_type, created_at",
+        ),
     )
     .bind(channel_id)
     .bind(caller.user_id.as_uuid())

@@ -353,7 +353,7 @@ pub async fn store_batch(
         }
     }
 
-    let rows: Vec<PlacedRow> = sqlx::query_as(
+    let rows: Vec<PlacedRow> = sqlx::query_as(concat!(
         "WITH msgs AS (
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::uuid[], $6::int2[], $7::bytea[], $8::int4[],
                                   $14::uuid[], $15::text[])
@@ -363,23 +363,10 @@ pub async fn store_batch(
          ), targets AS (
              SELECT * FROM unnest($9::int8[], $10::uuid[], $11::int4[], $12::int2[], $13::bytea[])
                  AS t (ord, user_id, device_id, envelope_type, ciphertext)
-         ), wanted AS (
-             SELECT user_id, device_id, count(*) AS n FROM targets GROUP BY user_id, device_id
-         ), locked AS (
-             SELECT d.user_id, d.device_id FROM devices d
-             JOIN wanted w ON d.user_id = w.user_id AND d.device_id = w.device_id
-             WHERE d.removed_at IS NULL
-             ORDER BY d.user_id, d.device_id
-             FOR UPDATE OF d
-         ), bumped AS (
-             UPDATE devices d SET next_stream_seq = d.next_stream_seq + w.n
-             FROM locked l JOIN wanted w ON w.user_id = l.user_id AND w.device_id = l.device_id
-             WHERE d.user_id = l.user_id AND d.device_id = l.device_id
-             RETURNING d.user_id, d.device_id, d.next_stream_seq - w.n AS first_seq
-         ), placed AS (
-             SELECT t.ord, t.user_id, t.device_id, t.envelope_type, t.ciphertext,
-                    b.first_seq + row_number() OVER (PARTITION BY t.user_id, t.device_id ORDER BY t.ord) - 1 AS seq
-             FROM targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
+         ), ",
+        numbered_stream_items!(),
+        ", placed AS (
+             SELECT ord, user_id, device_id, envelope_type, ciphertext, seq FROM numbered
          ), complete AS (
              SELECT m.* FROM msgs m
              JOIN (SELECT ord, count(*) AS n FROM placed GROUP BY ord) p ON p.ord = m.ord
@@ -402,7 +389,7 @@ pub async fn store_batch(
          )
          SELECT p.ord, m.message_id, p.user_id, p.device_id, p.seq, i.created_at
          FROM placed p JOIN msgs m ON m.ord = p.ord LEFT JOIN ins i ON i.message_id = m.message_id",
-    )
+    ))
     .bind(&message_ids)
     .bind(&sender_users)
     .bind(&sender_devices)

@@ -268,8 +268,8 @@ pub struct UserItem {
 }
 
 /// Appends items to the streams of every active device of their users, in one statement
-/// (inside the caller's transaction): locks those devices' rows in (user, device) order,
-/// as sends do, takes sequence numbers, inserts. Returns each stored item with its seq.
+/// (inside the caller's transaction), numbered as every stream item is
+/// (`numbered_stream_items!`). Returns each stored item with its seq.
 pub async fn append_to_users(
     conn: &mut PgConnection,
     items: &[UserItem],
@@ -289,7 +289,7 @@ pub async fn append_to_users(
                 .map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
         );
     }
-    let rows: Vec<(i64, Uuid, i32, i64)> = sqlx::query_as(
+    let rows: Vec<(i64, Uuid, i32, i64)> = sqlx::query_as(concat!(
         "WITH t AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[])
                  WITH ORDINALITY AS t (user_id, except_device, body, ord)
@@ -297,29 +297,14 @@ pub async fn append_to_users(
              SELECT t.ord, d.user_id, d.device_id, t.body FROM t
              JOIN devices d ON d.user_id = t.user_id AND d.removed_at IS NULL
                  AND d.device_id IS DISTINCT FROM t.except_device
-         ), wanted AS (
-             SELECT user_id, device_id, count(*) AS n FROM targets GROUP BY user_id, device_id
-         ), locked AS (
-             SELECT d.user_id, d.device_id FROM devices d
-             JOIN wanted w ON d.user_id = w.user_id AND d.device_id = w.device_id
-             WHERE d.removed_at IS NULL
-             ORDER BY d.user_id, d.device_id
-             FOR UPDATE OF d
-         ), bumped AS (
-             UPDATE devices d SET next_stream_seq = d.next_stream_seq + w.n
-             FROM locked l JOIN wanted w ON w.user_id = l.user_id AND w.device_id = l.device_id
-             WHERE d.user_id = l.user_id AND d.device_id = l.device_id
-             RETURNING d.user_id, d.device_id, d.next_stream_seq - w.n AS first_seq
-         ), placed AS (
-             SELECT t.ord, t.user_id, t.device_id, t.body,
-                    b.first_seq + row_number() OVER (PARTITION BY t.user_id, t.device_id ORDER BY t.ord) - 1 AS seq
-             FROM targets t JOIN bumped b ON b.user_id = t.user_id AND b.device_id = t.device_id
-         ), ins AS (
+         ), ",
+        numbered_stream_items!(),
+        ", ins AS (
              INSERT INTO stream_events (recipient_user_id, recipient_device_id, seq, body)
-             SELECT user_id, device_id, seq, body FROM placed
+             SELECT user_id, device_id, seq, body FROM numbered
          )
-         SELECT ord, user_id, device_id, seq FROM placed",
-    )
+         SELECT ord, user_id, device_id, seq FROM numbered",
+    ))
     .bind(&users)
     .bind(&except)
     .bind(&bodies)
