@@ -66,7 +66,7 @@ where
         fabric.clone(),
         settings.ack_batch_interval,
     );
-    let (sends, send_task) = sends::SendQueue::start(&pool, device_lists.clone());
+    let (sends, send_task) = sends::SendQueue::start(&pool, device_lists.clone(), metrics.clone());
     let retention = delivery::retention::start(
         pool.clone(),
         metrics.clone(),

@@ -1,10 +1,57 @@
 //! Process counters, served in the Prometheus text format at `GET /metrics`.
 //!
-//! Counters only (no per-user labels): they tell an operator how much traffic flows and
-//! of which protocol version, never who talks to whom.
+//! Counters and latency histograms only (no per-user labels): they tell an operator how
+//! much traffic flows, of which protocol version, and how long sends wait, never who
+//! talks to whom.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms' buckets: from the 1 ms a quiet batch
+/// takes to the seconds a stalled disk can.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A Prometheus histogram of durations, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket of `LATENCY_BUCKETS` (not cumulative), the last for the rest.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(count) = self.buckets.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        if let Some(rest) = self.buckets.last() {
+            cumulative += rest.load(Ordering::Relaxed);
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
 
 /// The counters.
 #[derive(Debug, Default)]
@@ -23,6 +70,13 @@ pub struct Metrics {
     pub envelopes_expired: AtomicU64,
     pub ws_connections: AtomicI64,
     pub ws_replaced: AtomicU64,
+    /// From a send's arrival at the writer's queue to its answer (stored and committed,
+    /// or refused): what the writer adds to a sender's wait.
+    pub send_wait: Histogram,
+    /// One batch's check (device lists, cached or read).
+    pub send_batch_check: Histogram,
+    /// One batch's store, commit included (the durable flush is in here).
+    pub send_batch_store: Histogram,
 }
 
 impl Metrics {
@@ -114,6 +168,50 @@ impl Metrics {
              courier_websocket_connections {}",
             self.ws_connections.load(Ordering::Relaxed),
         );
+        let histograms = [
+            (
+                "courier_send_wait_seconds",
+                "Time from a send entering the writer's queue to its answer (committed or refused).",
+                &self.send_wait,
+            ),
+            (
+                "courier_send_batch_check_seconds",
+                "Time the writer spent checking one batch of sends against the device lists.",
+                &self.send_batch_check,
+            ),
+            (
+                "courier_send_batch_store_seconds",
+                "Time the writer spent storing and committing one batch of sends.",
+                &self.send_batch_store,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            histogram.render(&mut out, name, help);
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_counts_each_duration_in_its_bucket_and_renders_cumulative_counts() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_micros(500)); // <= 1 ms
+        histogram.observe(Duration::from_millis(1)); // a bound is inclusive
+        histogram.observe(Duration::from_millis(30)); // <= 50 ms
+        histogram.observe(Duration::from_secs(60)); // past the last bound
+        let mut out = String::new();
+        histogram.render(&mut out, "x_seconds", "X.");
+        assert!(out.contains("# TYPE x_seconds histogram\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.025\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.05\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"5\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_seconds_count 4\n"), "{out}");
+        assert!(out.contains("x_seconds_sum 60.0315\n"), "{out}");
     }
 }

@@ -28,6 +28,7 @@ use crate::db::messages::{
     find_by_client_ids, read_device_lists, store_batch,
 };
 use crate::device_lists::DeviceLists;
+use crate::metrics::Metrics;
 
 /// Most messages handled by one batch.
 const MAX_BATCH: usize = 256;
@@ -49,18 +50,25 @@ pub enum SendResult {
 
 type Reply = oneshot::Sender<Result<SendResult, String>>;
 
+/// A send waiting for the writer: the job, where its answer goes, and since when it waits.
+type Queued = (StoreJob, Reply, Instant);
+
 /// The handlers' way to send a message.
 #[derive(Debug, Clone)]
-pub struct SendQueue(mpsc::Sender<(StoreJob, Reply)>);
+pub struct SendQueue(mpsc::Sender<Queued>);
 
 impl SendQueue {
     /// Starts the writer task. It ends once every queue handle is dropped (after
     /// finishing its batch).
-    pub fn start(pool: &PgPool, device_lists: Arc<DeviceLists>) -> (Self, JoinHandle<()>) {
+    pub fn start(
+        pool: &PgPool,
+        device_lists: Arc<DeviceLists>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         (
             Self(tx),
-            tokio::spawn(write_batches(pool.clone(), device_lists, rx)),
+            tokio::spawn(write_batches(pool.clone(), device_lists, metrics, rx)),
         )
     }
 
@@ -70,7 +78,7 @@ impl SendQueue {
     pub async fn send(&self, job: StoreJob) -> Result<SendResult, String> {
         let (reply, answer) = oneshot::channel();
         self.0
-            .send((job, reply))
+            .send((job, reply, Instant::now()))
             .await
             .map_err(|_| "the send queue is closed".to_owned())?;
         answer
@@ -84,25 +92,40 @@ impl SendQueue {
 async fn write_batches(
     pool: PgPool,
     device_lists: Arc<DeviceLists>,
-    mut rx: mpsc::Receiver<(StoreJob, Reply)>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Queued>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (jobs, replies): (Vec<StoreJob>, Vec<Reply>) = batch.drain(..).unzip();
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (job, reply, queued_at) in batch.drain(..) {
+            jobs.push(job);
+            replies.push((reply, queued_at));
+        }
+        let started = Instant::now();
         let results = match check(&pool, &device_lists, jobs).await {
-            Ok((results, accepted)) => store(&pool, results, accepted).await,
+            Ok((results, accepted)) => {
+                let checked = Instant::now();
+                metrics.send_batch_check.observe(checked - started);
+                let stored = store(&pool, results, accepted).await;
+                metrics.send_batch_store.observe(checked.elapsed());
+                stored
+            }
             Err(error) => Err(error),
         };
         match results {
             Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
+                for ((reply, queued_at), result) in replies.into_iter().zip(results) {
+                    metrics.send_wait.observe(queued_at.elapsed());
                     let _ = reply.send(Ok(result));
                 }
             }
             Err(error) => {
                 tracing::error!(%error, messages = replies.len(), "could not handle a batch of sends");
                 let message = error.to_string();
-                for reply in replies {
+                for (reply, queued_at) in replies {
+                    metrics.send_wait.observe(queued_at.elapsed());
                     let _ = reply.send(Err(message.clone()));
                 }
             }

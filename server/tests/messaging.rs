@@ -556,6 +556,15 @@ async fn v1_and_v2_clients_talk_to_each_other(pool: PgPool) {
         metrics.contains("courier_messages_sent_total{protocol_version=\"2\"} 1"),
         "{metrics}"
     );
+    // Both sends went through the writer, and its wait is in the histogram.
+    assert!(
+        metrics.contains("courier_send_wait_seconds_count 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("courier_send_wait_seconds_bucket{le=\"+Inf\"} 2\n"),
+        "{metrics}"
+    );
     let by_version: Vec<(i16, i64)> =
         sqlx::query_as("SELECT protocol_version, count(*) FROM messages GROUP BY 1 ORDER BY 1")
             .fetch_all(&pool)

@@ -295,8 +295,12 @@ pub async fn append_to_users(
                  WITH ORDINALITY AS t (user_id, except_device, body, ord)
          ), targets AS (
              SELECT t.ord, d.user_id, d.device_id, t.body FROM t
-             JOIN devices d ON d.user_id = t.user_id AND d.removed_at IS NULL
-                 AND d.device_id IS DISTINCT FROM t.except_device
+             CROSS JOIN LATERAL (
+                 SELECT d.user_id, d.device_id FROM devices d
+                 WHERE d.user_id = t.user_id AND d.removed_at IS NULL
+                   AND d.device_id IS DISTINCT FROM t.except_device
+                 OFFSET 0
+             ) d
          ), ",
         numbered_stream_items!(),
         ", ins AS (
@@ -429,11 +433,21 @@ pub async fn mark_delivered(
     let rows: Vec<AckedRow> = sqlx::query_as(&format!(
         "WITH a AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a (user_id, device_id, seq)
+         ), pending AS (
+             -- One range of the undelivered index per device: whatever the planner
+             -- thinks of the table, never a scan of every device's pending envelopes.
+             SELECT p.* FROM a CROSS JOIN LATERAL (
+                 SELECT e.recipient_user_id, e.recipient_device_id, e.seq FROM message_envelopes e
+                 WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
+                   AND e.seq {comparison} a.seq AND e.delivered_at IS NULL
+                 OFFSET 0
+             ) p
          ), env AS (
              UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
-             FROM a
-             WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
-               AND e.seq {comparison} a.seq AND e.delivered_at IS NULL
+             FROM pending p
+             WHERE e.recipient_user_id = p.recipient_user_id
+               AND e.recipient_device_id = p.recipient_device_id
+               AND e.seq = p.seq AND e.delivered_at IS NULL
              RETURNING e.message_id, e.recipient_user_id, e.recipient_device_id, e.delivered_at
          ), keys AS (
              UPDATE sender_key_distributions s SET delivered_at = now(), ciphertext = NULL
