@@ -369,17 +369,23 @@ async fn an_identity_key_change_is_flagged_and_blocks_sending_until_accepted(poo
     }
 }
 
-/// Waits (bounded) until a client's queue holds `count` messages; returns them.
+/// Waits until a client's queue holds `count` messages (woken by the client, bounded at
+/// 10 s); returns them.
 async fn wait_for_messages(client: &Client, count: usize) -> Vec<String> {
     let mut got = Vec::new();
-    for _ in 0..1_000 {
-        got.extend(take_messages(client).await);
-        if got.len() >= count {
-            return got;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while got.len() < count {
+            client.wait_for_events().await.unwrap();
+            got.extend(take_messages(client).await);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("only {} of {count} messages arrived: {got:?}", got.len());
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "only {} of {count} messages arrived: {got:?}",
+        got.len()
+    );
+    got
 }
 
 #[sqlx::test(migrator = "courier_server::MIGRATOR")]
@@ -456,4 +462,48 @@ async fn a_retried_send_with_the_same_client_id_is_stored_and_received_once(pool
         .unwrap();
     assert_eq!(again.message_id, first.message_id);
     assert_eq!(receive(&bob.clients[0]).await, vec!["only once"]);
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn an_app_waiting_for_events_is_woken_when_a_message_arrives(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let bob = Party::register(&server, "bob", 1).await;
+    let receiver = &bob.clients[0];
+    take_messages(receiver).await; // whatever registration queued
+    assert!(receiver.pending_events(10).await.unwrap().is_empty());
+
+    // The app waits while the receive loop runs; the message is sent meanwhile.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = receiver.run(async {
+        let _ = stopped.await;
+    });
+    let waiting = async {
+        let woken = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            receiver.wait_for_events(),
+        )
+        .await;
+        let _ = stop.send(());
+        woken
+    };
+    let sending = async {
+        alice.clients[0].send(bob.user(), b"wake up").await.unwrap();
+    };
+    let (ran, woken, ()) = tokio::join!(running, waiting, sending);
+    ran.unwrap();
+    woken.expect("the wait was not woken within 10 s").unwrap();
+    assert_eq!(take_messages(receiver).await, vec!["wake up"]);
+
+    // With events already queued, the wait resolves without anything new arriving.
+    alice.clients[0].send(bob.user(), b"again").await.unwrap();
+    receiver.receive_until_caught_up().await.unwrap();
+    assert!(!receiver.pending_events(10).await.unwrap().is_empty());
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        receiver.wait_for_events(),
+    )
+    .await
+    .expect("pending events did not resolve the wait")
+    .unwrap();
 }

@@ -23,18 +23,40 @@ async fn receive_events(client: &Client) -> Vec<Event> {
     events.into_iter().map(|e| e.event).collect()
 }
 
-/// Receives until the events gathered so far satisfy `done`, at most 10 s (a bound, not
-/// a timing assertion): for what the server writes in batches, like delivered receipts.
+/// Receives live (`Client::run`) until the events gathered so far satisfy `done`, woken by
+/// the client as events queue up, at most 10 s (a bound, not a timing assertion): for
+/// what the server writes in batches, like delivered receipts.
 async fn receive_events_until(client: &Client, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
     let mut gathered = Vec::new();
-    for _ in 0..500 {
-        gathered.extend(receive_events(client).await);
-        if done(&gathered) {
-            return gathered;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the expected events did not come within 10 s: {gathered:?}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = client.run(async {
+        let _ = stopped.await;
+    });
+    let waiting = async {
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let events = client.pending_events(10_000).await.unwrap();
+                if let Some(last) = events.last() {
+                    client.confirm_events(last.seq).await.unwrap();
+                }
+                gathered.extend(events.into_iter().map(|e| e.event));
+                if done(&gathered) {
+                    break;
+                }
+                client.wait_for_events().await.unwrap();
+            }
+        })
+        .await;
+        let _ = stop.send(());
+        waited
+    };
+    let (ran, waited) = tokio::join!(running, waiting);
+    ran.unwrap();
+    assert!(
+        waited.is_ok(),
+        "the expected events did not come within 10 s: {gathered:?}"
+    );
+    gathered
 }
 
 fn group_texts(events: &[Event]) -> Vec<String> {

@@ -11,6 +11,8 @@
 //!   recognised by its message ID and reaches the app once.
 //! - Events for the app queue up in the store ([`Client::pending_events`]) until the app
 //!   confirms them, so a crash loses none and repeats none it confirmed.
+//!   [`Client::wait_for_events`] resolves when there are some, so an app running
+//!   [`Client::run`] never has to poll.
 //!
 //! Store work is synchronous and short (one SQLite transaction per operation); it runs on
 //! the calling task.
@@ -27,7 +29,7 @@ use courier_protocol::api::messages::SendMessageResponse;
 use courier_protocol::api::stream::{ControlFrame, Envelope, ServerFrame, StreamItem};
 use courier_protocol::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, watch};
 use url::Url;
 use uuid::Uuid;
 
@@ -100,6 +102,41 @@ pub struct Client {
     store: Arc<SqliteStore>,
     machine: Mutex<CryptoMachine>,
     own: DeviceRef,
+    /// Bumped after every use of the crypto core (the only thing that queues events), so
+    /// [`Client::wait_for_events`] wakes up to look.
+    machine_used: watch::Sender<u64>,
+}
+
+/// The crypto core, locked; announces its use when released (it may have queued events).
+pub struct MachineGuard<'a> {
+    machine: MutexGuard<'a, CryptoMachine>,
+    used: &'a watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for MachineGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineGuard").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for MachineGuard<'_> {
+    type Target = CryptoMachine;
+
+    fn deref(&self) -> &CryptoMachine {
+        &self.machine
+    }
+}
+
+impl std::ops::DerefMut for MachineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut CryptoMachine {
+        &mut self.machine
+    }
+}
+
+impl Drop for MachineGuard<'_> {
+    fn drop(&mut self) {
+        self.used.send_modify(|uses| *uses = uses.wrapping_add(1));
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -184,6 +221,7 @@ impl Client {
             store,
             own: machine.own_device(),
             machine: Mutex::new(machine),
+            machine_used: watch::Sender::new(0),
         };
         let identity = client.machine().await.identity_keys_upload();
         client.api.publish_identity_keys(&identity).await?;
@@ -204,6 +242,7 @@ impl Client {
             store,
             own: machine.own_device(),
             machine: Mutex::new(machine),
+            machine_used: watch::Sender::new(0),
         })
     }
 
@@ -216,8 +255,11 @@ impl Client {
             .transpose()
     }
 
-    async fn machine(&self) -> MutexGuard<'_, CryptoMachine> {
-        self.machine.lock().await
+    async fn machine(&self) -> MachineGuard<'_> {
+        MachineGuard {
+            machine: self.machine.lock().await,
+            used: &self.machine_used,
+        }
     }
 
     /// This device.
@@ -231,7 +273,7 @@ impl Client {
     }
 
     /// The crypto core, for trust decisions and fingerprints.
-    pub async fn crypto(&self) -> MutexGuard<'_, CryptoMachine> {
+    pub async fn crypto(&self) -> MachineGuard<'_> {
         self.machine().await
     }
 
@@ -563,5 +605,21 @@ impl Client {
     /// The app handled every event up to `seq`.
     pub async fn confirm_events(&self, seq: u64) -> Result<(), ClientError> {
         Ok(self.machine().await.confirm_events(seq)?)
+    }
+
+    /// Resolves once there are unconfirmed events (at once if there are already): what an
+    /// app awaits while [`Client::run`] receives, instead of polling
+    /// [`Client::pending_events`]. Wrap it in a timeout to bound the wait.
+    pub async fn wait_for_events(&self) -> Result<(), ClientError> {
+        // Subscribed before looking, so a use of the core in between still wakes us.
+        let mut used = self.machine_used.subscribe();
+        loop {
+            // Looked at through the mutex itself: this look is not a use that wakes.
+            if !self.machine.lock().await.pending_events(1)?.is_empty() {
+                return Ok(());
+            }
+            // The sender lives in `self`, so it cannot be dropped while we wait.
+            let _ = used.changed().await;
+        }
     }
 }
