@@ -14,13 +14,7 @@ rate=${2:-1111}
 seconds=${3:-10}
 admin="postgres://postgres@127.0.0.1:5432/postgres"
 db=courier_wal_$$
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-work=$(mktemp -d)
-COURIER_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" COURIER_LISTEN="127.0.0.1:$port" COURIER_LOG=warn \
-  "$bin" >/dev/null 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; rm -rf "$work"' EXIT
-until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+. scripts/bench/spawn-server.sh
 q() { psql "$admin" -Atc "$1"; }
 
 target/release/courier-loadgen --server "http://127.0.0.1:$port" --mode throughput --users 40 --devices 5 \
