@@ -67,7 +67,11 @@ async fn run(
     mut rx: mpsc::Receiver<Ack>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        let received = rx.recv_many(&mut batch, MAX_BATCH).await;
+        if received == 0 {
+            break;
+        }
         let started = tokio::time::Instant::now();
         let mut up_to: HashMap<DeviceKey, u64> = HashMap::new();
         let mut each: Vec<(DeviceKey, u64)> = Vec::new();
@@ -96,9 +100,11 @@ async fn run(
             }
         }
         // Let acknowledgements gather: each batch stores one delivered receipt per sender
-        // and device, so fewer, larger batches mean fewer stream rows. Not while closing:
-        // the last acknowledgements are written at once.
-        if !rx.is_closed() {
+        // and device, so fewer, larger batches mean fewer stream rows. Not after a full
+        // batch (more are waiting: sleeping would cap the rate at one batch per interval,
+        // and the connections, blocked on a full queue, would stop pushing), and not
+        // while closing: the last acknowledgements are written at once.
+        if received < MAX_BATCH && !rx.is_closed() {
             tokio::time::sleep_until(started + interval).await;
         }
     }
