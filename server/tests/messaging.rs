@@ -959,6 +959,69 @@ async fn retention_expires_undelivered_envelopes_in_batches(pool: PgPool) {
     assert_eq!(inbox["items"].as_array().unwrap().len(), 1);
 }
 
+/// The sequence numbers of a device's inbox from the start of its stream.
+async fn inbox_seqs(server: &TestServer, device: &TestDevice) -> Vec<u64> {
+    let (status, body) = server
+        .call(Method::GET, "/v1/inbox?after=0", Some(&device.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page: InboxPage = serde_json::from_value(body).unwrap();
+    page.items.iter().map(StreamItem::seq).collect()
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn an_acknowledgement_past_the_end_of_the_stream_skips_no_later_envelope(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = User::new(&server, "alice", 1).await;
+    let bob = User::new(&server, "bob", 1).await;
+    let (sender, device) = (&alice.devices[0], &bob.devices[0]);
+    let to_bob = [(bob.id, device.device_id)];
+    for i in 0..3 {
+        send_ok(
+            &server,
+            sender,
+            v2_body(&format!("a{i}"), bob.id, &to_bob, "before"),
+        )
+        .await;
+    }
+    let ack = |up_to: u64| {
+        server.call(
+            Method::POST,
+            "/v1/inbox/ack",
+            Some(&device.token),
+            Some(json!({"upTo": up_to})),
+        )
+    };
+    let (status, acked) = ack(1000).await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    assert_eq!(acked["delivered"], 3);
+    // The delivery floor stops at the stream's end, not at the acknowledged number.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT delivered_through FROM device_delivery_floors"
+        )
+        .await,
+        3
+    );
+
+    for i in 0..2 {
+        send_ok(
+            &server,
+            sender,
+            v2_body(&format!("b{i}"), bob.id, &to_bob, "after"),
+        )
+        .await;
+    }
+    assert_eq!(inbox_seqs(&server, device).await, vec![4, 5]);
+    let (_, acked) = ack(4).await;
+    assert_eq!(acked["delivered"], 1);
+    assert_eq!(inbox_seqs(&server, device).await, vec![5]);
+    let mut socket = server.connect(&device.token, None).await;
+    let (envelopes, _) = socket.backlog().await;
+    assert_eq!(envelopes.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn racing_sends_reach_a_device_in_sequence_order(pool: PgPool) {
     // Sends commit in sequence order per device, but their pushes race each other; the

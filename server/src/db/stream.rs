@@ -175,7 +175,9 @@ pub async fn undelivered_after(
                  COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at,
                  m.channel_id, m.group_session_id AS session_id, NULL::text AS body
           FROM message_envelopes e JOIN messages m ON m.message_id = e.message_id
-          WHERE e.recipient_user_id = $1 AND e.recipient_device_id = $2 AND e.seq > $3 AND e.delivered_at IS NULL
+          WHERE e.recipient_user_id = $1 AND e.recipient_device_id = $2 AND e.delivered_at IS NULL
+            AND e.seq > GREATEST($3, (SELECT COALESCE(max(f.delivered_through), 0) FROM device_delivery_floors f
+                                      WHERE f.user_id = $1 AND f.device_id = $2))
           ORDER BY e.seq LIMIT $4)
          UNION ALL
          (SELECT 2::int2, s.seq, NULL, s.sender_user_id, s.sender_device_id, NULL, s.envelope_type,
@@ -407,6 +409,25 @@ struct AckedRow {
     notify_user_id: Option<Uuid>,
 }
 
+/// The acknowledgement statement's CTE that raises each device's delivery floor to its
+/// cumulative acknowledgement. Never past the stream's committed end as this statement sees
+/// it: every envelope below that is committed and visible here, so every one up to the new
+/// floor is either marked by this statement or was delivered before.
+const RAISE_DELIVERY_FLOORS: &str = ", floors AS (
+             INSERT INTO device_delivery_floors AS f (user_id, device_id, delivered_through)
+             SELECT a.user_id, a.device_id, max(LEAST(a.seq, c.committed))
+             FROM a CROSS JOIN LATERAL (
+                 SELECT d.next_stream_seq - 1 AS committed FROM devices d
+                 WHERE d.user_id = a.user_id AND d.device_id = a.device_id
+                 OFFSET 0
+             ) c
+             GROUP BY a.user_id, a.device_id
+             -- Rows locked in one order: two acknowledging processes never deadlock.
+             ORDER BY a.user_id, a.device_id
+             ON CONFLICT (user_id, device_id) DO UPDATE
+                 SET delivered_through = GREATEST(f.delivered_through, EXCLUDED.delivered_through)
+         )";
+
 /// Marks delivered the undelivered items each `(device, seq)` entry covers (per `range`)
 /// in all three stream tables, purging ciphertexts and deleting acknowledged events, and
 /// stores delivered receipts for the senders of the envelopes, all in one transaction.
@@ -424,9 +445,9 @@ pub async fn mark_delivered(
         .map(|((_, device), _)| device.as_i32())
         .collect();
     let seqs: Vec<i64> = entries.iter().map(|(_, seq)| seq_param(*seq)).collect();
-    let comparison = match range {
-        AckRange::UpTo => "<=",
-        AckRange::Exactly => "=",
+    let (comparison, floors) = match range {
+        AckRange::UpTo => ("<=", RAISE_DELIVERY_FLOORS),
+        AckRange::Exactly => ("=", ""),
     };
     let mut tx = pool.begin().await?;
     // Data-modifying CTEs all run, whether or not the final SELECT reads them.
@@ -434,15 +455,17 @@ pub async fn mark_delivered(
         "WITH a AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a (user_id, device_id, seq)
          ), pending AS (
-             -- One range of the undelivered index per device: whatever the planner
-             -- thinks of the table, never a scan of every device's pending envelopes.
+             -- One primary-key range per device, from its delivery floor: whatever the
+             -- planner thinks of the table, never a scan of every device's envelopes.
              SELECT p.* FROM a CROSS JOIN LATERAL (
                  SELECT e.recipient_user_id, e.recipient_device_id, e.seq FROM message_envelopes e
                  WHERE e.recipient_user_id = a.user_id AND e.recipient_device_id = a.device_id
+                   AND e.seq > (SELECT COALESCE(max(f.delivered_through), 0) FROM device_delivery_floors f
+                                WHERE f.user_id = a.user_id AND f.device_id = a.device_id)
                    AND e.seq {comparison} a.seq AND e.delivered_at IS NULL
                  OFFSET 0
              ) p
-         ), env AS (
+         ){floors}, env AS (
              UPDATE message_envelopes e SET delivered_at = now(), ciphertext = NULL
              FROM pending p
              WHERE e.recipient_user_id = p.recipient_user_id

@@ -37,18 +37,34 @@ pub async fn run_once(
     let mut report = RetentionReport::default();
     let ttl_seconds = ttl.as_secs_f64();
     // Every stream table: undelivered items past the TTL go.
-    for (table, undelivered) in [
-        ("message_envelopes", "delivered_at IS NULL AND"),
-        ("sender_key_distributions", "delivered_at IS NULL AND"),
-        ("stream_events", ""),
+    for (table, expired) in [
+        // Envelopes have no undelivered index (acknowledging one would have to update it):
+        // each active device's range above its delivery floor holds its undelivered ones.
+        (
+            "message_envelopes",
+            "SELECT x.ctid FROM devices d CROSS JOIN LATERAL (
+                 SELECT e.ctid FROM message_envelopes e
+                 WHERE e.recipient_user_id = d.user_id AND e.recipient_device_id = d.device_id
+                   AND e.seq > (SELECT COALESCE(max(f.delivered_through), 0) FROM device_delivery_floors f
+                                WHERE f.user_id = d.user_id AND f.device_id = d.device_id)
+                   AND e.delivered_at IS NULL AND e.created_at < now() - make_interval(secs => $1)
+                 OFFSET 0
+             ) x
+             WHERE d.removed_at IS NULL",
+        ),
+        (
+            "sender_key_distributions",
+            "SELECT ctid FROM sender_key_distributions
+             WHERE delivered_at IS NULL AND created_at < now() - make_interval(secs => $1)",
+        ),
+        (
+            "stream_events",
+            "SELECT ctid FROM stream_events WHERE created_at < now() - make_interval(secs => $1)",
+        ),
     ] {
         loop {
             let deleted = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE ctid = ANY (ARRAY (
-                     SELECT ctid FROM {table}
-                     WHERE {undelivered} created_at < now() - make_interval(secs => $1)
-                     LIMIT $2
-                 ))"
+                "DELETE FROM {table} WHERE ctid = ANY (ARRAY ({expired} LIMIT $2))"
             ))
             .bind(ttl_seconds)
             .bind(batch)
