@@ -79,6 +79,25 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Sends `count` V2 messages to `targets`, with client IDs `{prefix}0`, `{prefix}1`, ….
+async fn send_numbered(
+    server: &TestServer,
+    sender: &TestDevice,
+    recipient: UserId,
+    targets: &[(UserId, DeviceId)],
+    (prefix, count): (&str, usize),
+    text: &str,
+) {
+    for i in 0..count {
+        send_ok(
+            server,
+            sender,
+            v2_body(&format!("{prefix}{i}"), recipient, targets, text),
+        )
+        .await;
+    }
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn every_device_gets_exactly_its_envelope_in_order(pool: PgPool) {
     let server = TestServer::start(pool).await;
@@ -903,14 +922,7 @@ async fn retention_expires_undelivered_envelopes_in_batches(pool: PgPool) {
     let bob = User::new(&server, "bob", 1).await;
     let sender = &alice.devices[0];
     let to_bob = [(bob.id, bob.devices[0].device_id)];
-    for i in 0..25 {
-        send_ok(
-            &server,
-            sender,
-            v2_body(&format!("t{i}"), bob.id, &to_bob, "old"),
-        )
-        .await;
-    }
+    send_numbered(&server, sender, bob.id, &to_bob, ("t", 25), "old").await;
     // Five delivered, twenty undelivered; all made older than the TTL.
     let (_, _) = server
         .call(
@@ -976,14 +988,7 @@ async fn an_acknowledgement_past_the_end_of_the_stream_skips_no_later_envelope(p
     let bob = User::new(&server, "bob", 1).await;
     let (sender, device) = (&alice.devices[0], &bob.devices[0]);
     let to_bob = [(bob.id, device.device_id)];
-    for i in 0..3 {
-        send_ok(
-            &server,
-            sender,
-            v2_body(&format!("a{i}"), bob.id, &to_bob, "before"),
-        )
-        .await;
-    }
+    send_numbered(&server, sender, bob.id, &to_bob, ("a", 3), "before").await;
     let ack = |up_to: u64| {
         server.call(
             Method::POST,
@@ -1005,14 +1010,7 @@ async fn an_acknowledgement_past_the_end_of_the_stream_skips_no_later_envelope(p
         3
     );
 
-    for i in 0..2 {
-        send_ok(
-            &server,
-            sender,
-            v2_body(&format!("b{i}"), bob.id, &to_bob, "after"),
-        )
-        .await;
-    }
+    send_numbered(&server, sender, bob.id, &to_bob, ("b", 2), "after").await;
     assert_eq!(inbox_seqs(&server, device).await, vec![4, 5]);
     let (_, acked) = ack(4).await;
     assert_eq!(acked["delivered"], 1);
