@@ -1,12 +1,10 @@
 //! Process configuration, from flags or environment variables.
 
-use crate::delivery::fabric::FabricKind;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-
-use crate::state::Settings;
 
 /// The database used when nothing is configured: a local PostgreSQL with trust auth.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
@@ -95,6 +93,93 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which fabric connects the server processes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FabricKind {
+    /// One process only: nothing is sent.
+    None,
+    /// PostgreSQL `LISTEN`/`NOTIFY` (no other infrastructure).
+    Postgres,
+    /// NATS core publish/subscribe.
+    Nats {
+        /// Server URL, or several separated by commas; may carry credentials.
+        url: String,
+    },
+}
+
+impl fmt::Debug for FabricKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Postgres => f.write_str("Postgres"),
+            Self::Nats { url } => f
+                .debug_struct("Nats")
+                .field("url", &redact_nats_url(url))
+                .finish(),
+        }
+    }
+}
+
+/// Runtime limits and timings of a server instance (from [`Config`](crate::Config) in the
+/// binary; tests build them directly).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Active devices a user may have at once.
+    pub device_limit: u32,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest envelope ciphertext accepted, in bytes (decoded).
+    pub max_envelope_bytes: usize,
+    /// Most envelopes one message may carry.
+    pub max_envelopes_per_message: usize,
+    /// Undelivered envelopes older than this are deleted.
+    pub envelope_ttl: Duration,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
+    /// Rows the retention task deletes per statement.
+    pub retention_batch: i64,
+    /// How long an authenticated token is remembered without asking the database.
+    pub token_cache_ttl: Duration,
+    /// Password hashes computed at once (each Argon2id hash holds 19 MiB).
+    pub max_concurrent_password_hashes: usize,
+    /// How often the server pings an idle WebSocket.
+    pub ws_ping_interval: Duration,
+    /// A WebSocket with no frame from the client for this long is closed.
+    pub ws_idle_timeout: Duration,
+    /// A WebSocket whose client does not take a frame for this long is closed.
+    pub ws_send_timeout: Duration,
+    /// Items buffered per connection for live push; past this the device catches up
+    /// from its inbox instead.
+    pub ws_push_buffer: usize,
+    /// Shortest time between two batches of acknowledgements written.
+    pub ack_batch_interval: Duration,
+    /// How this process reaches the others sharing its database.
+    pub fabric: FabricKind,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            device_limit: 5,
+            max_body_bytes: 1024 * 1024,
+            max_envelope_bytes: 64 * 1024,
+            max_envelopes_per_message: 100,
+            envelope_ttl: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
+            retention_batch: 1000,
+            token_cache_ttl: Duration::from_secs(10),
+            max_concurrent_password_hashes: std::thread::available_parallelism()
+                .map_or(2, |n| n.get().max(2)),
+            ws_ping_interval: Duration::from_secs(20),
+            ws_idle_timeout: Duration::from_secs(60),
+            ws_send_timeout: Duration::from_secs(30),
+            ws_push_buffer: 64,
+            ack_batch_interval: Duration::from_millis(200),
+            fabric: FabricKind::Postgres,
+        }
+    }
+}
+
 impl Config {
     /// The database URL in force: flag or `COURIER_DATABASE_URL`, else `DATABASE_URL`,
     /// else [`DEFAULT_DATABASE_URL`].
@@ -126,10 +211,8 @@ impl Config {
             device_limit: self.device_limit,
             max_body_bytes: self.max_body_bytes,
             max_envelope_bytes: self.max_envelope_bytes,
-            envelope_ttl: std::time::Duration::from_secs(
-                u64::from(self.envelope_ttl_days) * 24 * 3600,
-            ),
-            ack_batch_interval: std::time::Duration::from_millis(self.ack_batch_ms),
+            envelope_ttl: Duration::from_secs(u64::from(self.envelope_ttl_days) * 24 * 3600),
+            ack_batch_interval: Duration::from_millis(self.ack_batch_ms),
             fabric: self.fabric(),
             ..Settings::default()
         }
@@ -214,6 +297,16 @@ mod tests {
     }
 
     #[test]
+    fn the_nats_url_is_redacted_in_debug() {
+        let kind = FabricKind::Nats {
+            url: "nats://courier:s3cret@nats.internal:4222".to_owned(),
+        };
+        let debug = format!("{kind:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("nats.internal"), "{debug}");
+    }
+
+    #[test]
     fn debug_hides_nats_credentials() {
         let config = Config::parse_from([
             "courier-server",
@@ -273,11 +366,8 @@ mod tests {
         assert_eq!(settings.device_limit, 7);
         assert_eq!(settings.max_body_bytes, 2000);
         assert_eq!(settings.max_envelope_bytes, 1000);
-        assert_eq!(
-            settings.envelope_ttl,
-            std::time::Duration::from_secs(2 * 24 * 3600)
-        );
-        assert_eq!(settings.ack_batch_interval, std::time::Duration::ZERO);
+        assert_eq!(settings.envelope_ttl, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!(settings.ack_batch_interval, Duration::ZERO);
     }
 
     #[test]

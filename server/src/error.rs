@@ -15,7 +15,13 @@ pub struct ApiError {
     message: Cow<'static, str>,
     details: Option<serde_json::Value>,
     cause: Option<anyhow::Error>,
+    /// Seconds the client should wait before trying again (`Retry-After`).
+    retry_after: Option<u64>,
 }
+
+/// What a client is told to wait when the database is unavailable: the pool gives up on
+/// a connection after a few seconds, so trying again sooner would only queue again.
+const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 2;
 
 impl ApiError {
     /// An error with `code` and a human-readable `message`.
@@ -25,12 +31,19 @@ impl ApiError {
             message: message.into(),
             details: None,
             cause: None,
+            retry_after: None,
         }
     }
 
     /// Adds structured details to the answer.
     pub fn with_details(mut self, details: impl Serialize) -> Self {
         self.details = serde_json::to_value(details).ok();
+        self
+    }
+
+    /// Tells the client when to try again (`Retry-After`, in seconds).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -41,20 +54,29 @@ impl ApiError {
             message: Cow::Borrowed("the server failed to handle the request"),
             details: None,
             cause: Some(cause.into()),
+            retry_after: None,
+        }
+    }
+
+    /// The server cannot serve this now (its database is unreachable, or it is stopping):
+    /// `503 service_unavailable` with `Retry-After`, the cause logged.
+    pub fn unavailable(message: &'static str, cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: ErrorCode::ServiceUnavailable,
+            message: Cow::Borrowed(message),
+            details: None,
+            cause: Some(cause.into()),
+            retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self {
-                code: ErrorCode::ServiceUnavailable,
-                message: Cow::Borrowed("the database is unavailable; try again shortly"),
-                details: None,
-                cause: Some(error.into()),
-            },
-            other => Self::internal(other),
+        if crate::db::is_unavailable(&error) {
+            Self::unavailable("the database is unavailable; try again shortly", error)
+        } else {
+            Self::internal(error)
         }
     }
 }
@@ -81,6 +103,12 @@ impl IntoResponse for ApiError {
                 details: self.details,
             },
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

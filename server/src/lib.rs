@@ -16,10 +16,12 @@ mod device_lists;
 mod error;
 mod extract;
 pub mod metrics;
+mod passwords;
 pub mod router;
 mod routes;
 mod sends;
 mod state;
+mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,10 +29,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use config::Settings;
 pub use config::{Config, LogFormat};
 pub use database::{MIGRATOR, StartupError, connect_and_migrate};
 pub use error::ApiError;
-pub use state::Settings;
 
 /// Serves the Courier API on `listener` until `shutdown` resolves, then closes device
 /// sockets (close code 1001), waits for in-flight requests, and writes the last
@@ -47,7 +49,7 @@ where
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = Arc::new(delivery::Hub::new(settings.ws_push_buffer, metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tokens = Arc::new(auth::TokenCache::new(settings.token_cache_ttl, 100_000));
+    let tokens = Arc::new(tokens::TokenCache::new(settings.token_cache_ttl, 100_000));
     let device_lists = Arc::new(device_lists::DeviceLists::default());
     let receiver = delivery::fabric::Receiver {
         hub: hub.clone(),
@@ -66,7 +68,13 @@ where
         fabric.clone(),
         settings.ack_batch_interval,
     );
-    let (sends, send_task) = sends::SendQueue::start(&pool, device_lists.clone(), metrics.clone());
+    let (sends, send_task) = sends::Sends::start(
+        &pool,
+        device_lists.clone(),
+        metrics.clone(),
+        hub.clone(),
+        fabric.clone(),
+    );
     let retention = delivery::retention::start(
         pool.clone(),
         metrics.clone(),
@@ -77,7 +85,7 @@ where
     );
     let state = state::AppState {
         pool: pool.clone(),
-        passwords: auth::Passwords::new(settings.max_concurrent_password_hashes),
+        passwords: passwords::Passwords::new(settings.max_concurrent_password_hashes),
         tokens,
         device_lists,
         fabric,

@@ -89,6 +89,13 @@ pub struct DeviceRef {
     pub device_id: DeviceId,
 }
 
+impl DeviceRef {
+    /// The device `device_id` of `user_id`.
+    pub const fn new(user_id: UserId, device_id: DeviceId) -> Self {
+        Self { user_id, device_id }
+    }
+}
+
 /// Claims one key per device, to open sessions with them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -20,7 +20,6 @@ use uuid::Uuid;
 
 use super::device_id;
 use super::stream::{UserItem, append_to_users};
-use crate::delivery::DeviceKey;
 
 /// Why a channel operation is refused (nothing was written).
 #[derive(Debug)]
@@ -43,7 +42,7 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Changed<T> {
     pub value: T,
-    pub items: Vec<(DeviceKey, StreamItem)>,
+    pub items: Vec<(DeviceRef, StreamItem)>,
 }
 
 async fn members(conn: &mut PgConnection, channel_id: Uuid) -> Result<Vec<UserId>, sqlx::Error> {
@@ -458,7 +457,7 @@ pub async fn store_sender_keys(
             continue;
         };
         items.push((
-            (device.user_id, device.device_id),
+            device,
             StreamItem::SenderKey(SenderKeyDistribution {
                 seq: u64::try_from(seq).unwrap_or(0),
                 channel_id,

@@ -56,6 +56,26 @@ pub mod stream;
 
 use courier_protocol::{DeviceId, InvalidDeviceId};
 
+/// Whether a database error means the database cannot be reached right now (no
+/// connection in time, a connection lost, the server shutting down or refusing
+/// connections), rather than a failure of the statement: such a request may succeed if
+/// tried again, and is answered `503 service_unavailable`.
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // Class 08: connection exceptions; 57P01-57P03: the server is shutting down,
+            // crashed or not yet accepting connections; 53300: too many connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// Reads a device ID column (a positive `integer`) back into a [`DeviceId`].
 pub(crate) fn device_id(id: i32) -> Result<DeviceId, sqlx::Error> {
     DeviceId::from_i32(id).map_err(|error: InvalidDeviceId| sqlx::Error::Decode(Box::new(error)))

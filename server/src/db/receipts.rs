@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use super::device_id;
 use super::stream::{UserItem, append_to_users};
-use crate::delivery::DeviceKey;
 
 /// A user's privacy settings (`None`: no such user).
 pub async fn privacy(pool: &PgPool, user: UserId) -> Result<Option<PrivacySettings>, sqlx::Error> {
@@ -92,7 +91,7 @@ pub struct ReadOutcome {
     /// Whether the read state changed.
     pub changed: bool,
     /// Receipts stored for the reader's other devices and the senders' devices.
-    pub items: Vec<(DeviceKey, StreamItem)>,
+    pub items: Vec<(DeviceRef, StreamItem)>,
 }
 
 /// Marks a message read by `reader`'s user, or (with `up_to`) everything up to it in its

@@ -19,7 +19,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::device_id;
-use crate::delivery::DeviceKey;
+use courier_protocol::api::keys::DeviceRef;
 
 /// `message_envelopes.envelope_type` of a group message's per-device row.
 pub const GROUP_ROW_TYPE: i16 = 3;
@@ -206,10 +206,13 @@ pub async fn undelivered_after(
 /// are left out).
 pub async fn items_at(
     pool: &PgPool,
-    positions: &[(DeviceKey, u64)],
-) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
-    let users: Vec<Uuid> = positions.iter().map(|((u, _), _)| u.as_uuid()).collect();
-    let devices: Vec<i32> = positions.iter().map(|((_, d), _)| d.as_i32()).collect();
+    positions: &[(DeviceRef, u64)],
+) -> Result<Vec<(DeviceRef, StreamItem)>, sqlx::Error> {
+    let users: Vec<Uuid> = positions.iter().map(|(d, _)| d.user_id.as_uuid()).collect();
+    let devices: Vec<i32> = positions
+        .iter()
+        .map(|(d, _)| d.device_id.as_i32())
+        .collect();
     let seqs: Vec<i64> = positions.iter().map(|(_, s)| seq_param(*s)).collect();
     #[derive(sqlx::FromRow)]
     struct Placed {
@@ -249,13 +252,13 @@ pub async fn items_at(
         .into_iter()
         .map(|placed| {
             Ok((
-                (UserId::from(placed.user_id), device_id(placed.device_id)?),
+                DeviceRef::new(UserId::from(placed.user_id), device_id(placed.device_id)?),
                 placed.row.into_item()?,
             ))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     // In stream order per device, so connections write them without holding any back.
-    items.sort_by_key(|((user, device), item)| (*user, *device, item.seq()));
+    items.sort_by_key(|(device, item)| (*device, item.seq()));
     Ok(items)
 }
 
@@ -275,7 +278,7 @@ pub struct UserItem {
 pub async fn append_to_users(
     conn: &mut PgConnection,
     items: &[UserItem],
-) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
+) -> Result<Vec<(DeviceRef, StreamItem)>, sqlx::Error> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -323,7 +326,7 @@ pub async fn append_to_users(
         };
         let mut item = source.item.clone();
         item.set_seq(seq_of(seq)?);
-        placed.push(((UserId::from(user), device_id(device)?), item));
+        placed.push((DeviceRef::new(UserId::from(user), device_id(device)?), item));
     }
     Ok(placed)
 }
@@ -396,7 +399,7 @@ pub struct Acked {
     /// Envelopes (one-to-one and group) newly marked delivered.
     pub envelopes: u64,
     /// Delivered receipts stored for the senders' devices, to push.
-    pub receipts: Vec<(DeviceKey, StreamItem)>,
+    pub receipts: Vec<(DeviceRef, StreamItem)>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -433,16 +436,16 @@ const RAISE_DELIVERY_FLOORS: &str = ", floors AS (
 /// stores delivered receipts for the senders of the envelopes, all in one transaction.
 pub async fn mark_delivered(
     pool: &PgPool,
-    entries: &[(DeviceKey, u64)],
+    entries: &[(DeviceRef, u64)],
     range: AckRange,
 ) -> Result<Acked, sqlx::Error> {
     let users: Vec<Uuid> = entries
         .iter()
-        .map(|((user, _), _)| user.as_uuid())
+        .map(|(device, _)| device.user_id.as_uuid())
         .collect();
     let devices: Vec<i32> = entries
         .iter()
-        .map(|((_, device), _)| device.as_i32())
+        .map(|(device, _)| device.device_id.as_i32())
         .collect();
     let seqs: Vec<i64> = entries.iter().map(|(_, seq)| seq_param(*seq)).collect();
     let (comparison, floors) = match range {
@@ -506,7 +509,7 @@ pub async fn mark_delivered(
 async fn store_delivered_receipts(
     conn: &mut PgConnection,
     rows: Vec<AckedRow>,
-) -> Result<Vec<(DeviceKey, StreamItem)>, sqlx::Error> {
+) -> Result<Vec<(DeviceRef, StreamItem)>, sqlx::Error> {
     // One entry per message and recipient user: the devices of one acknowledgement batch
     // share its time (the transaction's), so nothing is lost by grouping them.
     let mut by_sender: BTreeMap<Uuid, BTreeMap<(Uuid, Uuid), Delivery>> = BTreeMap::new();

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::fabric::Fabric;
-use super::{DeviceKey, Hub};
+use courier_protocol::api::keys::DeviceRef;
+
+use super::Hub;
 use crate::db;
 use crate::db::stream::{AckRange, Acked};
 use crate::metrics::Metrics;
@@ -27,9 +29,9 @@ const MAX_BATCH: usize = 4096;
 #[derive(Debug, Clone)]
 pub enum Ack {
     /// Every item up to and including `seq`.
-    UpTo(DeviceKey, u64),
+    UpTo(DeviceRef, u64),
     /// These items.
-    Each(DeviceKey, Vec<u64>),
+    Each(DeviceRef, Vec<u64>),
 }
 
 /// The connections' handle on the batcher.
@@ -73,8 +75,8 @@ async fn run(
             break;
         }
         let started = tokio::time::Instant::now();
-        let mut up_to: HashMap<DeviceKey, u64> = HashMap::new();
-        let mut each: Vec<(DeviceKey, u64)> = Vec::new();
+        let mut up_to: HashMap<DeviceRef, u64> = HashMap::new();
+        let mut each: Vec<(DeviceRef, u64)> = Vec::new();
         for ack in batch.drain(..) {
             match ack {
                 Ack::UpTo(device, seq) => {
@@ -112,12 +114,12 @@ async fn run(
 
 async fn write(
     pool: &PgPool,
-    up_to: &HashMap<DeviceKey, u64>,
-    each: &[(DeviceKey, u64)],
+    up_to: &HashMap<DeviceRef, u64>,
+    each: &[(DeviceRef, u64)],
 ) -> Result<Acked, sqlx::Error> {
     let mut acked = Acked::default();
     if !up_to.is_empty() {
-        let entries: Vec<(DeviceKey, u64)> =
+        let entries: Vec<(DeviceRef, u64)> =
             up_to.iter().map(|(device, seq)| (*device, *seq)).collect();
         acked = db::stream::mark_delivered(pool, &entries, AckRange::UpTo).await?;
     }

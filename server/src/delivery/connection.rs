@@ -17,11 +17,12 @@ use futures::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::acks::Ack;
-use super::{ConnectionSignal, DeviceKey, PushedFrame};
-use crate::auth::AuthenticatedDevice;
+use courier_protocol::api::keys::DeviceRef;
+
+use super::{ConnectionSignal, PushedFrame};
+use crate::config::Settings;
 use crate::db;
 use crate::metrics::Metrics;
-use crate::state::AppState;
 
 /// Items read from PostgreSQL per query when catching up.
 const CATCH_UP_PAGE: i64 = 500;
@@ -53,27 +54,32 @@ impl From<axum::Error> for End {
     }
 }
 
+/// What a device's connection uses of the server.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub pool: sqlx::PgPool,
+    pub hub: Arc<super::Hub>,
+    pub fabric: super::fabric::Fabric,
+    pub acks: super::acks::AckSender,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+}
+
 struct Connection {
     socket: WebSocket,
     /// Pushes that arrived ahead of a missing earlier item, by `seq`.
     held: BTreeMap<u64, PushedFrame>,
     /// When to stop waiting for the missing item and read the stream instead.
     gap_deadline: Option<Instant>,
-    state: AppState,
-    device: DeviceKey,
+    state: Context,
+    device: DeviceRef,
     /// Highest `seq` written to this socket (or known delivered).
     last_sent: u64,
     last_heard: Instant,
 }
 
 /// Runs a device's connection until it closes.
-pub(crate) async fn run(
-    socket: WebSocket,
-    state: AppState,
-    caller: AuthenticatedDevice,
-    after: Option<u64>,
-) {
-    let device = (caller.user_id, caller.device_id);
+pub(crate) async fn run(socket: WebSocket, state: Context, device: DeviceRef, after: Option<u64>) {
     let at_ms = super::fabric::now_ms();
     let registration = state.hub.register(device, at_ms);
     state
@@ -131,7 +137,7 @@ impl Connection {
         mut pushes: tokio::sync::mpsc::Receiver<PushedFrame>,
         signal: &Arc<ConnectionSignal>,
     ) -> Result<(), End> {
-        let (user_id, device_id) = self.device;
+        let DeviceRef { user_id, device_id } = self.device;
         let committed = db::stream::committed_seq(&self.state.pool, user_id, device_id)
             .await
             .map_err(|error| {
@@ -270,7 +276,7 @@ impl Connection {
     /// Sends every undelivered item after `last_sent`, page by page, in order.
     async fn catch_up(&mut self) -> Result<(), End> {
         Metrics::add(&self.state.metrics.stream_reads, 1);
-        let (user_id, device_id) = self.device;
+        let DeviceRef { user_id, device_id } = self.device;
         self.gap_deadline = None;
         loop {
             let page = db::stream::undelivered_after(

@@ -15,13 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
-use courier_protocol::{DeviceId, UserId};
+use courier_protocol::api::keys::DeviceRef;
 use tokio::sync::{Notify, mpsc};
 
 use crate::metrics::Metrics;
-
-/// A device, as the hub keys connections.
-pub type DeviceKey = (UserId, DeviceId);
 
 /// A frame ready to write: its stream position and its JSON text (serialized once, by
 /// the sender).
@@ -54,7 +51,7 @@ struct Registered {
 /// The live connections of this process, one per device.
 #[derive(Debug)]
 pub struct Hub {
-    connections: std::sync::Mutex<HashMap<DeviceKey, Registered>>,
+    connections: std::sync::Mutex<HashMap<DeviceRef, Registered>>,
     next_id: AtomicU64,
     buffer: usize,
     metrics: Arc<Metrics>,
@@ -78,7 +75,7 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, Registered>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceRef, Registered>> {
         // A panic while holding this lock cannot leave the map inconsistent (every
         // operation is a single insert or remove), so a poisoned lock is still usable.
         self.connections
@@ -87,7 +84,7 @@ impl Hub {
     }
 
     /// Registers a device's new connection, replacing (and closing) an older one.
-    pub fn register(&self, device: DeviceKey, at_ms: u64) -> Registration {
+    pub fn register(&self, device: DeviceRef, at_ms: u64) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.buffer);
         let signal = Arc::new(ConnectionSignal::default());
@@ -111,7 +108,7 @@ impl Hub {
     }
 
     /// Removes a connection, unless a newer one has replaced it already.
-    pub fn unregister(&self, device: DeviceKey, id: u64) {
+    pub fn unregister(&self, device: DeviceRef, id: u64) {
         let mut connections = self.lock();
         if connections
             .get(&device)
@@ -123,7 +120,7 @@ impl Hub {
 
     /// Pushes a committed stream item to the device if it is connected here. Never waits:
     /// with a full buffer the connection is told to read the stream from the database.
-    pub fn push(&self, device: DeviceKey, frame: PushedFrame) {
+    pub fn push(&self, device: DeviceRef, frame: PushedFrame) {
         let connections = self.lock();
         let Some(registered) = connections.get(&device) else {
             return;
@@ -140,13 +137,13 @@ impl Hub {
     }
 
     /// Whether a device has a connection here.
-    pub fn is_connected(&self, device: DeviceKey) -> bool {
+    pub fn is_connected(&self, device: DeviceRef) -> bool {
         self.lock().contains_key(&device)
     }
 
     /// Tells a device's connection here to read its stream from the database (its new
     /// items were stored by another process).
-    pub fn read_stream(&self, device: DeviceKey) {
+    pub fn read_stream(&self, device: DeviceRef) {
         if let Some(registered) = self.lock().get(&device) {
             registered.signal.missed.store(true, Ordering::Release);
             registered.signal.notify.notify_one();
@@ -163,7 +160,7 @@ impl Hub {
 
     /// Another process took a connection of `device` at `at_ms`: an older one here
     /// closes as replaced.
-    pub fn replaced_elsewhere(&self, device: DeviceKey, at_ms: u64) {
+    pub fn replaced_elsewhere(&self, device: DeviceRef, at_ms: u64) {
         let mut connections = self.lock();
         if connections
             .get(&device)
@@ -179,7 +176,7 @@ impl Hub {
     }
 
     /// Closes a device's connection (the device was removed).
-    pub fn close_device(&self, device: DeviceKey, code: u16) {
+    pub fn close_device(&self, device: DeviceRef, code: u16) {
         if let Some(registered) = self.lock().remove(&device) {
             close(&registered.signal, code);
         }
@@ -203,7 +200,7 @@ fn close(signal: &ConnectionSignal, code: u16) {
 pub fn deliver(
     hub: &Hub,
     fabric: &fabric::Fabric,
-    items: Vec<(DeviceKey, courier_protocol::api::stream::StreamItem)>,
+    items: Vec<(DeviceRef, courier_protocol::api::stream::StreamItem)>,
 ) {
     for (device, item) in items {
         let seq = item.seq();
@@ -215,7 +212,7 @@ pub fn deliver(
 /// Pushes one stored stream item to its device if it is connected here.
 pub(crate) fn push_item(
     hub: &Hub,
-    device: DeviceKey,
+    device: DeviceRef,
     item: courier_protocol::api::stream::StreamItem,
 ) {
     use courier_protocol::api::stream::ServerFrame;

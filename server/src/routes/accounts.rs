@@ -9,12 +9,12 @@ use courier_protocol::api::accounts::{
 use courier_protocol::api::devices::DeviceLimitDetails;
 use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 
-use crate::auth::new_access_token;
 use crate::db;
 use crate::db::devices::Registration;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
+use crate::tokens::new_access_token;
 
 /// Creates an account.
 #[utoipa::path(

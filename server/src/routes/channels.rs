@@ -3,15 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use courier_protocol::api::channels::GroupMessage;
 use courier_protocol::api::channels::{
-    AddMembersRequest, Channel, CreateChannelRequest, MissingSenderKeys, SendGroupMessageRequest,
+    AddMembersRequest, Channel, CreateChannelRequest, SendGroupMessageRequest,
     UploadSenderKeysRequest, UploadSenderKeysResponse,
 };
 use courier_protocol::api::keys::DeviceRef;
-use courier_protocol::api::messages::{EnvelopeType, SendMessageResponse};
-use courier_protocol::api::stream::StreamItem;
-use courier_protocol::keys::encode_base64;
+use courier_protocol::api::messages::SendMessageResponse;
 use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 use serde_json::json;
 use uuid::Uuid;
@@ -19,20 +16,11 @@ use uuid::Uuid;
 use super::messages::{answer, decode_ciphertext, decode_per_device};
 use crate::auth::AuthenticatedDevice;
 use crate::db;
-use crate::db::channels::{GroupTargets, NewSenderKey, Refusal};
-use crate::db::messages::{GroupTarget, NewEnvelope, StoreJob};
+use crate::db::channels::{NewSenderKey, Refusal};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::metrics::Metrics;
-use crate::sends::SendResult;
+use crate::sends::GroupSend;
 use crate::state::AppState;
-
-fn caller_device(caller: AuthenticatedDevice) -> DeviceRef {
-    DeviceRef {
-        user_id: caller.user_id,
-        device_id: caller.device_id,
-    }
-}
 
 fn channel_not_found() -> ApiError {
     ApiError::new(
@@ -104,7 +92,7 @@ pub async fn create_channel(
 ) -> Result<(StatusCode, Json<Channel>), ApiError> {
     let changed = db::channels::create(
         &state.pool,
-        caller_device(caller),
+        caller.device(),
         &request.members,
         limits::MAX_CHANNEL_MEMBERS,
     )
@@ -180,7 +168,7 @@ pub async fn add_members(
     }
     let changed = db::channels::add_members(
         &state.pool,
-        caller_device(caller),
+        caller.device(),
         channel_id,
         &request.user_ids,
         limits::MAX_CHANNEL_MEMBERS,
@@ -215,7 +203,7 @@ pub async fn remove_member(
     ApiPath((channel_id, user_id)): ApiPath<(Uuid, UserId)>,
 ) -> Result<StatusCode, ApiError> {
     let changed =
-        db::channels::remove_member(&state.pool, caller_device(caller), channel_id, user_id)
+        db::channels::remove_member(&state.pool, caller.device(), channel_id, user_id)
             .await?
             .map_err(refused)?;
     crate::delivery::deliver(&state.hub, &state.fabric, changed.items);
@@ -263,7 +251,7 @@ pub async fn upload_sender_keys(
         .collect();
     let changed = db::channels::store_sender_keys(
         &state.pool,
-        caller_device(caller),
+        caller.device(),
         channel_id,
         &request.session_id,
         &keys,
@@ -309,100 +297,15 @@ pub async fn send_group_message(
     }
     check_session_id(&request.session_id)?;
     let ciphertext = decode_ciphertext(&state, "ciphertext", &request.ciphertext)?;
-    let sender = caller_device(caller);
-    let targets = db::channels::group_targets(&state.pool, sender, channel_id, &request.session_id)
-        .await?
-        .ok_or_else(channel_not_found)?;
-    let targets = match targets {
-        GroupTargets::Ready(targets) => targets,
-        GroupTargets::MissingKeys(devices) => {
-            // A retry of a message stored before the device list changed stands.
-            if let Some(existing) =
-                db::messages::find_by_client_id(&state.pool, sender, &request.client_message_id)
-                    .await?
-            {
-                Metrics::add(&state.metrics.messages_deduplicated, 1);
-                return Ok((StatusCode::OK, Json(answer(&existing))));
-            }
-            Metrics::add(&state.metrics.sends_refused_missing_keys, 1);
-            return Err(ApiError::new(
-                ErrorCode::MissingSenderKeys,
-                "member devices have no sender key of this session; share it with them and send again",
-            )
-            .with_details(MissingSenderKeys {
-                session_id: request.session_id,
-                devices,
-            }));
-        }
-    };
-    if targets.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::RecipientUnreachable,
-            "no other member device can receive the message",
-        ));
-    }
-    let job = StoreJob {
-        sender,
-        client_message_id: request.client_message_id,
-        // Unused for a group message (its recipient is the channel).
-        recipient: caller.user_id,
-        legacy_envelope: Some(ciphertext),
-        envelopes: targets
-            .into_iter()
-            .map(|device| NewEnvelope {
-                device,
-                envelope_type: EnvelopeType::Normal,
-                ciphertext: None,
-            })
-            .collect(),
-        channel: Some(GroupTarget {
+    let sent = state
+        .sends
+        .send_group(GroupSend {
+            sender: caller.device(),
+            client_message_id: request.client_message_id,
             channel_id,
             session_id: request.session_id,
-        }),
-    };
-    let result = state
-        .sends
-        .send(job)
-        .await
-        .map_err(|error| ApiError::internal(anyhow::anyhow!(error)))?;
-    match result {
-        SendResult::Stored {
-            message,
-            placed,
-            job,
-        } => {
-            Metrics::add(&state.metrics.messages_group, 1);
-            Metrics::add(&state.metrics.envelopes_stored, placed.len() as u64);
-            let ciphertext = encode_base64(job.legacy_envelope.as_deref().unwrap_or_default());
-            let session_id = job.channel.map(|c| c.session_id).unwrap_or_default();
-            let items = placed
-                .iter()
-                .map(|placed| {
-                    (
-                        (placed.device.user_id, placed.device.device_id),
-                        StreamItem::GroupMessage(GroupMessage {
-                            seq: placed.seq,
-                            message_id: message.message_id,
-                            channel_id,
-                            sender_user_id: caller.user_id,
-                            sender_device_id: caller.device_id,
-                            session_id: session_id.clone(),
-                            ciphertext: ciphertext.clone(),
-                            server_timestamp: message.created_at,
-                        }),
-                    )
-                })
-                .collect();
-            crate::delivery::deliver(&state.hub, &state.fabric, items);
-            Ok((StatusCode::CREATED, Json(answer(&message))))
-        }
-        SendResult::Existing(existing) => {
-            Metrics::add(&state.metrics.messages_deduplicated, 1);
-            Ok((StatusCode::OK, Json(answer(&existing))))
-        }
-        SendResult::Refused(_) => Err(ApiError::new(
-            ErrorCode::RecipientUnreachable,
-            "member devices were removed while the message was sent; send again",
-        )),
-    }
+            ciphertext,
+        })
+        .await?;
+    Ok(answer(&sent))
 }

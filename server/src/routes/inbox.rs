@@ -96,7 +96,7 @@ pub async fn ack_inbox(
     caller: AuthenticatedDevice,
     ApiJson(request): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
-    let device = (caller.user_id, caller.device_id);
+    let device = caller.device();
     let acked =
         db::stream::mark_delivered(&state.pool, &[(device, request.up_to)], AckRange::UpTo).await?;
     Metrics::add(&state.metrics.envelopes_delivered, acked.envelopes);
@@ -144,5 +144,12 @@ pub async fn open_socket(
         .write_buffer_size(4 * 1024)
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
-        .on_upgrade(move |socket| connection::run(socket, state, caller, query.after)))
+        .on_upgrade(move |socket| {
+            connection::run(
+                socket,
+                state.connection_context(),
+                caller.device(),
+                query.after,
+            )
+        }))
 }

@@ -9,8 +9,8 @@ use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{
     DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
-use courier_protocol::api::stream::{Envelope, StreamItem};
-use courier_protocol::keys::{KeyDecodeError, decode_base64, encode_base64};
+use courier_protocol::api::stream::Envelope;
+use courier_protocol::keys::{KeyDecodeError, decode_base64};
 use courier_protocol::{DeviceId, ErrorBody, ErrorCode, limits};
 use serde::Deserialize;
 use serde_json::json;
@@ -18,21 +18,13 @@ use uuid::Uuid;
 
 use crate::auth::AuthenticatedDevice;
 use crate::db;
-use crate::db::messages::{NewEnvelope, Refusal, StoreJob, StoredMessage};
+use crate::db::messages::NewEnvelope;
 use crate::db::stream::EnvelopeLookup;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
-use crate::sends::SendResult;
+use crate::sends::{DirectContent, DirectSend, Sent};
 use crate::state::AppState;
-
-pub(crate) fn answer(message: &StoredMessage) -> SendMessageResponse {
-    SendMessageResponse {
-        message_id: message.message_id,
-        server_timestamp: message.created_at,
-        envelope_count: message.envelope_count,
-    }
-}
 
 /// Decodes an envelope's ciphertext and checks it against the size limit.
 pub(crate) fn decode_ciphertext(
@@ -127,65 +119,39 @@ pub async fn send_message(
         }
     };
 
-    let sender = DeviceRef {
-        user_id: caller.user_id,
-        device_id: caller.device_id,
-    };
     // Every envelope is decoded and checked before the database is asked anything.
-    let decoded = match version {
-        Version::V2(envelopes) => Some(decode_v2(&state, envelopes)?),
-        Version::V1(_) => None,
+    let content = match version {
+        Version::V2(envelopes) => DirectContent::PerDevice(decode_v2(&state, envelopes)?),
+        Version::V1(envelope) => {
+            DirectContent::Legacy(decode_ciphertext(&state, "encryptedEnvelope", envelope)?)
+        }
     };
-    let legacy = match version {
-        Version::V1(envelope) => Some(decode_ciphertext(&state, "encryptedEnvelope", envelope)?),
-        Version::V2(_) => None,
-    };
-
-    let job = StoreJob {
-        sender,
-        client_message_id: request.client_message_id.clone(),
-        recipient: request.recipient_user_id,
-        legacy_envelope: legacy,
-        envelopes: decoded.unwrap_or_default(),
-        channel: None,
-    };
-    let result = state
+    let sent = state
         .sends
-        .send(job)
-        .await
-        .map_err(|error| ApiError::internal(anyhow::anyhow!(error)))?;
-    match result {
-        SendResult::Stored {
-            message,
-            placed,
-            job,
-        } => {
-            let v1 = job.legacy_envelope.is_some();
-            Metrics::add(
-                if v1 {
-                    &state.metrics.messages_v1
-                } else {
-                    &state.metrics.messages_v2
-                },
-                1,
-            );
-            Metrics::add(&state.metrics.envelopes_stored, placed.len() as u64);
-            push(
-                &state,
-                caller,
-                &message,
-                &placed,
-                &job.envelopes,
-                job.legacy_envelope.as_deref(),
-            );
-            Ok((StatusCode::CREATED, Json(answer(&message))))
-        }
-        SendResult::Existing(existing) => {
-            Metrics::add(&state.metrics.messages_deduplicated, 1);
-            Ok((StatusCode::OK, Json(answer(&existing))))
-        }
-        SendResult::Refused(refusal) => Err(refused(&state, refusal)),
-    }
+        .send_direct(DirectSend {
+            sender: caller.device(),
+            client_message_id: request.client_message_id,
+            recipient: request.recipient_user_id,
+            content,
+        })
+        .await?;
+    Ok(answer(&sent))
+}
+
+/// The answer to a send: `201` for a new message, `200` with the original for a retry.
+pub(crate) fn answer(sent: &Sent) -> (StatusCode, Json<SendMessageResponse>) {
+    let (status, message) = match sent {
+        Sent::New(message) => (StatusCode::CREATED, message),
+        Sent::Retry(message) => (StatusCode::OK, message),
+    };
+    (
+        status,
+        Json(SendMessageResponse {
+            message_id: message.message_id,
+            server_timestamp: message.created_at,
+            envelope_count: message.envelope_count,
+        }),
+    )
 }
 
 /// Decodes and checks V2 envelopes: count, one per device, type, size.
@@ -245,61 +211,6 @@ pub(crate) fn decode_per_device<'a>(
         decoded.push((device, envelope_type, bytes));
     }
     Ok(decoded)
-}
-
-fn refused(state: &AppState, refusal: Refusal) -> ApiError {
-    match refusal {
-        Refusal::Mismatch(mismatch) => {
-            Metrics::add(&state.metrics.sends_refused_mismatch, 1);
-            ApiError::new(
-                ErrorCode::DeviceListMismatch,
-                "the envelopes do not match the current device lists; refresh them and send again",
-            )
-            .with_details(mismatch)
-        }
-        Refusal::RecipientNotFound => ApiError::new(ErrorCode::UserNotFound, "no such user"),
-        Refusal::RecipientUnreachable => ApiError::new(
-            ErrorCode::RecipientUnreachable,
-            "the recipient has no device that can receive messages",
-        ),
-    }
-}
-
-/// Pushes each stored envelope to its device if it is connected to this process.
-fn push(
-    state: &AppState,
-    caller: AuthenticatedDevice,
-    message: &StoredMessage,
-    placed: &[db::messages::Placed],
-    envelopes: &[NewEnvelope],
-    legacy: Option<&[u8]>,
-) {
-    let items = placed
-        .iter()
-        .filter_map(|p| {
-            envelopes
-                .iter()
-                .find(|e| e.device == p.device)
-                .map(|e| (p, e))
-        })
-        .map(|(placed, envelope)| {
-            let ciphertext = legacy
-                .or(envelope.ciphertext.as_deref())
-                .unwrap_or_default();
-            let item = StreamItem::Envelope(Envelope {
-                seq: placed.seq,
-                message_id: message.message_id,
-                sender_user_id: caller.user_id,
-                sender_device_id: caller.device_id,
-                protocol_version: if legacy.is_some() { 1 } else { 2 },
-                envelope_type: envelope.envelope_type,
-                ciphertext: encode_base64(ciphertext),
-                server_timestamp: message.created_at,
-            });
-            ((placed.device.user_id, placed.device.device_id), item)
-        })
-        .collect();
-    crate::delivery::deliver(&state.hub, &state.fabric, items);
 }
 
 /// Optional device ID in envelope queries (V1 clients omit it).

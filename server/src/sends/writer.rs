@@ -1,8 +1,6 @@
-//! Group commit for sends: the sends that arrive while a batch is being written go into
-//! the next batch, which costs one statement however many messages it holds: the sends
-//! are checked against the device lists (cached: `crate::device_lists`), and one
-//! statement stores the accepted ones and commits. Every sender is answered
-//! only after its own message is committed (or refused, with nothing written).
+//! The send writer: one task per process that takes the sends queued while its previous
+//! batch was written, checks them against the device lists, and stores the accepted ones
+//! in one statement (group commit).
 //!
 //! One task per process writes the batches, on purpose: every batch locks the device rows
 //! of its recipients (their stream counters), and the batches of a busy server touch
@@ -18,24 +16,25 @@ use std::time::Instant;
 
 use courier_protocol::UserId;
 use courier_protocol::api::keys::DeviceRef;
-use courier_protocol::api::messages::{DeviceListMismatch, EnvelopeType};
+use courier_protocol::api::messages::DeviceListMismatch;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
+use super::SendError;
+use super::rules::{Refusal, check_job};
 use crate::db::messages::{
-    NewEnvelope, Placed, Refusal, SendContext, StoreJob, StoreOutcome, StoredMessage, UserDevices,
-    find_by_client_ids, read_device_lists, store_batch,
+    Placed, StoreJob, StoreOutcome, StoredMessage, UserDevices, find_by_client_ids,
+    read_device_lists, store_batch,
 };
 use crate::device_lists::DeviceLists;
 use crate::metrics::Metrics;
 
 /// Most messages handled by one batch.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 /// What became of a send.
 #[derive(Debug)]
-pub enum SendResult {
+pub(super) enum SendResult {
     /// Stored and committed; the job comes back (with V1 targets filled in) for pushing.
     Stored {
         message: StoredMessage,
@@ -48,48 +47,19 @@ pub enum SendResult {
     Refused(Refusal),
 }
 
-type Reply = oneshot::Sender<Result<SendResult, String>>;
-
-/// A send waiting for the writer: the job, where its answer goes, and since when it waits.
-type Queued = (StoreJob, Reply, Instant);
-
-/// The handlers' way to send a message.
-#[derive(Debug, Clone)]
-pub struct SendQueue(mpsc::Sender<Queued>);
-
-impl SendQueue {
-    /// Starts the writer task. It ends once every queue handle is dropped (after
-    /// finishing its batch).
-    pub fn start(
-        pool: &PgPool,
-        device_lists: Arc<DeviceLists>,
-        metrics: Arc<Metrics>,
-    ) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        (
-            Self(tx),
-            tokio::spawn(write_batches(pool.clone(), device_lists, metrics, rx)),
-        )
-    }
-
-    /// Sends a message: a V2 job carries its envelopes, a V1 job its legacy ciphertext
-    /// (its targets are derived from the recipient's devices). An error says why the
-    /// whole batch failed.
-    pub async fn send(&self, job: StoreJob) -> Result<SendResult, String> {
-        let (reply, answer) = oneshot::channel();
-        self.0
-            .send((job, reply, Instant::now()))
-            .await
-            .map_err(|_| "the send queue is closed".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the send writer stopped".to_owned())?
-    }
+/// A send waiting for the writer.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub job: StoreJob,
+    /// Where its answer goes.
+    pub reply: oneshot::Sender<Result<SendResult, SendError>>,
+    /// Since when it waits (for the latency histogram).
+    pub queued_at: Instant,
 }
 
 /// Takes whatever sends arrived while the previous batch was written, checks them and
 /// stores the accepted ones: one batch at a time.
-async fn write_batches(
+pub(super) async fn write_batches(
     pool: PgPool,
     device_lists: Arc<DeviceLists>,
     metrics: Arc<Metrics>,
@@ -99,9 +69,9 @@ async fn write_batches(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut jobs = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
-        for (job, reply, queued_at) in batch.drain(..) {
-            jobs.push(job);
-            replies.push((reply, queued_at));
+        for queued in batch.drain(..) {
+            jobs.push(queued.job);
+            replies.push((queued.reply, queued.queued_at));
         }
         let started = Instant::now();
         let results = match check(&pool, &device_lists, jobs).await {
@@ -122,11 +92,11 @@ async fn write_batches(
                 }
             }
             Err(error) => {
-                tracing::error!(%error, messages = replies.len(), "could not handle a batch of sends");
-                let message = error.to_string();
+                let error = SendError::from(error);
+                tracing::warn!(%error, messages = replies.len(), "could not handle a batch of sends");
                 for (reply, queued_at) in replies {
                     metrics.send_wait.observe(queued_at.elapsed());
-                    let _ = reply.send(Err(message.clone()));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
@@ -151,30 +121,6 @@ async fn device_lists(
         lists.extend(read);
     }
     Ok(lists)
-}
-
-/// Checks a job against device lists; a V1 job gets its targets.
-fn check_job(job: &mut StoreJob, lists: &HashMap<UserId, Arc<UserDevices>>) -> Result<(), Refusal> {
-    if job.channel.is_some() {
-        // The route checked the member devices and their sender keys.
-        return Ok(());
-    }
-    let context = SendContext::new(job.sender, job.recipient, lists);
-    if job.legacy_envelope.is_some() {
-        let targets = context.v1_targets(job.sender, job.recipient)?;
-        job.envelopes = targets
-            .into_iter()
-            .map(|device| NewEnvelope {
-                device,
-                envelope_type: EnvelopeType::Legacy,
-                ciphertext: None,
-            })
-            .collect();
-        Ok(())
-    } else {
-        let requested = job.envelopes.iter().map(|e| e.device).collect();
-        context.check_v2(job.sender, job.recipient, &requested)
-    }
 }
 
 /// Checks one batch, writing nothing: against the cached device lists, then the sends

@@ -1,0 +1,82 @@
+//! What a process does with the other processes' signals.
+
+use std::sync::Arc;
+
+use courier_protocol::api::stream::close_code;
+use sqlx::PgPool;
+
+use super::Signal;
+use super::codec::signals_from;
+use crate::delivery::Hub;
+use crate::tokens::TokenCache;
+
+/// What a process does with the others' signals.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub hub: Arc<Hub>,
+    pub tokens: Arc<TokenCache>,
+    pub device_lists: Arc<crate::device_lists::DeviceLists>,
+    /// Reads the signalled items (one query per payload for every local device).
+    pub pool: PgPool,
+}
+
+impl Receiver {
+    fn apply(&self, signal: Signal) {
+        match signal {
+            Signal::Items { device, .. } => self.hub.read_stream(device),
+            Signal::Removed { device } => {
+                self.tokens.forget_device(device.user_id, device.device_id);
+                self.device_lists.forget(device.user_id);
+                self.hub.close_device(device, close_code::DEVICE_REMOVED);
+            }
+            Signal::Connected { device, at_ms } => self.hub.replaced_elsewhere(device, at_ms),
+            Signal::DevicesChanged { user } => self.device_lists.forget(user),
+            Signal::Resync => {
+                self.device_lists.forget_all();
+                self.hub.read_all_streams();
+            }
+        }
+    }
+
+    /// Applies a payload from the transport, unless `process` (this one) sent it. The new
+    /// items of devices connected here are read in one query for the whole payload and
+    /// pushed like local sends (instead of one stream read per device); if that read
+    /// fails, those devices reread their streams.
+    pub(super) fn apply_payload(&self, process: &str, payload: &str) {
+        let mut items = Vec::new();
+        for signal in signals_from(process, payload) {
+            match signal {
+                Signal::Items { device, seq } if self.hub.is_connected(device) => {
+                    items.push((device, seq));
+                }
+                Signal::Items { .. } => {}
+                other => self.apply(other),
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let receiver = self.clone();
+        tokio::spawn(async move {
+            match crate::db::stream::items_at(&receiver.pool, &items).await {
+                Ok(found) => {
+                    for (device, item) in found {
+                        crate::delivery::push_item(&receiver.hub, device, item);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not read signalled items");
+                    for (device, _) in items {
+                        receiver.hub.read_stream(device);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Signals may have been missed: every local socket rereads its stream.
+    pub(super) fn missed(&self) {
+        self.device_lists.forget_all();
+        self.hub.read_all_streams();
+    }
+}
