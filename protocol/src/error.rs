@@ -115,6 +115,10 @@ error_codes! {
     TooManyDevices = ("too_many_devices", 400),
     /// The client message ID is empty, too long, or outside `[A-Za-z0-9_-]`.
     InvalidClientMessageId = ("invalid_client_message_id", 400),
+    /// The sending device already used this client message ID for a message to another
+    /// conversation (another recipient user, a channel instead of a user, or another
+    /// channel); nothing was stored.
+    ClientMessageIdReused = ("client_message_id_reused", 409),
     /// `protocolVersion` is neither 1 nor 2. Details carry `supported`.
     UnsupportedProtocolVersion = ("unsupported_protocol_version", 400),
     /// An envelope is unusable: empty ciphertext, or a `legacy` type in a V2 send.

@@ -641,3 +641,132 @@ async fn the_channel_list_shows_each_channel_of_the_user_as_its_own_page_does(po
         .collect();
     assert_eq!(ids, vec![with_both.channel_id]);
 }
+
+/// A client message ID names one message of its device: reusing it for another
+/// conversation (a channel after a user, another user, another channel) is refused with
+/// its own code and stores nothing, while a retry to the same conversation still gets the
+/// original's answer.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_client_message_id_reused_for_another_conversation_is_refused_and_stores_nothing(
+    pool: PgPool,
+) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let bob = TestUser::new(&server, "bob", 1).await;
+    let carol = TestUser::new(&server, "carol", 1).await;
+    let sender = &alice.devices[0];
+    let channel = create(&server, sender, &[bob.id]).await;
+    let (status, body) = share(
+        &server,
+        sender,
+        channel.channel_id,
+        "s1",
+        &others(&channel, sender),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let other_channel = create(&server, sender, &[carol.id]).await;
+    let (status, body) = share(
+        &server,
+        sender,
+        other_channel.channel_id,
+        "s1",
+        &others(&other_channel, sender),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let direct = |id: &str, to: &TestUser| common::v2_body(id, to.id, &to.refs(), "hello");
+
+    // A direct message under X, then a group message under X: refused, nothing stored.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(direct("x", &bob)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let original: SendMessageResponse = serde_json::from_value(body).unwrap();
+    let reused = send_group(&server, sender, channel.channel_id, "s1", "x", "group text").await;
+    assert_error(&reused, StatusCode::CONFLICT, "client_message_id_reused");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM messages WHERE channel_id IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    // The same ID to another user: refused too.
+    let reused = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(direct("x", &carol)),
+        )
+        .await;
+    assert_error(&reused, StatusCode::CONFLICT, "client_message_id_reused");
+    assert_eq!(count(&pool, "SELECT count(*) FROM messages").await, 1);
+    assert!(
+        !server
+            .inbox(&carol.devices[0])
+            .await
+            .iter()
+            .any(|item| matches!(item, StreamItem::Envelope(_)))
+    );
+    // A retry to the same conversation is still the original.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(direct("x", &bob)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let retry: SendMessageResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(retry.message_id, original.message_id);
+
+    // The other way round: a group message under Y, then Y elsewhere.
+    let (status, body) =
+        send_group(&server, sender, channel.channel_id, "s1", "y", "group text").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let group: SendMessageResponse = serde_json::from_value(body).unwrap();
+    let reused = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(direct("y", &bob)),
+        )
+        .await;
+    assert_error(&reused, StatusCode::CONFLICT, "client_message_id_reused");
+    let reused = send_group(
+        &server,
+        sender,
+        other_channel.channel_id,
+        "s1",
+        "y",
+        "other",
+    )
+    .await;
+    assert_error(&reused, StatusCode::CONFLICT, "client_message_id_reused");
+    let (status, body) = send_group(&server, sender, channel.channel_id, "s1", "y", "again").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let retry: SendMessageResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(retry.message_id, group.message_id);
+    assert_eq!(count(&pool, "SELECT count(*) FROM messages").await, 2);
+    // Bob got exactly the two messages that were stored: one direct, one group.
+    let items = server.inbox(&bob.devices[0]).await;
+    let envelopes = items
+        .iter()
+        .filter(|item| matches!(item, StreamItem::Envelope(_)))
+        .count();
+    let groups = items
+        .iter()
+        .filter(|item| matches!(item, StreamItem::GroupMessage(_)))
+        .count();
+    assert_eq!((envelopes, groups), (1, 1), "{items:?}");
+}

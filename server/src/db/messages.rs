@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use courier_protocol::UserId;
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::EnvelopeType;
+use courier_protocol::api::receipts::Conversation;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,6 +22,8 @@ pub struct StoredMessage {
     pub message_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub envelope_count: u32,
+    /// Where it went: the recipient user, or the channel.
+    pub conversation: Conversation,
 }
 
 /// One envelope to store: its device, type and decoded ciphertext (`None` for V1 rows,
@@ -138,6 +141,20 @@ pub struct StoreJob {
     /// A group message: its channel and session (its envelopes are the member devices'
     /// stream rows, without ciphertext).
     pub channel: Option<GroupTarget>,
+}
+
+impl StoreJob {
+    /// The conversation the message belongs to: its recipient user, or its channel.
+    pub fn conversation(&self) -> Conversation {
+        match &self.channel {
+            Some(channel) => Conversation::Channel {
+                channel_id: channel.channel_id,
+            },
+            None => Conversation::Direct {
+                user_id: self.recipient,
+            },
+        }
+    }
 }
 
 /// Where a group message goes.
@@ -326,6 +343,7 @@ pub async fn store_batch(
                         message_id,
                         created_at,
                         envelope_count: u32::try_from(job.envelopes.len()).unwrap_or(u32::MAX),
+                        conversation: job.conversation(),
                     },
                     placed,
                 },
@@ -357,8 +375,11 @@ pub async fn find_by_client_ids(
     let users: Vec<Uuid> = keys.iter().map(|(d, _)| d.user_id.as_uuid()).collect();
     let devices: Vec<i32> = keys.iter().map(|(d, _)| d.device_id.as_i32()).collect();
     let ids: Vec<&str> = keys.iter().map(|(_, id)| *id).collect();
-    let rows: Vec<(i64, Uuid, DateTime<Utc>, i32)> = sqlx::query_as(
-        "SELECT k.ord, m.message_id, m.created_at, m.envelope_count
+    /// A found message: its place in `keys`, ID, time, envelope count, recipient user or
+    /// channel.
+    type FoundRow = (i64, Uuid, DateTime<Utc>, i32, Option<Uuid>, Option<Uuid>);
+    let rows: Vec<FoundRow> = sqlx::query_as(
+        "SELECT k.ord, m.message_id, m.created_at, m.envelope_count, m.recipient_user_id, m.channel_id
          FROM unnest($1::uuid[], $2::int4[], $3::text[]) WITH ORDINALITY
              AS k (user_id, device_id, client_message_id, ord)
          JOIN messages m ON m.sender_user_id = k.user_id AND m.sender_device_id = k.device_id
@@ -370,12 +391,24 @@ pub async fn find_by_client_ids(
     .fetch_all(pool)
     .await?;
     let mut found = vec![None; keys.len()];
-    for (ord, message_id, created_at, count) in rows {
+    for (ord, message_id, created_at, count, recipient, channel) in rows {
+        let conversation = match (channel, recipient) {
+            (Some(channel_id), _) => Conversation::Channel { channel_id },
+            (None, Some(user_id)) => Conversation::Direct {
+                user_id: UserId::from(user_id),
+            },
+            (None, None) => {
+                return Err(sqlx::Error::Protocol(
+                    "a message with neither recipient nor channel".into(),
+                ));
+            }
+        };
         if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| found.get_mut(i)) {
             *slot = Some(StoredMessage {
                 message_id,
                 created_at,
                 envelope_count: u32::try_from(count).unwrap_or(0),
+                conversation,
             });
         }
     }

@@ -202,10 +202,9 @@ pub async fn remove_member(
     caller: AuthenticatedDevice,
     ApiPath((channel_id, user_id)): ApiPath<(Uuid, UserId)>,
 ) -> Result<StatusCode, ApiError> {
-    let changed =
-        db::channels::remove_member(&state.pool, caller.device(), channel_id, user_id)
-            .await?
-            .map_err(refused)?;
+    let changed = db::channels::remove_member(&state.pool, caller.device(), channel_id, user_id)
+        .await?
+        .map_err(refused)?;
     crate::delivery::deliver(&state.hub, &state.fabric, changed.items);
     Ok(StatusCode::NO_CONTENT)
 }

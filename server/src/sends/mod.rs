@@ -20,6 +20,7 @@ use std::time::Instant;
 use courier_protocol::api::channels::{GroupMessage, MissingSenderKeys};
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{DeviceListMismatch, EnvelopeType};
+use courier_protocol::api::receipts::Conversation;
 use courier_protocol::api::stream::{Envelope, StreamItem};
 use courier_protocol::keys::encode_base64;
 use courier_protocol::{ErrorCode, UserId};
@@ -104,6 +105,11 @@ pub enum SendError {
     /// The channel has no member device but the sending one.
     #[error("no other member device")]
     NoOtherMemberDevice,
+    /// The sending device used this client message ID for a message to another
+    /// conversation (one-to-one or channel): a retry must name the same conversation, a
+    /// new message needs a new ID.
+    #[error("the client message ID names a message to another conversation")]
+    ClientMessageIdReused,
     /// Member devices were removed between the check and the store.
     #[error("member devices were removed while the message was stored")]
     MemberDevicesRemoved,
@@ -135,6 +141,7 @@ impl From<Refusal> for SendError {
             Refusal::Mismatch(mismatch) => SendError::DeviceListMismatch(mismatch),
             Refusal::RecipientNotFound => SendError::RecipientNotFound,
             Refusal::RecipientUnreachable => SendError::RecipientUnreachable,
+            Refusal::ClientMessageIdReused => SendError::ClientMessageIdReused,
         }
     }
 }
@@ -161,6 +168,10 @@ impl From<SendError> for ApiError {
                 "member devices have no sender key of this session; share it with them and send again",
             )
             .with_details(missing),
+            SendError::ClientMessageIdReused => ApiError::new(
+                ErrorCode::ClientMessageIdReused,
+                "this device sent another conversation a message under this client message ID; nothing was stored (a new message needs a new ID)",
+            ),
             SendError::NoOtherMemberDevice => ApiError::new(
                 ErrorCode::RecipientUnreachable,
                 "no other member device can receive the message",
@@ -291,14 +302,21 @@ impl Sends {
             GroupTargets::Ready(targets) => targets,
             GroupTargets::MissingKeys(devices) => {
                 // A retry of a message stored before the member devices changed stands.
-                if let Some(existing) = db::messages::find_by_client_id(
+                if let Some(original) = db::messages::find_by_client_id(
                     &self.pool,
                     send.sender,
                     &send.client_message_id,
                 )
                 .await?
                 {
-                    return Ok(self.retried(existing));
+                    if original.conversation
+                        != (Conversation::Channel {
+                            channel_id: send.channel_id,
+                        })
+                    {
+                        return Err(SendError::ClientMessageIdReused);
+                    }
+                    return Ok(self.retried(original));
                 }
                 Metrics::add(&self.metrics.sends_refused_missing_keys, 1);
                 return Err(SendError::MissingSenderKeys(MissingSenderKeys {
@@ -341,6 +359,9 @@ impl Sends {
                 Ok(Sent::New(message))
             }
             writer::SendResult::Existing(existing) => Ok(self.retried(existing)),
+            writer::SendResult::Refused(Refusal::ClientMessageIdReused) => {
+                Err(SendError::ClientMessageIdReused)
+            }
             writer::SendResult::Refused(_) => Err(SendError::MemberDevicesRemoved),
         }
     }

@@ -33,6 +33,9 @@ pub enum Refusal {
     RecipientUnreachable,
     /// The envelope set does not match the device lists.
     Mismatch(DeviceListMismatch),
+    /// The sending device used this client message ID for a message to another
+    /// conversation.
+    ClientMessageIdReused,
 }
 
 impl SendContext {

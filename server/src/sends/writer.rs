@@ -175,10 +175,10 @@ async fn check(
             .map(|(_, job, _)| (job.sender, job.client_message_id.as_str()))
             .collect();
         let originals = find_by_client_ids(pool, &keys).await?;
-        for ((index, _, refusal), original) in still_refused.into_iter().zip(originals) {
+        for ((index, job, refusal), original) in still_refused.into_iter().zip(originals) {
             if let Some(slot) = results.get_mut(index) {
                 *slot = Some(match original {
-                    Some(existing) => SendResult::Existing(existing),
+                    Some(original) => reused(&job, original),
                     None => SendResult::Refused(refusal),
                 });
             }
@@ -187,6 +187,18 @@ async fn check(
     // The store keeps the batch's order.
     accepted.sort_by_key(|(index, _)| *index);
     Ok((results, accepted))
+}
+
+/// The answer to a send whose client message ID its device used before: the original's
+/// if it went to the same conversation (a retry), a refusal otherwise (a client message ID
+/// names one message, and nothing of the new one is stored). Either way nothing new is
+/// stored.
+pub(super) fn reused(job: &StoreJob, original: StoredMessage) -> SendResult {
+    if original.conversation == job.conversation() {
+        SendResult::Existing(original)
+    } else {
+        SendResult::Refused(Refusal::ClientMessageIdReused)
+    }
 }
 
 /// Stores a checked batch's accepted jobs (one statement, committed); results in the
@@ -228,10 +240,10 @@ async fn store(
                     }))
                 }
                 StoreOutcome::Duplicate => {
-                    let existing = originals.next().flatten().ok_or_else(|| {
+                    let original = originals.next().flatten().ok_or_else(|| {
                         sqlx::Error::Protocol("a conflicting message vanished".into())
                     })?;
-                    SendResult::Existing(existing)
+                    reused(&job, original)
                 }
             };
             if let Some(slot) = results.get_mut(index) {
