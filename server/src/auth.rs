@@ -11,7 +11,7 @@ use courier_protocol::{DeviceId, ErrorCode, UserId};
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::{TOKEN_PREFIX, hash_token};
+use crate::tokens::{TOKEN_PREFIX, TokenHash, hash_token};
 
 /// `last_seen_at` is written at most this often per device, not on every request.
 const LAST_SEEN_GRANULARITY_MINUTES: i64 = 60;
@@ -23,6 +23,8 @@ pub struct AuthenticatedDevice {
     pub user_id: UserId,
     /// The device.
     pub device_id: DeviceId,
+    /// The token it presented (a socket opened with it closes when it stops being valid).
+    pub token: TokenHash,
 }
 
 impl AuthenticatedDevice {
@@ -96,6 +98,7 @@ impl FromRequestParts<AppState> for AuthenticatedDevice {
         Ok(Self {
             user_id: owner.user_id,
             device_id: owner.device_id,
+            token: TokenHash(hash),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use courier_protocol::api::keys::DeviceRef;
 use sqlx::PgPool;
 
 use crate::config::Settings;
@@ -49,6 +50,16 @@ impl AppState {
             .publish(crate::delivery::fabric::Signal::DevicesChanged { user: user_id });
     }
 
+    /// After a device got a new token (it logged in again): its older tokens stop working
+    /// in every process, and its sockets opened with them close (here before this
+    /// returns; elsewhere when the fabric's signal arrives).
+    pub async fn token_replaced(&self, device: DeviceRef) {
+        self.tokens.forget_device(device.user_id, device.device_id);
+        self.fabric
+            .publish(crate::delivery::fabric::Signal::TokenReplaced { device });
+        crate::delivery::close_revoked(&self.hub, &self.pool, Some(&[device])).await;
+    }
+
     /// After a device was removed: its cached token is forgotten and its socket closed.
     pub fn device_removed(
         &self,
@@ -59,10 +70,10 @@ impl AppState {
         self.device_lists.forget(user_id);
         self.fabric
             .publish(crate::delivery::fabric::Signal::Removed {
-                device: courier_protocol::api::keys::DeviceRef::new(user_id, device_id),
+                device: DeviceRef::new(user_id, device_id),
             });
         self.hub.close_device(
-            courier_protocol::api::keys::DeviceRef::new(user_id, device_id),
+            DeviceRef::new(user_id, device_id),
             courier_protocol::api::stream::close_code::DEVICE_REMOVED,
         );
     }

@@ -15,6 +15,18 @@ use crate::db;
 /// Every access token starts with this, so secret scanners can spot leaked ones.
 pub(crate) const TOKEN_PREFIX: &str = "cdt_";
 
+/// The SHA-256 hash of an access token: what the database stores and what a socket
+/// remembers it was opened with. Not a secret (tokens carry 256 bits), but not for logs
+/// either, so `Debug` does not show it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
 /// A fresh access token (256 random bits) and the SHA-256 hash that is stored instead of it.
 pub fn new_access_token() -> (String, [u8; 32]) {
     let mut secret = [0u8; 32];
@@ -75,6 +87,11 @@ impl TokenCache {
             }
         }
         entries.insert(hash, (owner, Instant::now()));
+    }
+
+    /// Forgets every cached token (signals that would have named some may be lost).
+    pub fn forget_all(&self) {
+        self.lock().clear();
     }
 
     /// Forgets every cached token of a device (it was removed, or got a new token).

@@ -677,6 +677,55 @@ async fn a_second_socket_replaces_the_first(pool: PgPool) {
     assert_eq!(second.next_envelope().await.message_id, sent.message_id);
 }
 
+/// A stolen token keeps nothing: when the device logs in again (a new token), its socket
+/// opened with the old token closes at once (4005), before anything else is sent on it,
+/// so it can neither read nor acknowledge what is sent next; the new token gets it all.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn logging_in_again_closes_the_socket_opened_with_the_old_token(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = User::new(&server, "alice", 1).await;
+    let bob = User::new(&server, "bob", 1).await;
+    let stolen = bob.devices[0].token.clone();
+    let mut thief = server.connect(&stolen, None).await;
+    thief.backlog().await;
+
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"username": "bob", "password": common::PASSWORD, "deviceId": bob.devices[0].device_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fresh: courier_protocol::api::accounts::LoginResponse =
+        serde_json::from_value(body).unwrap();
+    // Closed by the time the login is answered: the next frame is the close.
+    assert!(matches!(
+        thief.next().await,
+        Received::Closed(Some(close_code::TOKEN_REVOKED))
+    ));
+
+    let sender = &alice.devices[0];
+    let sent = send_ok(
+        &server,
+        sender,
+        v2_body("r1", bob.id, &targets(sender, &alice, &bob), "after login"),
+    )
+    .await;
+    let mut owner = server.connect(&fresh.access_token, None).await;
+    let (backlog, _) = owner.backlog().await;
+    assert_eq!(
+        backlog.iter().map(|e| e.message_id).collect::<Vec<_>>(),
+        vec![sent.message_id]
+    );
+    // The old token opens nothing any more.
+    let refused = server
+        .call(Method::GET, "/v1/inbox", Some(&stolen), None)
+        .await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn oversized_and_malformed_envelopes_are_refused(pool: PgPool) {
     let server = TestServer::start_with(

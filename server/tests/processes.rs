@@ -490,8 +490,10 @@ async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric) {
             .filter(|d| d.device_id != sender.device_id)
             .map(|d| (d.user_id, d.device_id)),
     );
-    b.send(sender, v2_body("p3", bob.id, &with_new, "new device"))
+    let p3 = b
+        .send(sender, v2_body("p3", bob.id, &with_new, "new device"))
         .await;
+    assert_eq!(on_b.next_envelope().await.message_id, p3.message_id);
     let without_new: Vec<(UserId, DeviceId)> = with_new
         .iter()
         .copied()
@@ -506,6 +508,24 @@ async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric) {
         )
         .await;
     assert_error(&refused, StatusCode::CONFLICT, "device_list_mismatch");
+
+    // Bob's device 0 logs in again through A and gets a new token: its socket on B,
+    // opened with the old one, closes at once (4005), and B refuses the old token.
+    let old_token = bob.devices[0].token.clone();
+    let (status, body) = a
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"username": "bob", "password": PASSWORD, "deviceId": bob.devices[0].device_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    on_b.expect_closed(close_code::TOKEN_REVOKED).await;
+    let refused = b
+        .call(Method::GET, "/v1/devices", Some(&old_token), None)
+        .await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "invalid_token");
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

@@ -161,6 +161,9 @@ pub mod close_code {
     pub const DEVICE_REMOVED: u16 = 4003;
     /// The device read too slowly for too long; reconnect and catch up from the inbox.
     pub const TOO_SLOW: u16 = 4004;
+    /// The token this socket was opened with is no longer valid (the device logged in
+    /// again and got a new one); reconnect with the current token.
+    pub const TOKEN_REVOKED: u16 = 4005;
     /// The server is shutting down (standard "going away").
     pub const GOING_AWAY: u16 = 1001;
     /// The server could not read or encode the stream (standard "internal error");

@@ -1,7 +1,10 @@
 //! The `devices` table: registration with server-assigned IDs, tokens, removal.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use courier_protocol::api::devices::OwnDevice;
+use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::{DeviceId, UserId};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -38,6 +41,34 @@ pub async fn find_by_token(
         })
     })
     .transpose()
+}
+
+/// The current token hash of each of `devices` (`None` for a removed device; devices
+/// not in the database are left out), in one query.
+pub async fn current_tokens(
+    pool: &PgPool,
+    devices: &[DeviceRef],
+) -> Result<HashMap<DeviceRef, Option<[u8; 32]>>, sqlx::Error> {
+    let users: Vec<Uuid> = devices.iter().map(|d| d.user_id.as_uuid()).collect();
+    let ids: Vec<i32> = devices.iter().map(|d| d.device_id.as_i32()).collect();
+    let rows: Vec<(Uuid, i32, Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT d.user_id, d.device_id, d.token_hash, d.removed_at IS NOT NULL
+         FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
+         JOIN devices d ON d.user_id = w.user_id AND d.device_id = w.device_id",
+    )
+    .bind(&users)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(user, device, hash, removed)| {
+            let device = DeviceRef::new(UserId::from(user), device_id(device)?);
+            let hash = (!removed)
+                .then(|| <[u8; 32]>::try_from(hash.as_slice()).ok())
+                .flatten();
+            Ok((device, hash))
+        })
+        .collect()
 }
 
 /// Records that a device was seen now.

@@ -368,20 +368,23 @@ pub async fn envelope_for_message(
     })
 }
 
-/// The highest sequence number committed to a device's stream (0 if none).
+/// The highest sequence number committed to a device's stream (0 if none), if
+/// `token_hash` is the hash of the device's current token and the device is not removed.
 pub async fn committed_seq(
     pool: &PgPool,
-    user_id: UserId,
-    device_id: DeviceId,
-) -> Result<u64, sqlx::Error> {
+    device: DeviceRef,
+    token_hash: &[u8; 32],
+) -> Result<Option<u64>, sqlx::Error> {
     let next: Option<i64> = sqlx::query_scalar(
-        "SELECT next_stream_seq FROM devices WHERE user_id = $1 AND device_id = $2",
+        "SELECT next_stream_seq FROM devices
+         WHERE user_id = $1 AND device_id = $2 AND token_hash = $3 AND removed_at IS NULL",
     )
-    .bind(user_id.as_uuid())
-    .bind(device_id.as_i32())
+    .bind(device.user_id.as_uuid())
+    .bind(device.device_id.as_i32())
+    .bind(&token_hash[..])
     .fetch_optional(pool)
     .await?;
-    Ok(next.map_or(0, |next| u64::try_from(next - 1).unwrap_or(0)))
+    Ok(next.map(|next| u64::try_from(next - 1).unwrap_or(0)))
 }
 
 /// Which items of a device an acknowledgement covers.

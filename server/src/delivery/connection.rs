@@ -23,6 +23,7 @@ use super::{ConnectionSignal, PushedFrame};
 use crate::config::Settings;
 use crate::db;
 use crate::metrics::Metrics;
+use crate::tokens::TokenHash;
 
 /// Items read from PostgreSQL per query when catching up.
 const CATCH_UP_PAGE: i64 = 500;
@@ -79,9 +80,15 @@ struct Connection {
 }
 
 /// Runs a device's connection until it closes.
-pub(crate) async fn run(socket: WebSocket, state: Context, device: DeviceRef, after: Option<u64>) {
+pub(crate) async fn run(
+    socket: WebSocket,
+    state: Context,
+    device: DeviceRef,
+    token: TokenHash,
+    after: Option<u64>,
+) {
     let at_ms = super::fabric::now_ms();
-    let registration = state.hub.register(device, at_ms);
+    let registration = state.hub.register(device, token, at_ms);
     state
         .fabric
         .publish(super::fabric::Signal::Connected { device, at_ms });
@@ -97,7 +104,7 @@ pub(crate) async fn run(socket: WebSocket, state: Context, device: DeviceRef, af
     };
 
     let end = connection
-        .serve(after, registration.rx, &registration.signal)
+        .serve(token, after, registration.rx, &registration.signal)
         .await;
     if let Err(End::Close(code, reason)) = end {
         let frame = CloseFrame {
@@ -126,6 +133,14 @@ fn closing(signal: &ConnectionSignal) -> Option<End> {
             close_code::DEVICE_REMOVED,
             "this device was removed",
         )),
+        close_code::TOKEN_REVOKED => Some(End::Close(
+            close_code::TOKEN_REVOKED,
+            "the token this socket was opened with is no longer valid",
+        )),
+        close_code::SERVER_ERROR => Some(End::Close(
+            close_code::SERVER_ERROR,
+            "the server could not check this socket's token",
+        )),
         code => Some(End::Close(code, "the server is shutting down")),
     }
 }
@@ -133,12 +148,15 @@ fn closing(signal: &ConnectionSignal) -> Option<End> {
 impl Connection {
     async fn serve(
         &mut self,
+        token: TokenHash,
         after: Option<u64>,
         mut pushes: tokio::sync::mpsc::Receiver<PushedFrame>,
         signal: &Arc<ConnectionSignal>,
     ) -> Result<(), End> {
-        let DeviceRef { user_id, device_id } = self.device;
-        let committed = db::stream::committed_seq(&self.state.pool, user_id, device_id)
+        // Read after registering, and only if the token is still the device's: a token
+        // revoked before this read closes the socket here, one revoked after it finds the
+        // socket registered (`close_revoked`).
+        let committed = db::stream::committed_seq(&self.state.pool, self.device, &token.0)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "could not open a device stream");
@@ -146,7 +164,11 @@ impl Connection {
                     close_code::SERVER_ERROR,
                     "the server could not read the stream",
                 )
-            })?;
+            })?
+            .ok_or(End::Close(
+                close_code::TOKEN_REVOKED,
+                "the token this socket was opened with is no longer valid",
+            ))?;
         if let Some(after) = after {
             // The device says it has everything up to `after`: that is an acknowledgement.
             let after = after.min(committed);

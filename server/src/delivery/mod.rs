@@ -19,6 +19,7 @@ use courier_protocol::api::keys::DeviceRef;
 use tokio::sync::{Notify, mpsc};
 
 use crate::metrics::Metrics;
+use crate::tokens::TokenHash;
 
 /// A frame ready to write: its stream position and its JSON text (serialized once, by
 /// the sender).
@@ -41,6 +42,8 @@ pub struct ConnectionSignal {
 #[derive(Debug)]
 struct Registered {
     id: u64,
+    /// The token the connection was opened with.
+    token: TokenHash,
     /// When it registered (ms since the epoch): the newest connection of a device wins
     /// across processes.
     at_ms: u64,
@@ -83,8 +86,9 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a device's new connection, replacing (and closing) an older one.
-    pub fn register(&self, device: DeviceRef, at_ms: u64) -> Registration {
+    /// Registers a device's new connection (opened with `token`), replacing (and
+    /// closing) an older one.
+    pub fn register(&self, device: DeviceRef, token: TokenHash, at_ms: u64) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.buffer);
         let signal = Arc::new(ConnectionSignal::default());
@@ -92,6 +96,7 @@ impl Hub {
             device,
             Registered {
                 id,
+                token,
                 at_ms,
                 tx,
                 signal: signal.clone(),
@@ -182,10 +187,76 @@ impl Hub {
         }
     }
 
+    /// The connections here, with the tokens they were opened with (of `devices` only,
+    /// or of every device).
+    pub fn connections(&self, devices: Option<&[DeviceRef]>) -> Vec<(DeviceRef, u64, TokenHash)> {
+        let connections = self.lock();
+        match devices {
+            Some(devices) => devices
+                .iter()
+                .filter_map(|device| {
+                    connections
+                        .get(device)
+                        .map(|registered| (*device, registered.id, registered.token))
+                })
+                .collect(),
+            None => connections
+                .iter()
+                .map(|(device, registered)| (*device, registered.id, registered.token))
+                .collect(),
+        }
+    }
+
+    /// Closes one connection of a device, unless a newer one replaced it meanwhile.
+    pub fn close_connection(&self, device: DeviceRef, id: u64, code: u16) {
+        let mut connections = self.lock();
+        if connections
+            .get(&device)
+            .is_some_and(|registered| registered.id == id)
+            && let Some(registered) = connections.remove(&device)
+        {
+            close(&registered.signal, code);
+        }
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&self, code: u16) {
         for (_, registered) in self.lock().drain() {
             close(&registered.signal, code);
+        }
+    }
+}
+
+/// Closes the connections here of `devices` (every connection, with `None`) whose token
+/// is no longer their device's current one: the device logged in again (a new token),
+/// or was removed. Asks the database, so it is right whatever signal (or none) brought
+/// the change here; if the database cannot be asked, the connections close anyway
+/// (as a server error: their clients reconnect, and are authenticated again).
+pub async fn close_revoked(hub: &Hub, pool: &sqlx::PgPool, devices: Option<&[DeviceRef]>) {
+    use courier_protocol::api::stream::close_code;
+    let connections = hub.connections(devices);
+    if connections.is_empty() {
+        return;
+    }
+    let wanted: Vec<DeviceRef> = connections.iter().map(|(device, _, _)| *device).collect();
+    match crate::db::devices::current_tokens(pool, &wanted).await {
+        Ok(current) => {
+            for (device, id, token) in connections {
+                match current.get(&device) {
+                    Some(Some(valid)) if *valid == token.0 => {}
+                    Some(Some(_)) => hub.close_connection(device, id, close_code::TOKEN_REVOKED),
+                    // Removed, or gone from the database.
+                    Some(None) | None => {
+                        hub.close_connection(device, id, close_code::DEVICE_REMOVED);
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, sockets = connections.len(), "could not check the tokens of open sockets; closing them");
+            for (device, id, _) in connections {
+                hub.close_connection(device, id, close_code::SERVER_ERROR);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use courier_protocol::api::accounts::{
     CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
 };
 use courier_protocol::api::devices::DeviceLimitDetails;
+use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
 
 use crate::db;
@@ -120,7 +121,9 @@ pub async fn login(
         {
             return Err(device_not_found());
         }
-        state.tokens.forget_device(user_id, request.device_id);
+        state
+            .token_replaced(DeviceRef::new(user_id, request.device_id))
+            .await;
         tracing::info!(%user_id, device_id = %request.device_id, "device logged in again");
         return Ok(Json(LoginResponse {
             user_id,

@@ -149,6 +149,7 @@ pub async fn open_socket(
                 socket,
                 state.connection_context(),
                 caller.device(),
+                caller.token,
                 query.after,
             )
         }))

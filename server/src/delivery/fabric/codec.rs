@@ -30,6 +30,10 @@ fn encode(signal: Signal) -> String {
             out.push_str("r:");
             encode_device(&mut out, device);
         }
+        Signal::TokenReplaced { device } => {
+            out.push_str("t:");
+            encode_device(&mut out, device);
+        }
         Signal::Connected { device, at_ms } => {
             out.push_str("c:");
             encode_device(&mut out, device);
@@ -63,6 +67,7 @@ fn decode(entry: &str) -> Option<Signal> {
             seq: parts.next()?.parse().ok()?,
         },
         "r" => Signal::Removed { device },
+        "t" => Signal::TokenReplaced { device },
         "c" => Signal::Connected {
             device,
             at_ms: parts.next()?.parse().ok()?,
@@ -123,9 +128,10 @@ mod tests {
     fn signals_round_trip_and_payloads_stay_under_the_limit() {
         let device = device();
         let signals: Vec<Signal> = (0..1_000)
-            .map(|seq| match seq % 5 {
+            .map(|seq| match seq % 6 {
                 0 => Signal::Items { device, seq },
                 1 => Signal::Removed { device },
+                4 => Signal::TokenReplaced { device },
                 2 => Signal::Connected { device, at_ms: seq },
                 3 => Signal::DevicesChanged {
                     user: device.user_id,

@@ -5,6 +5,8 @@
 //!   reads them from PostgreSQL (the database stays the source of truth; the signal
 //!   carries no content).
 //! - `Removed`: a device was removed: forget its cached token, close its socket.
+//! - `TokenReplaced`: a device logged in again: forget its cached tokens, close its
+//!   sockets opened with an older token.
 //! - `DevicesChanged`: a user's device list changed: forget its cached list
 //!   (`crate::device_lists`).
 //! - `Connected`: a device opened a socket: an older socket of it elsewhere closes
@@ -61,6 +63,8 @@ pub enum Signal {
     Items { device: DeviceRef, seq: u64 },
     /// The device was removed.
     Removed { device: DeviceRef },
+    /// The device got a new token (it logged in again): its older tokens are dead.
+    TokenReplaced { device: DeviceRef },
     /// The device opened a socket at `at_ms` (ms since the epoch).
     Connected { device: DeviceRef, at_ms: u64 },
     /// The user's device list changed.

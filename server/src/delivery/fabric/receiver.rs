@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::stream::close_code;
 use sqlx::PgPool;
 
@@ -29,12 +30,15 @@ impl Receiver {
                 self.device_lists.forget(device.user_id);
                 self.hub.close_device(device, close_code::DEVICE_REMOVED);
             }
+            Signal::TokenReplaced { device } => {
+                self.tokens.forget_device(device.user_id, device.device_id);
+                if self.hub.is_connected(device) {
+                    self.close_revoked(Some(vec![device]));
+                }
+            }
             Signal::Connected { device, at_ms } => self.hub.replaced_elsewhere(device, at_ms),
             Signal::DevicesChanged { user } => self.device_lists.forget(user),
-            Signal::Resync => {
-                self.device_lists.forget_all();
-                self.hub.read_all_streams();
-            }
+            Signal::Resync => self.missed(),
         }
     }
 
@@ -74,9 +78,20 @@ impl Receiver {
         });
     }
 
-    /// Signals may have been missed: every local socket rereads its stream.
+    /// Closes the sockets here (of `devices`, or all) whose token is no longer valid.
+    fn close_revoked(&self, devices: Option<Vec<DeviceRef>>) {
+        let receiver = self.clone();
+        tokio::spawn(async move {
+            crate::delivery::close_revoked(&receiver.hub, &receiver.pool, devices.as_deref()).await;
+        });
+    }
+
+    /// Signals may have been missed: cached tokens and device lists are forgotten, every
+    /// local socket's token is checked again and every local socket rereads its stream.
     pub(super) fn missed(&self) {
+        self.tokens.forget_all();
         self.device_lists.forget_all();
+        self.close_revoked(None);
         self.hub.read_all_streams();
     }
 }
