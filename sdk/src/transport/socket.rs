@@ -68,6 +68,10 @@ pub enum StreamClosed {
     DeviceRemoved,
     /// `4004`: the device did not read its stream for too long; reconnect and catch up.
     TooSlow,
+    /// `4005`: the token this connection was opened with is no longer valid (this device
+    /// logged in again, here or elsewhere, and got a new one). Reconnecting with the same
+    /// token cannot work: log in again.
+    TokenRevoked,
     /// `1001`: the server is shutting down (a restart or a deploy).
     GoingAway,
     /// `1011`: the server failed to read or encode the stream.
@@ -92,6 +96,7 @@ impl StreamClosed {
             close_code::IDLE_TIMEOUT => StreamClosed::IdleTimeout,
             close_code::DEVICE_REMOVED => StreamClosed::DeviceRemoved,
             close_code::TOO_SLOW => StreamClosed::TooSlow,
+            close_code::TOKEN_REVOKED => StreamClosed::TokenRevoked,
             close_code::GOING_AWAY => StreamClosed::GoingAway,
             close_code::SERVER_ERROR => StreamClosed::ServerError,
             code => StreamClosed::Other { code },
@@ -105,6 +110,7 @@ impl StreamClosed {
             StreamClosed::IdleTimeout => Some(close_code::IDLE_TIMEOUT),
             StreamClosed::DeviceRemoved => Some(close_code::DEVICE_REMOVED),
             StreamClosed::TooSlow => Some(close_code::TOO_SLOW),
+            StreamClosed::TokenRevoked => Some(close_code::TOKEN_REVOKED),
             StreamClosed::GoingAway => Some(close_code::GOING_AWAY),
             StreamClosed::ServerError => Some(close_code::SERVER_ERROR),
             StreamClosed::Other { code } => Some(code),
@@ -114,11 +120,15 @@ impl StreamClosed {
 
     /// Whether opening a new connection (after a [`Backoff`](super::Backoff) delay) makes
     /// sense. Not after being replaced (another connection of this device has the stream),
-    /// not after the device was removed (final), not after closing it ourselves.
+    /// not after the device was removed (final) or its token revoked (a login is needed),
+    /// not after closing it ourselves.
     pub fn should_reconnect(self) -> bool {
         !matches!(
             self,
-            StreamClosed::Replaced | StreamClosed::DeviceRemoved | StreamClosed::ClosedByClient
+            StreamClosed::Replaced
+                | StreamClosed::DeviceRemoved
+                | StreamClosed::TokenRevoked
+                | StreamClosed::ClosedByClient
         )
     }
 }
@@ -130,6 +140,9 @@ impl fmt::Display for StreamClosed {
             StreamClosed::IdleTimeout => f.write_str("idle timeout"),
             StreamClosed::DeviceRemoved => f.write_str("this device was removed"),
             StreamClosed::TooSlow => f.write_str("the device read its stream too slowly"),
+            StreamClosed::TokenRevoked => {
+                f.write_str("the token was replaced (this device logged in again)")
+            }
             StreamClosed::GoingAway => f.write_str("the server is shutting down"),
             StreamClosed::ServerError => f.write_str("the server failed"),
             StreamClosed::Other { code } => write!(f, "closed by the server with code {code}"),
@@ -407,6 +420,7 @@ mod tests {
             (4002, StreamClosed::IdleTimeout, true),
             (4003, StreamClosed::DeviceRemoved, false),
             (4004, StreamClosed::TooSlow, true),
+            (4005, StreamClosed::TokenRevoked, false),
             (1001, StreamClosed::GoingAway, true),
             (1011, StreamClosed::ServerError, true),
             (1000, StreamClosed::Other { code: 1000 }, true),
