@@ -59,6 +59,18 @@ error_codes! {
     InvalidPathParameter = ("invalid_path_parameter", 400),
     /// A query parameter does not parse.
     InvalidQueryParameter = ("invalid_query_parameter", 400),
+    /// The request line or a header field does not parse, or `Content-Length` /
+    /// `Transfer-Encoding` frame the body ambiguously. The connection closes.
+    InvalidHttpRequest = ("invalid_http_request", 400),
+    /// The request line and headers are larger than the server accepts (or have more than
+    /// 100 fields). The connection closes.
+    HeadersTooLarge = ("headers_too_large", 431),
+    /// The request line and headers, or the body, did not arrive within the server's
+    /// timeout. The connection closes.
+    RequestTimeout = ("request_timeout", 408),
+    /// The server has as many connections that have not authenticated as it takes; it
+    /// answers with `Retry-After` and closes.
+    TooManyConnections = ("too_many_connections", 503),
     /// No such route.
     NotFound = ("not_found", 404),
     /// The route exists but not with this method.

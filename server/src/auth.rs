@@ -95,6 +95,14 @@ impl FromRequestParts<AppState> for AuthenticatedDevice {
                 }
             });
         }
+        // The connection authenticated: it no longer counts against the cap on
+        // connections that have not.
+        if let Some(connection) = parts
+            .extensions
+            .get::<std::sync::Arc<crate::serve::ConnectionShared>>()
+        {
+            connection.authenticated();
+        }
         Ok(Self {
             user_id: owner.user_id,
             device_id: owner.device_id,

@@ -9,6 +9,14 @@ use clap::{Parser, ValueEnum};
 /// The database used when nothing is configured: a local PostgreSQL with trust auth.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
 
+/// Defaults of the connection limits (docs/api.md, "Limits", says why each).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_SECS: u64 = 75;
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+pub const DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS: u64 = 16_384;
+
 /// The NATS server used by `--fabric nats` when nothing is configured: a local one.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
@@ -71,6 +79,33 @@ pub struct Config {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "COURIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Connections the kernel queues for the server before it accepts them (capped by
+    /// `net.core.somaxconn`): room for a reconnect storm.
+    #[arg(long, env = "COURIER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub listen_backlog: u32,
+
+    /// Seconds a request's line and headers may take from their first byte (a new
+    /// connection's first request: from the connection's start).
+    #[arg(long, env = "COURIER_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds an idle connection is kept open between requests.
+    #[arg(long, env = "COURIER_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keep_alive_timeout_secs: u64,
+
+    /// Seconds a request body may take to arrive, from the end of its headers.
+    #[arg(long, env = "COURIER_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+
+    /// Largest request line and headers, in bytes.
+    #[arg(long, env = "COURIER_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES, value_parser = clap::value_parser!(u64).range(1024..=1_048_576))]
+    pub max_header_bytes: u64,
+
+    /// Connections that have not authenticated a request, at once; past it new ones are
+    /// answered 503 too_many_connections.
+    #[arg(long, env = "COURIER_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_unauthenticated_connections: u64,
 }
 
 /// The fabric's name on the command line (see [`FabricKind`], which carries its settings).
@@ -155,6 +190,17 @@ pub struct Settings {
     pub ack_batch_interval: Duration,
     /// How this process reaches the others sharing its database.
     pub fabric: FabricKind,
+    /// A request's line and headers must arrive within this of their first byte (a new
+    /// connection's first request: of the connection's start).
+    pub header_timeout: Duration,
+    /// An idle connection between requests closes after this.
+    pub keep_alive_timeout: Duration,
+    /// A request body must arrive within this of the end of its headers.
+    pub body_timeout: Duration,
+    /// Largest request line and headers, in bytes.
+    pub max_header_bytes: usize,
+    /// Connections that have not authenticated a request, at once.
+    pub max_unauthenticated_connections: usize,
 }
 
 impl Default for Settings {
@@ -176,6 +222,14 @@ impl Default for Settings {
             ws_push_buffer: 64,
             ack_batch_interval: Duration::from_millis(200),
             fabric: FabricKind::Postgres,
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            keep_alive_timeout: Duration::from_secs(DEFAULT_KEEP_ALIVE_TIMEOUT_SECS),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
+            max_header_bytes: usize::try_from(DEFAULT_MAX_HEADER_BYTES).unwrap_or(usize::MAX),
+            max_unauthenticated_connections: usize::try_from(
+                DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS,
+            )
+            .unwrap_or(usize::MAX),
         }
     }
 }
@@ -214,6 +268,12 @@ impl Config {
             envelope_ttl: Duration::from_secs(u64::from(self.envelope_ttl_days) * 24 * 3600),
             ack_batch_interval: Duration::from_millis(self.ack_batch_ms),
             fabric: self.fabric(),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+            max_unauthenticated_connections: usize::try_from(self.max_unauthenticated_connections)
+                .unwrap_or(usize::MAX),
             ..Settings::default()
         }
     }
@@ -276,6 +336,15 @@ impl fmt::Debug for Config {
             .field("fabric", &self.fabric)
             .field("nats_url", &redact_nats_url(&self.nats_url))
             .field("log_format", &self.log_format)
+            .field("listen_backlog", &self.listen_backlog)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("keep_alive_timeout_secs", &self.keep_alive_timeout_secs)
+            .field("body_timeout_secs", &self.body_timeout_secs)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field(
+                "max_unauthenticated_connections",
+                &self.max_unauthenticated_connections,
+            )
             .finish()
     }
 }

@@ -22,8 +22,33 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// Whether a body error comes from the connection guard's body timeout.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        // An `io::Error` does not list the error it wraps among its sources.
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<crate::serve::BodyTimedOut>());
+        if wrapped || error.is::<crate::serve::BodyTimedOut>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if let JsonRejection::BytesRejection(bytes) = &rejection
+            && timed_out(bytes)
+        {
+            return ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body did not arrive in time",
+            );
+        }
         match &rejection {
             JsonRejection::JsonSyntaxError(_) => {
                 ApiError::new(ErrorCode::MalformedJson, rejection.body_text())

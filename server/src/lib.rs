@@ -20,6 +20,7 @@ mod passwords;
 pub mod router;
 mod routes;
 mod sends;
+pub mod serve;
 mod state;
 mod tokens;
 
@@ -95,6 +96,16 @@ where
         sends,
         metrics,
     };
+    let serve_settings = serve::ServeSettings {
+        limits: serve::ConnectionLimits {
+            head_timeout: state.settings.header_timeout,
+            keep_alive_timeout: state.settings.keep_alive_timeout,
+            body_timeout: state.settings.body_timeout,
+            max_head_bytes: state.settings.max_header_bytes,
+            linger_bytes: state.settings.max_body_bytes,
+        },
+        max_unauthenticated: state.settings.max_unauthenticated_connections,
+    };
     let app = router::build(state);
 
     // Device sockets live until closed, so graceful shutdown must close them first.
@@ -102,9 +113,7 @@ where
         shutdown.await;
         hub.close_all(courier_protocol::api::stream::close_code::GOING_AWAY);
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve::serve(listener, app, serve_settings, shutdown).await;
 
     let _ = stop_tx.send(true);
     let _ = retention.await;

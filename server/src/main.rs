@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match courier_server::serve::bind(config.listen, config.listen_backlog) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(listen = %config.listen, %error, "cannot listen");

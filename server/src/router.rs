@@ -2,7 +2,6 @@
 
 use std::any::Any;
 
-use axum::Json;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
@@ -94,9 +93,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub(crate) fn build(state: AppState) -> axum::Router {
     let (router, openapi) = api_router().split_for_parts();
+    // Serialized once; every answer shares the bytes. (A handler capturing the document
+    // itself copied all of it for each request.)
+    let openapi = bytes::Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default());
     let max_body_bytes = state.settings.max_body_bytes;
     router
-        .route("/openapi.json", get(move || async move { Json(openapi) }))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        openapi,
+                    )
+                }
+            }),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
