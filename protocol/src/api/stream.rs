@@ -151,6 +151,14 @@ pub enum ClientFrame {
     },
 }
 
+impl ClientFrame {
+    /// Reads a text frame strictly, as the server does: an object, never an array (see
+    /// [`strict_json`](crate::strict_json)).
+    pub fn from_json(text: &str) -> Result<Self, crate::strict_json::StrictJsonError> {
+        crate::strict_json::from_str(text)
+    }
+}
+
 /// WebSocket close codes Courier uses (besides the standard ones).
 pub mod close_code {
     /// A newer connection of the same device replaced this one.
