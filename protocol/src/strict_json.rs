@@ -14,7 +14,9 @@
 //! and add a few inlined calls per value.
 //!
 //! The functions also tell a text that is not JSON ([`StrictJsonError::Syntax`]) from JSON
-//! that does not fit the type ([`StrictJsonError::Shape`], with the path to the value).
+//! that does not fit the type ([`StrictJsonError::Shape`], with the path to the value),
+//! so a number out of range for its field is the latter even where serde_json calls it a
+//! syntax error (`1e400`, too large for any number type).
 //!
 //! What the wrapper cannot see is what serde buffers before deserializing it: the
 //! variants of an `untagged` enum and the fields inside an internally tagged enum's
@@ -41,31 +43,50 @@ pub enum StrictJsonError {
 }
 
 impl StrictJsonError {
-    fn classify(error: serde_path_to_error::Error<serde_json::Error>) -> Self {
-        match error.inner().classify() {
-            serde_json::error::Category::Data => Self::Shape(error),
-            _ => Self::Syntax(error.into_inner()),
+    /// Sorts a failed parse of `json`: a syntax error if the text is not JSON, whatever the
+    /// parse met first, and a shape error if it is, whatever serde_json called it (it
+    /// reports a number too large for an f64 as a syntax error). The text is checked again
+    /// only on this path, so a valid body pays nothing for it.
+    fn classify(json: &[u8], error: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        match syntax_error(json) {
+            Some(syntax) => Self::Syntax(syntax),
+            None => Self::Shape(error),
         }
+    }
+}
+
+/// serde_json's error for `json` if it is not JSON text.
+fn syntax_error(json: &[u8]) -> Option<serde_json::Error> {
+    match std::str::from_utf8(json) {
+        // Skipping a value checks all of its syntax but converts no number, so no number
+        // is out of range, and has no nesting limit.
+        Ok(text) => serde_json::from_str::<de::IgnoredAny>(text).err(),
+        // JSON text is UTF-8. serde_json checks that only in the strings it decodes, not
+        // in those it skips, so here every string is decoded.
+        Err(_) => serde_json::from_slice::<serde_json::Value>(json).err(),
     }
 }
 
 /// Parses `json` as a `T`, refusing an array wherever `T` has a struct.
 pub fn from_slice<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, StrictJsonError> {
-    parse(serde_json::Deserializer::from_slice(json))
+    parse(serde_json::Deserializer::from_slice(json), json)
 }
 
 /// Parses `json` as a `T`, refusing an array wherever `T` has a struct.
 pub fn from_str<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T, StrictJsonError> {
-    parse(serde_json::Deserializer::from_str(json))
+    parse(serde_json::Deserializer::from_str(json), json.as_bytes())
 }
 
-fn parse<'a, R, T>(mut inner: serde_json::Deserializer<R>) -> Result<T, StrictJsonError>
+fn parse<'a, R, T>(
+    mut inner: serde_json::Deserializer<R>,
+    json: &[u8],
+) -> Result<T, StrictJsonError>
 where
     R: serde_json::de::Read<'a>,
     T: Deserialize<'a>,
 {
     let value = serde_path_to_error::deserialize(Deserializer::new(&mut inner))
-        .map_err(StrictJsonError::classify)?;
+        .map_err(|error| StrictJsonError::classify(json, error))?;
     // As serde_json::from_slice: nothing but whitespace after the value.
     inner.end().map_err(StrictJsonError::Syntax)?;
     Ok(value)
@@ -612,6 +633,8 @@ mod tests {
             r#"{"x": 1, "y": 2"#,
             r#"{"x": 1, "y": 2} x"#,
             r#"{"x": 1e, "y": 2}"#,
+            r#"{"x": 1e400"#,
+            "[1, 2",
             "nul",
         ] {
             assert!(
@@ -619,6 +642,24 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_shape_errors() {
+        // serde_json calls a number too large for an f64 a syntax error.
+        assert!(
+            serde_json::from_str::<Point>(r#"{"x": 1e400, "y": 2}"#)
+                .unwrap_err()
+                .is_syntax()
+        );
+        let message = shape_error::<Point>(r#"{"x": 1e400, "y": 2}"#);
+        assert!(message.starts_with("x: number out of range"), "{message}");
+        shape_error::<Point>(r#"{"x": -1e400, "y": 2}"#);
+        shape_error::<Point>(r#"{"x": 2147483648, "y": 2}"#);
+        shape_error::<Point>(r#"{"x": 100000000000000000000000, "y": 2}"#);
+        shape_error::<Point>(r#"{"x": 1.5, "y": 2}"#);
+        shape_error::<Value>("1e400");
+        shape_error::<ClientFrame>(r#"{"type": "ack", "upTo": 1e400}"#);
     }
 
     #[test]
@@ -750,6 +791,12 @@ mod tests {
             prop_assert_eq!(strict_shape, plain_shape);
             let (strict_frame, plain_frame) = both::<ClientFrame>(&json);
             prop_assert_eq!(strict_frame, plain_frame);
+        }
+
+        #[test]
+        fn only_text_that_is_not_json_is_a_syntax_error(text in r#"[\[\]{}":,0-9eE.+\- xya-z]{0,24}"#) {
+            let syntax = matches!(strict::<Point>(&text), Err(StrictJsonError::Syntax(_)));
+            prop_assert_eq!(syntax, serde_json::from_str::<de::IgnoredAny>(&text).is_err());
         }
     }
 }

@@ -104,6 +104,11 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
     );
 
     let channel = uuid::Uuid::nil();
+    let login_with = |device_id: &str| {
+        leak(format!(
+            r#"{{"username": "alice", "password": "{PASSWORD}", "deviceId": {device_id}}}"#
+        ))
+    };
 
     let cases = vec![
         Case {
@@ -586,6 +591,63 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
             body: Body::Json(r#"["g1", "s1", "AAAA"]"#),
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request_body",
+        },
+        // Numbers: a valid JSON number out of range for its field is the wrong shape.
+        Case {
+            name: "device ID too large for any number",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(login_with("1e400")),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "device ID below any number",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(login_with("-1e400")),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "device ID past 64 bits",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(login_with("100000000000000000000000")),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "claimed device ID too large for any number",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"devices": [{{"userId": "{user}", "deviceId": 1e400}}]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "an out-of-range number in a body that is not JSON",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": "alice", "deviceId": 1e400"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+        },
+        Case {
+            name: "a wrong shape in a body that is not JSON",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": 5} trailing"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
         },
     ];
 
