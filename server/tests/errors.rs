@@ -104,6 +104,11 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
     );
 
     let channel = uuid::Uuid::nil();
+    let send_with = |field: &str| {
+        leak(format!(
+            r#"{{"clientMessageId": "p1", "recipientUserId": "{user}", "deviceEnvelopes": [], {field}}}"#
+        ))
+    };
     let login_with = |device_id: &str| {
         leak(format!(
             r#"{{"username": "alice", "password": "{PASSWORD}", "deviceId": {device_id}}}"#
@@ -649,6 +654,69 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
             status: StatusCode::BAD_REQUEST,
             code: "malformed_json",
         },
+        Case {
+            name: "protocol version past u8",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 256"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "protocol version 1000",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 1000"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "negative protocol version",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": -1"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "protocol version u64::MAX",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 18446744073709551615"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "protocol version not an integer",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 1.5"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "protocol version a string",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": "2""#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "protocol version too large for any number",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 1e400"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
     ];
 
     for case in cases {
@@ -782,6 +850,46 @@ async fn bodies_given_as_arrays_store_nothing(pool: PgPool) {
         .unwrap();
     assert_eq!(messages, 0, "no message stored");
     assert!(server.inbox(&bob.devices[0]).await.is_empty());
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn unsupported_protocol_versions_name_the_supported_ones(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let bob = TestUser::new(&server, "bob", 1).await;
+    for version in [
+        json!(0),
+        json!(3),
+        json!(256),
+        json!(1000),
+        json!(-1),
+        json!(i64::MIN),
+        json!(u64::MAX),
+    ] {
+        let answer = server
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(&alice.devices[0].token),
+                Some(json!({
+                    "protocolVersion": version,
+                    "clientMessageId": "v1",
+                    "recipientUserId": bob.id,
+                    "deviceEnvelopes": [],
+                })),
+            )
+            .await;
+        assert_error(
+            &answer,
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol_version",
+        );
+        assert_eq!(
+            answer.1["error"]["details"],
+            json!({"supported": [1, 2]}),
+            "{version}"
+        );
+    }
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
