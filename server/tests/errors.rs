@@ -717,6 +717,60 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request_body",
         },
+        Case {
+            name: "ack cursor past int64",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"upTo": 9223372036854775808}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "ack cursor u64::MAX",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"upTo": 18446744073709551615}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "ack cursor too large for any number",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"upTo": 1e400}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "inbox cursor past int64",
+            method: Method::GET,
+            path: "/v1/inbox?after=9223372036854775808".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_query_parameter",
+        },
+        Case {
+            name: "inbox cursor past u64",
+            method: Method::GET,
+            path: "/v1/inbox?after=18446744073709551616".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_query_parameter",
+        },
+        Case {
+            name: "socket cursor past int64",
+            method: Method::GET,
+            path: "/v1/ws?after=9223372036854775808".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_query_parameter",
+        },
     ];
 
     for case in cases {
@@ -893,6 +947,41 @@ async fn unsupported_protocol_versions_name_the_supported_ones(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
+async fn sequence_numbers_up_to_the_int64_maximum_are_taken(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let device = &alice.devices[0];
+    let max = i64::MAX;
+
+    let (status, page) = server
+        .call(
+            Method::GET,
+            &format!("/v1/inbox?after={max}"),
+            Some(&device.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["nextCursor"], json!(max));
+    let (status, acked) = server
+        .call(
+            Method::POST,
+            "/v1/inbox/ack",
+            Some(&device.token),
+            Some(json!({"upTo": max})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    assert_eq!(acked, json!({"delivered": 0}));
+
+    let mut socket = server
+        .connect(&device.token, Some(max.unsigned_abs()))
+        .await;
+    assert!(matches!(socket.next().await, Received::CaughtUp(_)));
+    socket.close().await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
 async fn bad_socket_frames_get_invalid_frame_and_acknowledge_nothing(pool: PgPool) {
     let server = TestServer::start(pool).await;
     let alice = TestUser::new(&server, "alice", 1).await;
@@ -916,6 +1005,10 @@ async fn bad_socket_frames_get_invalid_frame_and_acknowledge_nothing(pool: PgPoo
         "[]".to_owned(),
         format!(r#"["ack", {cursor}]"#),
         format!(r#"["ack", {cursor}, [{cursor}]]"#),
+        // Sequence numbers past int64, which the server would cap at what it sent.
+        r#"{"type": "ack", "upTo": 9223372036854775808}"#.to_owned(),
+        r#"{"type": "ack", "seqs": [9223372036854775808]}"#.to_owned(),
+        r#"{"type": "ack", "upTo": 1e400}"#.to_owned(),
     ] {
         socket.send_text(&frame).await;
         match socket.next().await {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use super::keys::DeviceRef;
+use super::stream::client_seq;
 use crate::ids::{DeviceId, UserId};
 
 /// The Olm message type of an envelope.
@@ -164,7 +165,13 @@ impl DeviceListMismatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AckRequest {
-    /// Everything in the stream with a sequence number up to this one is delivered.
+    /// Everything in the stream with a sequence number up to this one (at most 2⁶³−1) is
+    /// delivered.
+    #[serde(deserialize_with = "client_seq::deserialize")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9223372036854775807_i64)
+    )]
     pub up_to: u64,
 }
 
@@ -205,6 +212,19 @@ mod tests {
         assert_eq!(version("null").unwrap(), None);
         for json in ["1.5", "2.0", "1e3", r#""2""#, "true", "[2]"] {
             assert!(version(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn acknowledgements_fit_a_bigint() {
+        let max: AckRequest = serde_json::from_str(r#"{"upTo":9223372036854775807}"#).unwrap();
+        assert_eq!(max.up_to, i64::MAX.unsigned_abs());
+        for json in [
+            r#"{"upTo":9223372036854775808}"#,
+            r#"{"upTo":18446744073709551615}"#,
+            r#"{"upTo":-1}"#,
+        ] {
+            assert!(serde_json::from_str::<AckRequest>(json).is_err(), "{json}");
         }
     }
 }
