@@ -28,6 +28,7 @@ const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
 
 /// Inbox paging.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxQuery {
     /// Items after this sequence number (default 0: from the start).
@@ -35,6 +36,7 @@ pub struct InboxQuery {
     #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: u64,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -108,6 +110,7 @@ pub async fn ack_inbox(
 
 /// WebSocket query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketQuery {
     /// The device has stored everything up to this sequence number: an implicit
