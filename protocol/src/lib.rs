@@ -1,6 +1,7 @@
 //! Courier's wire protocol: the request and response bodies of the HTTP API, the one
-//! error body every failure uses, the identifiers, and the canonical byte encodings that
-//! devices sign their keys over.
+//! error body every failure uses, the identifiers, the canonical byte encodings that
+//! devices sign their keys over, and the strict JSON parsing the server reads requests
+//! with ([`strict_json`]).
 //!
 //! The server and the SDK both depend on this crate, so no wire struct is written twice
 //! and a signature made by the SDK is checked by the server over exactly the same bytes.
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod signing;
+pub mod strict_json;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{DeviceId, InvalidDeviceId, UserId};

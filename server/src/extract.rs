@@ -1,16 +1,48 @@
 //! Extractors whose rejections answer in the one error shape instead of axum's plain text.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use courier_protocol::ErrorCode;
+use courier_protocol::strict_json::{self, StrictJsonError};
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// `axum::Json` with Courier's error body on rejection.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON request body, like `axum::Json` but read with [`strict_json`] (an object is never
+/// taken from an array, a number out of range is the wrong shape), with Courier's error
+/// body on rejection.
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "the body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let body = Bytes::from_request(request, state).await?;
+        Ok(Self(strict_json::from_slice(&body)?))
+    }
+}
+
+/// Whether the request says its body is JSON, by the rule `axum::Json` applies:
+/// `application/json` or `application/*+json`, with any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<mime::Mime>().ok())
+        .is_some_and(|mime| {
+            mime.type_() == "application"
+                && (mime.subtype() == "json" || mime.suffix().is_some_and(|name| name == "json"))
+        })
+}
 
 /// `axum::extract::Path` with Courier's error body on rejection.
 #[derive(Debug, FromRequestParts)]
@@ -39,32 +71,35 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        if let JsonRejection::BytesRejection(bytes) = &rejection
-            && timed_out(bytes)
-        {
-            return ApiError::new(
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if timed_out(&rejection) {
+            ApiError::new(
                 ErrorCode::RequestTimeout,
                 "the request body did not arrive in time",
-            );
-        }
-        match &rejection {
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::new(ErrorCode::MalformedJson, rejection.body_text())
-            }
-            JsonRejection::JsonDataError(_) => {
-                ApiError::new(ErrorCode::InvalidRequestBody, rejection.body_text())
-            }
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "the body must be JSON with Content-Type: application/json",
-            ),
-            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            )
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 "the request body is larger than the server accepts",
+            )
+        } else {
+            ApiError::new(ErrorCode::MalformedJson, rejection.body_text())
+        }
+    }
+}
+
+impl From<StrictJsonError> for ApiError {
+    fn from(error: StrictJsonError) -> Self {
+        match error {
+            StrictJsonError::Syntax(_) => ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body is not valid JSON: {error}"),
             ),
-            _ => ApiError::new(ErrorCode::MalformedJson, rejection.body_text()),
+            StrictJsonError::Shape(_) => ApiError::new(
+                ErrorCode::InvalidRequestBody,
+                format!("the body does not have the expected shape: {error}"),
+            ),
         }
     }
 }

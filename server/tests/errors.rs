@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::{PASSWORD, TestServer, assert_error, read};
+use common::{PASSWORD, Received, TestServer, TestUser, assert_error, read, v2_body};
 use courier_protocol::keys::encode_base64;
 use courier_server::{MIGRATOR, Settings};
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 use sqlx::PgPool;
 
 /// How a case's request is built.
@@ -30,6 +31,11 @@ enum Token {
     Unknown,
     Garbage,
     NotBearer,
+}
+
+/// A `&'static str` for a case body built at run time.
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
 }
 
 struct Case {
@@ -96,6 +102,18 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
         )
         .into_boxed_str(),
     );
+
+    let channel = uuid::Uuid::nil();
+    let send_with = |field: &str| {
+        leak(format!(
+            r#"{{"clientMessageId": "p1", "recipientUserId": "{user}", "deviceEnvelopes": [], {field}}}"#
+        ))
+    };
+    let login_with = |device_id: &str| {
+        leak(format!(
+            r#"{{"username": "alice", "password": "{PASSWORD}", "deviceId": {device_id}}}"#
+        ))
+    };
 
     let cases = vec![
         Case {
@@ -437,6 +455,322 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request_body",
         },
+        // An object never arrives as an array (serde would read the fields by position).
+        Case {
+            name: "account as an array",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Json(r#"["dave", "correct horse battery"]"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "login as an array",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(r#"["alice", "correct horse battery", 0]"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "privacy settings as an array",
+            method: Method::PUT,
+            path: "/v1/settings/privacy".into(),
+            token: Token::Valid,
+            body: Body::Json("[false, false]"),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "identity keys as an array",
+            method: Method::PUT,
+            path: "/v1/keys/identity".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(r#"["{key32}", "{key32}", "{sig64}"]"#))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "one-time key as an array",
+            method: Method::POST,
+            path: "/v1/keys/one-time".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"oneTimeKeys": [["k1", "{key32}", "{sig64}"]]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "fallback key as an array",
+            method: Method::PUT,
+            path: "/v1/keys/fallback".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(r#"["f1", "{key32}", "{sig64}"]"#))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "claimed device as an array",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(r#"{{"devices": [["{user}", 1]]}}"#))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "send as an array",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(r#"[2, "p1", "{user}", []]"#))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "device envelope as an array",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"protocolVersion": 2, "clientMessageId": "p1", "recipientUserId": "{user}", "deviceEnvelopes": [["{user}", 1, "normal", "AAAA"]]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "acknowledgement as an array",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json("[5]"),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "read mark as an array",
+            method: Method::POST,
+            path: "/v1/receipts/read".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(r#"["{channel}", true]"#))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "channel as an array",
+            method: Method::POST,
+            path: "/v1/channels".into(),
+            token: Token::Valid,
+            body: Body::Json("[[]]"),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "new members as an array",
+            method: Method::POST,
+            path: format!("/v1/channels/{channel}/members"),
+            token: Token::Valid,
+            body: Body::Json("[[]]"),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "sender key as an array",
+            method: Method::POST,
+            path: format!("/v1/channels/{channel}/sender-keys"),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"sessionId": "s1", "distributions": [["{user}", 1, "normal", "AAAA"]]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "group message as an array",
+            method: Method::POST,
+            path: format!("/v1/channels/{channel}/messages"),
+            token: Token::Valid,
+            body: Body::Json(r#"["g1", "s1", "AAAA"]"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        // Numbers: a valid JSON number out of range for its field is the wrong shape.
+        Case {
+            name: "device ID too large for any number",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(login_with("1e400")),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "device ID below any number",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(login_with("-1e400")),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "device ID past 64 bits",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(login_with("100000000000000000000000")),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "claimed device ID too large for any number",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"devices": [{{"userId": "{user}", "deviceId": 1e400}}]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "an out-of-range number in a body that is not JSON",
+            method: Method::POST,
+            path: "/v1/login".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": "alice", "deviceId": 1e400"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+        },
+        Case {
+            name: "a wrong shape in a body that is not JSON",
+            method: Method::POST,
+            path: "/v1/accounts".into(),
+            token: Token::None,
+            body: Body::Json(r#"{"username": 5} trailing"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+        },
+        Case {
+            name: "protocol version past u8",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 256"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "protocol version 1000",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 1000"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "negative protocol version",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": -1"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "protocol version u64::MAX",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 18446744073709551615"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "unsupported_protocol_version",
+        },
+        Case {
+            name: "protocol version not an integer",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 1.5"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "protocol version a string",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": "2""#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "protocol version too large for any number",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(send_with(r#""protocolVersion": 1e400"#)),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "ack cursor past int64",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"upTo": 9223372036854775808}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "ack cursor u64::MAX",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"upTo": 18446744073709551615}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "ack cursor too large for any number",
+            method: Method::POST,
+            path: "/v1/inbox/ack".into(),
+            token: Token::Valid,
+            body: Body::Json(r#"{"upTo": 1e400}"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "inbox cursor past int64",
+            method: Method::GET,
+            path: "/v1/inbox?after=9223372036854775808".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_query_parameter",
+        },
+        Case {
+            name: "inbox cursor past u64",
+            method: Method::GET,
+            path: "/v1/inbox?after=18446744073709551616".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_query_parameter",
+        },
+        Case {
+            name: "socket cursor past int64",
+            method: Method::GET,
+            path: "/v1/ws?after=9223372036854775808".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_query_parameter",
+        },
     ];
 
     for case in cases {
@@ -488,6 +822,204 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
         .call(Method::GET, "/v1/devices", Some(&device.token), None)
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn bodies_given_as_arrays_store_nothing(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let bob = TestUser::new(&server, "bob", 1).await;
+    let sender = &alice.devices[0];
+
+    // Fields by position would make an account.
+    let answer = server
+        .http
+        .post(server.url("/v1/accounts"))
+        .header("content-type", "application/json")
+        .body(format!(r#"["dave", "{PASSWORD}"]"#))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &read(answer).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_body",
+    );
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE username = 'dave'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "no account for dave");
+    server.create_account("dave").await;
+
+    // ... and turn both privacy settings off.
+    let answer = server
+        .http
+        .put(server.url("/v1/settings/privacy"))
+        .bearer_auth(&sender.token)
+        .header("content-type", "application/json")
+        .body("[false, false]")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &read(answer).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_body",
+    );
+    let (status, settings) = server
+        .call(
+            Method::GET,
+            "/v1/settings/privacy",
+            Some(&sender.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        settings,
+        json!({"sendReadReceipts": true, "showReadReceipts": true}),
+        "settings unchanged"
+    );
+
+    // ... and send a message whose envelopes are arrays.
+    let (user, device) = bob.refs()[0];
+    let answer = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(json!({
+                "protocolVersion": 2,
+                "clientMessageId": "m1",
+                "recipientUserId": bob.id,
+                "deviceEnvelopes": [[user, device, "normal", encode_base64(b"hello")]],
+            })),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request_body");
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(messages, 0, "no message stored");
+    assert!(server.inbox(&bob.devices[0]).await.is_empty());
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn unsupported_protocol_versions_name_the_supported_ones(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let bob = TestUser::new(&server, "bob", 1).await;
+    for version in [
+        json!(0),
+        json!(3),
+        json!(256),
+        json!(1000),
+        json!(-1),
+        json!(i64::MIN),
+        json!(u64::MAX),
+    ] {
+        let answer = server
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(&alice.devices[0].token),
+                Some(json!({
+                    "protocolVersion": version,
+                    "clientMessageId": "v1",
+                    "recipientUserId": bob.id,
+                    "deviceEnvelopes": [],
+                })),
+            )
+            .await;
+        assert_error(
+            &answer,
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol_version",
+        );
+        assert_eq!(
+            answer.1["error"]["details"],
+            json!({"supported": [1, 2]}),
+            "{version}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn sequence_numbers_up_to_the_int64_maximum_are_taken(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let device = &alice.devices[0];
+    let max = i64::MAX;
+
+    let (status, page) = server
+        .call(
+            Method::GET,
+            &format!("/v1/inbox?after={max}"),
+            Some(&device.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["nextCursor"], json!(max));
+    let (status, acked) = server
+        .call(
+            Method::POST,
+            "/v1/inbox/ack",
+            Some(&device.token),
+            Some(json!({"upTo": max})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    assert_eq!(acked, json!({"delivered": 0}));
+
+    let mut socket = server
+        .connect(&device.token, Some(max.unsigned_abs()))
+        .await;
+    assert!(matches!(socket.next().await, Received::CaughtUp(_)));
+    socket.close().await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn bad_socket_frames_get_invalid_frame_and_acknowledge_nothing(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = TestUser::new(&server, "alice", 1).await;
+    let bob = TestUser::new(&server, "bob", 1).await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&alice.devices[0].token),
+            Some(v2_body("f1", bob.id, &bob.refs(), "keep me")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let receiver = &bob.devices[0];
+    let mut socket = server.connect(&receiver.token, None).await;
+    let (envelopes, cursor) = socket.backlog().await;
+    assert_eq!(envelopes.len(), 1);
+    for frame in [
+        // Arrays, which serde would read as an ack by position.
+        "[]".to_owned(),
+        format!(r#"["ack", {cursor}]"#),
+        format!(r#"["ack", {cursor}, [{cursor}]]"#),
+        // Sequence numbers past int64, which the server would cap at what it sent.
+        r#"{"type": "ack", "upTo": 9223372036854775808}"#.to_owned(),
+        r#"{"type": "ack", "seqs": [9223372036854775808]}"#.to_owned(),
+        r#"{"type": "ack", "upTo": 1e400}"#.to_owned(),
+    ] {
+        socket.send_text(&frame).await;
+        match socket.next().await {
+            Received::Error(code) => assert_eq!(code, "invalid_frame", "{frame}"),
+            other => panic!("{frame}: expected an error frame, got {other:?}"),
+        }
+    }
+    socket.close().await;
+
+    let inbox = server.inbox(receiver).await;
+    assert_eq!(inbox.len(), 1, "the envelope is still undelivered");
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

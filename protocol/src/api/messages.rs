@@ -1,10 +1,14 @@
 //! Sending messages (`POST /v1/messages`, protocols V1 and V2) and reading envelopes.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use super::keys::DeviceRef;
+use super::stream::client_seq;
 use crate::ids::{DeviceId, UserId};
 
 /// The Olm message type of an envelope.
@@ -65,9 +69,17 @@ pub struct DeviceEnvelope {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageRequest {
-    /// `2` for per-device envelopes; `1` or absent for a V1 client.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol_version: Option<u8>,
+    /// `2` for per-device envelopes; `1` or absent for a V1 client. Any other integer is
+    /// answered with `unsupported_protocol_version`.
+    // Wide enough for every integer serde_json reads (-2⁶³ to 2⁶⁴−1), so none of them is
+    // refused as the wrong shape before the server can say which versions it speaks.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "any_integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u8>, minimum = 1, maximum = 2))]
+    pub protocol_version: Option<i128>,
     /// The client's ID for this message (1 to 64 characters of `[A-Za-z0-9_-]`). The same
     /// ID from the same device returns the original answer and stores nothing new.
     pub client_message_id: String,
@@ -80,6 +92,37 @@ pub struct SendMessageRequest {
     /// V1: one ciphertext (base64) for the recipient user, delivered to all of its devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted_envelope: Option<String>,
+}
+
+/// Reads an optional integer of any sign that fits 64 bits: not a float, not a string.
+fn any_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i128>, D::Error> {
+    struct AnyInteger(i128);
+
+    impl<'de> Deserialize<'de> for AnyInteger {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(AnyIntegerVisitor)
+        }
+    }
+
+    struct AnyIntegerVisitor;
+
+    impl Visitor<'_> for AnyIntegerVisitor {
+        type Value = AnyInteger;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an integer")
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<AnyInteger, E> {
+            Ok(AnyInteger(value.into()))
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<AnyInteger, E> {
+            Ok(AnyInteger(value.into()))
+        }
+    }
+
+    Option::<AnyInteger>::deserialize(deserializer).map(|version| version.map(|v| v.0))
 }
 
 /// The server's answer to a send (the same for a retry of the same client message ID).
@@ -122,7 +165,13 @@ impl DeviceListMismatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AckRequest {
-    /// Everything in the stream with a sequence number up to this one is delivered.
+    /// Everything in the stream with a sequence number up to this one (at most 2⁶³−1) is
+    /// delivered.
+    #[serde(deserialize_with = "client_seq::deserialize")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9223372036854775807_i64)
+    )]
     pub up_to: u64,
 }
 
@@ -133,4 +182,49 @@ pub struct AckRequest {
 pub struct AckResponse {
     /// How many items were newly marked delivered.
     pub delivered: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(json: &str) -> Result<Option<i128>, serde_json::Error> {
+        let body = format!(
+            r#"{{"clientMessageId":"m","recipientUserId":"{}","protocolVersion":{json}}}"#,
+            Uuid::nil()
+        );
+        serde_json::from_str::<SendMessageRequest>(&body).map(|request| request.protocol_version)
+    }
+
+    #[test]
+    fn any_integer_is_a_protocol_version_to_answer() {
+        for (json, expected) in [
+            ("1", 1),
+            ("2", 2),
+            ("256", 256),
+            ("1000", 1000),
+            ("-1", -1),
+            ("-9223372036854775808", i128::from(i64::MIN)),
+            ("18446744073709551615", i128::from(u64::MAX)),
+        ] {
+            assert_eq!(version(json).unwrap(), Some(expected), "{json}");
+        }
+        assert_eq!(version("null").unwrap(), None);
+        for json in ["1.5", "2.0", "1e3", r#""2""#, "true", "[2]"] {
+            assert!(version(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn acknowledgements_fit_a_bigint() {
+        let max: AckRequest = serde_json::from_str(r#"{"upTo":9223372036854775807}"#).unwrap();
+        assert_eq!(max.up_to, i64::MAX.unsigned_abs());
+        for json in [
+            r#"{"upTo":9223372036854775808}"#,
+            r#"{"upTo":18446744073709551615}"#,
+            r#"{"upTo":-1}"#,
+        ] {
+            assert!(serde_json::from_str::<AckRequest>(json).is_err(), "{json}");
+        }
+    }
 }

@@ -142,13 +142,73 @@ pub enum ClientFrame {
     /// (cumulative) and/or the listed `seqs` (per item). Acknowledged items are marked
     /// delivered and are not sent again.
     Ack {
-        /// Cumulative: every item with `seq <= upTo`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Cumulative: every item with `seq <= upTo` (at most [`MAX_SEQ`]).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "client_seq::option"
+        )]
         up_to: Option<u64>,
-        /// Per item.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        /// Per item (each at most [`MAX_SEQ`]).
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            deserialize_with = "client_seq::list"
+        )]
         seqs: Vec<u64>,
     },
+}
+
+impl ClientFrame {
+    /// Reads a text frame strictly, as the server does: an object, never an array (see
+    /// [`strict_json`](crate::strict_json)).
+    pub fn from_json(text: &str) -> Result<Self, crate::strict_json::StrictJsonError> {
+        crate::strict_json::from_str(text)
+    }
+}
+
+/// The largest sequence number a client may name (`upTo`, `seqs`, `after`): the server
+/// stores sequence numbers as PostgreSQL `bigint`, and the OpenAPI document says int64.
+pub const MAX_SEQ: u64 = i64::MAX.unsigned_abs();
+
+/// Reads the sequence numbers a client sends, for `#[serde(deserialize_with = ...)]`: an
+/// unsigned integer up to [`MAX_SEQ`]; a larger one is refused, not saturated.
+pub mod client_seq {
+    use serde::de::{Deserialize, Deserializer, Error, Unexpected};
+
+    use super::MAX_SEQ;
+
+    /// One sequence number.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        ClientSeq::deserialize(deserializer).map(|ClientSeq(seq)| seq)
+    }
+
+    /// An optional one (with `#[serde(default)]`, absent is `None`).
+    pub fn option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        Option::<ClientSeq>::deserialize(deserializer).map(|seq| seq.map(|ClientSeq(seq)| seq))
+    }
+
+    /// A list of them.
+    pub fn list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+        Vec::<ClientSeq>::deserialize(deserializer)
+            .map(|seqs| seqs.into_iter().map(|ClientSeq(seq)| seq).collect())
+    }
+
+    /// A sequence number checked against [`MAX_SEQ`].
+    struct ClientSeq(u64);
+
+    impl<'de> Deserialize<'de> for ClientSeq {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let seq = u64::deserialize(deserializer)?;
+            if seq > MAX_SEQ {
+                return Err(D::Error::invalid_value(
+                    Unexpected::Unsigned(seq),
+                    &"a sequence number from 0 to 9223372036854775807",
+                ));
+            }
+            Ok(Self(seq))
+        }
+    }
 }
 
 /// WebSocket close codes Courier uses (besides the standard ones).
@@ -200,6 +260,37 @@ mod tests {
         assert_eq!(
             caught_up,
             serde_json::json!({"type": "caughtUp", "cursor": 4})
+        );
+    }
+
+    #[test]
+    fn acknowledged_sequence_numbers_fit_a_bigint() {
+        let max = format!(r#"{{"type":"ack","upTo":{MAX_SEQ},"seqs":[{MAX_SEQ}]}}"#);
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(&max).unwrap(),
+            ClientFrame::Ack {
+                up_to: Some(MAX_SEQ),
+                seqs: vec![MAX_SEQ]
+            }
+        );
+        for frame in [
+            r#"{"type":"ack","upTo":9223372036854775808}"#,
+            r#"{"type":"ack","upTo":18446744073709551615}"#,
+            r#"{"type":"ack","seqs":[1,9223372036854775808]}"#,
+            r#"{"type":"ack","upTo":-1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ClientFrame>(frame).is_err(),
+                "{frame}"
+            );
+        }
+        let none: ClientFrame = serde_json::from_str(r#"{"type":"ack","upTo":null}"#).unwrap();
+        assert_eq!(
+            none,
+            ClientFrame::Ack {
+                up_to: None,
+                seqs: vec![]
+            }
         );
     }
 

@@ -348,7 +348,7 @@ impl Connection {
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
         self.last_heard = Instant::now();
         match message {
-            Message::Text(text) => match serde_json::from_str::<ClientFrame>(text.as_str()) {
+            Message::Text(text) => match ClientFrame::from_json(text.as_str()) {
                 Ok(ClientFrame::Ack { up_to, seqs }) => {
                     // Only what was sent here can be acknowledged here.
                     if let Some(up_to) = up_to {

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
 use courier_protocol::api::messages::{AckRequest, AckResponse};
-use courier_protocol::api::stream::{InboxPage, StreamItem};
+use courier_protocol::api::stream::{InboxPage, StreamItem, client_seq};
 use courier_protocol::{ErrorBody, ErrorCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -28,12 +28,15 @@ const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
 
 /// Inbox paging.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxQuery {
     /// Items after this sequence number (default 0: from the start).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "client_seq::deserialize")]
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: u64,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -107,10 +110,13 @@ pub async fn ack_inbox(
 
 /// WebSocket query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketQuery {
     /// The device has stored everything up to this sequence number: an implicit
     /// acknowledgement; the socket starts after it.
+    #[serde(default, deserialize_with = "client_seq::option")]
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<u64>,
 }
 

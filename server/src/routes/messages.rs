@@ -215,6 +215,7 @@ pub(crate) fn decode_per_device<'a>(
 
 /// Optional device ID in envelope queries (V1 clients omit it).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvelopeQuery {
     /// The calling device's ID. Omitted (V1 clients), it is the token's device; any other
