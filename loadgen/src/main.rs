@@ -15,6 +15,11 @@
 //! process (user `u` to process `u % N`), and a message goes to a user homed on the same
 //! process but is sent through the next one: every envelope crosses processes, through
 //! the fabric (`--no-cross` sends through the recipients' own process instead).
+//!
+//! `--spawn-server` starts the servers on a fresh database `courier_bench_<run>` and drops
+//! it when the run ends, failed or not (`--keep-database` keeps it). Spawned servers get
+//! `COURIER_RATE_LIMITS=off`, so that the load is not throttled (a server that does not
+//! know the variable ignores it).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -22,14 +27,15 @@
 )]
 
 mod setup;
+mod spawn;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use courier_protocol::api::messages::{DeviceEnvelope, EnvelopeType, SendMessageRequest};
 use courier_protocol::api::stream::{ControlFrame, ServerFrame, StreamItem};
@@ -103,6 +109,9 @@ struct Args {
     /// several processes.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// Keep the spawned servers' database after the run (it is dropped otherwise).
+    #[arg(long)]
+    keep_database: bool,
     /// Users (throughput).
     #[arg(long, default_value_t = 20)]
     users: usize,
@@ -143,23 +152,61 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let run_id = format!("{:08x}", rand::rngs::OsRng.next_u32());
-    let mut spawned = None;
-    let (bases, server_pids) = match &args.spawn_server {
-        Some(binary) => {
-            let servers = SpawnedServers::start(binary, &args, &run_id).await?;
-            let bases = servers.bases.clone();
-            let pids = servers.children.iter().map(Child::id).collect();
-            spawned = Some(servers);
-            (bases, pids)
-        }
-        None => (
-            args.servers
-                .iter()
-                .map(|server| server.trim_end_matches('/').to_owned())
-                .collect(),
-            args.server_pids.clone(),
-        ),
+    let Some(binary) = &args.spawn_server else {
+        let bases = args
+            .servers
+            .iter()
+            .map(|server| server.trim_end_matches('/').to_owned())
+            .collect();
+        let report = run(&args, bases, &args.server_pids, &run_id).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
     };
+
+    let mut spawned =
+        spawn::SpawnedServers::new(binary, &args.postgres, &run_id, spawned_env(&args));
+    let report = match spawned.start(args.processes).await {
+        Ok(()) => {
+            let pids: Vec<u32> = spawned.children.iter().map(Child::id).collect();
+            run(&args, spawned.bases.clone(), &pids, &run_id).await
+        }
+        Err(error) => Err(error),
+    };
+    // Stopped and dropped whether the run worked or not.
+    spawned.stop().await;
+    if !args.keep_database
+        && let Err(error) = spawned.drop_database().await
+    {
+        eprintln!("loadgen: could not drop the database: {error:#}");
+    }
+    let mut report = report?;
+    report["fabric"] = json!(args.fabric.name());
+    report["database"] = json!(spawned.database);
+    report["databaseKept"] = json!(args.keep_database);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The environment of spawned servers, for this run's mode.
+fn spawned_env(args: &Args) -> Vec<(&'static str, String)> {
+    let device_limit = args.devices.clamp(5, 100);
+    vec![
+        ("COURIER_DEVICE_LIMIT", device_limit.to_string()),
+        ("COURIER_FABRIC", args.fabric.name().to_owned()),
+        ("COURIER_NATS_URL", args.nats_url.clone()),
+        ("COURIER_LOG", "warn".to_owned()),
+        // Load generation must not be throttled.
+        ("COURIER_RATE_LIMITS", "off".to_owned()),
+    ]
+}
+
+/// Runs the mode against `bases` (processes with these PIDs, when known).
+async fn run(
+    args: &Args,
+    bases: Vec<String>,
+    server_pids: &[u32],
+    run_id: &str,
+) -> anyhow::Result<serde_json::Value> {
     let servers = Servers {
         bases,
         cross: !args.no_cross,
@@ -167,30 +214,14 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(16))
         .build()?;
-
-    let report = match args.mode {
-        Mode::Throughput => throughput(&args, &http, &servers, &run_id).await,
-        Mode::Idle => idle(&args, &http, &servers, &run_id, &server_pids).await,
-        Mode::Offline => offline(&args, &http, &servers, &run_id).await,
-    };
-    let mut report = match report {
-        Ok(report) => report,
-        Err(error) => {
-            if let Some(servers) = spawned {
-                servers.stop();
-            }
-            return Err(error);
-        }
+    let mut report = match args.mode {
+        Mode::Throughput => throughput(args, &http, &servers, run_id).await?,
+        Mode::Idle => idle(args, &http, &servers, run_id, server_pids).await?,
+        Mode::Offline => offline(args, &http, &servers, run_id).await?,
     };
     report["processes"] = json!(servers.bases.len());
     report["servers"] = json!(servers.bases);
-    if let Some(servers) = spawned {
-        report["fabric"] = json!(args.fabric.name());
-        report["database"] = json!(servers.database);
-        servers.stop();
-    }
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    Ok(report)
 }
 
 /// The server processes under test (one deployment: one database) and how the load is
@@ -236,84 +267,6 @@ impl Servers {
             total += server_counter(http, base, name).await?;
         }
         Some(total)
-    }
-}
-
-/// Servers started for the run, all on one fresh database.
-struct SpawnedServers {
-    children: Vec<Child>,
-    bases: Vec<String>,
-    database: String,
-}
-
-impl SpawnedServers {
-    async fn start(binary: &str, args: &Args, run_id: &str) -> anyhow::Result<Self> {
-        let mut servers = Self {
-            children: Vec::new(),
-            bases: Vec::new(),
-            database: format!("courier_bench_{run_id}"),
-        };
-        // One after the other: the first creates and migrates the database.
-        for _ in 0..args.processes {
-            if let Err(error) = servers.start_one(binary, args).await {
-                servers.stop();
-                return Err(error);
-            }
-        }
-        Ok(servers)
-    }
-
-    async fn start_one(&mut self, binary: &str, args: &Args) -> anyhow::Result<()> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let device_limit = args.devices.clamp(5, 100);
-        let mut child = Command::new(binary)
-            .env(
-                "COURIER_DATABASE_URL",
-                format!("{}/{}", args.postgres.trim_end_matches('/'), self.database),
-            )
-            .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("COURIER_DEVICE_LIMIT", device_limit.to_string())
-            .env("COURIER_FABRIC", args.fabric.name())
-            .env("COURIER_NATS_URL", &args.nats_url)
-            .env("COURIER_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {binary}"))?;
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = reqwest::get(format!("{base}/readyz")).await
-                && response.status().is_success()
-            {
-                break;
-            }
-            // A server that cannot start (database, NATS) says why on stderr and exits.
-            if let Some(status) = child.try_wait()? {
-                self.children.push(child);
-                bail!("the spawned server exited ({status}) before it was ready");
-            }
-            if Instant::now() > deadline {
-                self.children.push(child);
-                bail!("the spawned server did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.children.push(child);
-        self.bases.push(base);
-        Ok(())
-    }
-
-    fn stop(self) {
-        for child in &self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-        }
-        for mut child in self.children {
-            let _ = child.wait();
-        }
     }
 }
 
