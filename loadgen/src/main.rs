@@ -6,7 +6,10 @@
 //!   other users, each with envelopes for every recipient device and the sender's other
 //!   devices, C in flight (optionally paced to a rate). Reports messages/s, envelopes/s
 //!   delivered and acknowledged, send-to-receive latency, lost and duplicated envelopes.
-//! - `idle`: N device sockets held open; reports the server's resident memory.
+//! - `idle`: N device sockets (up to 100 devices per user) opened all at once, one task
+//!   each (`--connect-concurrency` bounds them, to compare), and held open; reports the
+//!   server's resident memory before and after setup, at its peak while the sockets open,
+//!   with them open and after they close, the time until the last `caughtUp`, failures.
 //! - `offline`: one device comes back to N queued envelopes; reports how long it takes
 //!   to drain them.
 //!
@@ -19,20 +22,24 @@
 //! `--spawn-server` starts the servers on a fresh database `courier_bench_<run>` and drops
 //! it when the run ends, failed or not (`--keep-database` keeps it). Spawned servers get
 //! `COURIER_RATE_LIMITS=off`, so that the load is not throttled (a server that does not
-//! know the variable ignores it).
+//! know the variable ignores it). Resident memory is read from /proc: the PIDs of spawned
+//! servers are known; pass `--server-pid` otherwise.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::cast_possible_truncation
 )]
 
+mod idle;
+mod procfs;
 mod setup;
+mod sockets;
 mod spawn;
 
 use std::collections::HashSet;
 use std::process::Child;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -133,9 +140,20 @@ struct Args {
     /// Ciphertext bytes per envelope.
     #[arg(long, default_value_t = 256)]
     payload: usize,
-    /// Sockets to hold open (idle).
+    /// Sockets to open (idle).
     #[arg(long, default_value_t = 10_000)]
     sockets: usize,
+    /// Sockets opening at once (idle; 0 = all of them).
+    #[arg(long, default_value_t = 0)]
+    connect_concurrency: usize,
+    /// Seconds one socket may take to open and reach `caughtUp` (idle) before it counts
+    /// as failed.
+    #[arg(long, default_value_t = 120)]
+    connect_timeout: u64,
+    /// Seconds to wait after closing the sockets before reading the server's memory
+    /// (idle).
+    #[arg(long, default_value_t = 5)]
+    settle_seconds: u64,
     /// Envelopes queued for the offline device (offline).
     #[arg(long, default_value_t = 10_000)]
     backlog: u64,
@@ -216,7 +234,7 @@ async fn run(
         .build()?;
     let mut report = match args.mode {
         Mode::Throughput => throughput(args, &http, &servers, run_id).await?,
-        Mode::Idle => idle(args, &http, &servers, run_id, server_pids).await?,
+        Mode::Idle => idle::run(args, &http, &servers, run_id, server_pids).await?,
         Mode::Offline => offline(args, &http, &servers, run_id).await?,
     };
     report["processes"] = json!(servers.bases.len());
@@ -268,14 +286,6 @@ impl Servers {
         }
         Some(total)
     }
-}
-
-/// Resident memory of a process, in MiB, from /proc.
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// What every receiver reports.
@@ -611,74 +621,6 @@ async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Optio
         line.strip_prefix(name)
             .and_then(|rest| rest.trim().parse().ok())
     })
-}
-
-async fn idle(
-    args: &Args,
-    http: &reqwest::Client,
-    servers: &Servers,
-    run_id: &str,
-    server_pids: &[u32],
-) -> anyhow::Result<serde_json::Value> {
-    // Every process's resident memory, summed.
-    let rss = || -> Option<f64> {
-        let total = server_pids
-            .iter()
-            .map(|pid| rss_mib(*pid))
-            .sum::<Option<f64>>();
-        total.filter(|_| !server_pids.is_empty())
-    };
-    let per_user = args.devices.clamp(1, 100);
-    let users = args.sockets.div_ceil(per_user);
-    let setup_start = Instant::now();
-    let rss_before = rss();
-    let population = setup::populate(http, servers.home(0), run_id, users, per_user, 8).await?;
-    let setup_seconds = setup_start.elapsed().as_secs_f64();
-    let rss_after_setup = rss();
-    let devices: Vec<(usize, Device)> = population
-        .into_iter()
-        .enumerate()
-        .flat_map(|(u, user)| user.devices.into_iter().map(move |d| (u, d)))
-        .take(args.sockets)
-        .collect();
-
-    let open = Arc::new(AtomicUsize::new(0));
-    let connect_start = Instant::now();
-    let sockets: Vec<Socket> = futures::stream::iter(devices.iter())
-        .map(|(user, device)| {
-            let open = open.clone();
-            async move {
-                let mut socket = setup::connect(servers.home(*user), device).await?;
-                while let Some(Ok(frame)) = socket.next().await {
-                    if let Message::Text(text) = frame {
-                        if text.contains("\"caughtUp\"") {
-                            break;
-                        }
-                    }
-                }
-                open.fetch_add(1, Ordering::Relaxed);
-                anyhow::Ok(socket)
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    let connect_seconds = connect_start.elapsed().as_secs_f64();
-    // Let the server settle (allocator, first pings) before reading its memory.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_open = rss();
-    let connected = servers.counter(http, "courier_websocket_connections").await;
-    drop(sockets);
-    Ok(json!({
-        "mode": "idle",
-        "socketsOpen": open.load(Ordering::Relaxed),
-        "serverConnections": connected,
-        "setupSeconds": setup_seconds,
-        "connectSeconds": connect_seconds,
-        "serverRssMiB": { "beforeSetup": rss_before, "afterSetup": rss_after_setup, "withSocketsOpen": rss_open },
-    }))
 }
 
 async fn offline(
