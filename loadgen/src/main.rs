@@ -10,6 +10,9 @@
 //!   each (`--connect-concurrency` bounds them, to compare), and held open; reports the
 //!   server's resident memory before and after setup, at its peak while the sockets open,
 //!   with them open and after they close, the time until the last `caughtUp`, failures.
+//! - `raw-tcp`: N plain TCP connections opened all at once, nothing sent on them (no
+//!   accounts); reports the server's resident memory the same way and how many
+//!   connections the server closed on its own.
 //! - `offline`: one device comes back to N queued envelopes; reports how long it takes
 //!   to drain them.
 //!
@@ -21,8 +24,9 @@
 //!
 //! `--spawn-server` starts the servers on a fresh database `courier_bench_<run>` and drops
 //! it when the run ends, failed or not (`--keep-database` keeps it). Spawned servers get
-//! `COURIER_RATE_LIMITS=off`, so that the load is not throttled (a server that does not
-//! know the variable ignores it). Resident memory is read from /proc: the PIDs of spawned
+//! `COURIER_RATE_LIMITS=off`, so that the load is not throttled, and, in `raw-tcp` mode,
+//! `COURIER_HEADER_TIMEOUT_SECS=600`, so that silent connections stay open long enough to
+//! measure (a server that does not know a variable ignores it). Resident memory is read from /proc: the PIDs of spawned
 //! servers are known; pass `--server-pid` otherwise.
 #![allow(
     clippy::print_stdout,
@@ -32,6 +36,7 @@
 
 mod idle;
 mod procfs;
+mod raw_tcp;
 mod setup;
 mod sockets;
 mod spawn;
@@ -59,6 +64,7 @@ use tokio_tungstenite::tungstenite::Message;
 enum Mode {
     Throughput,
     Idle,
+    RawTcp,
     Offline,
 }
 
@@ -140,18 +146,18 @@ struct Args {
     /// Ciphertext bytes per envelope.
     #[arg(long, default_value_t = 256)]
     payload: usize,
-    /// Sockets to open (idle).
+    /// Sockets to open (idle; raw-tcp: TCP connections).
     #[arg(long, default_value_t = 10_000)]
     sockets: usize,
     /// Sockets opening at once (idle; 0 = all of them).
     #[arg(long, default_value_t = 0)]
     connect_concurrency: usize,
-    /// Seconds one socket may take to open and reach `caughtUp` (idle) before it counts
-    /// as failed.
+    /// Seconds one socket may take to open and reach `caughtUp` (idle) or to connect
+    /// (raw-tcp) before it counts as failed.
     #[arg(long, default_value_t = 120)]
     connect_timeout: u64,
     /// Seconds to wait after closing the sockets before reading the server's memory
-    /// (idle).
+    /// (idle, raw-tcp).
     #[arg(long, default_value_t = 5)]
     settle_seconds: u64,
     /// Envelopes queued for the offline device (offline).
@@ -208,14 +214,19 @@ async fn main() -> anyhow::Result<()> {
 /// The environment of spawned servers, for this run's mode.
 fn spawned_env(args: &Args) -> Vec<(&'static str, String)> {
     let device_limit = args.devices.clamp(5, 100);
-    vec![
+    let mut env = vec![
         ("COURIER_DEVICE_LIMIT", device_limit.to_string()),
         ("COURIER_FABRIC", args.fabric.name().to_owned()),
         ("COURIER_NATS_URL", args.nats_url.clone()),
         ("COURIER_LOG", "warn".to_owned()),
         // Load generation must not be throttled.
         ("COURIER_RATE_LIMITS", "off".to_owned()),
-    ]
+    ];
+    if args.mode == Mode::RawTcp {
+        // Silent connections must outlive the measurement.
+        env.push(("COURIER_HEADER_TIMEOUT_SECS", "600".to_owned()));
+    }
+    env
 }
 
 /// Runs the mode against `bases` (processes with these PIDs, when known).
@@ -235,6 +246,7 @@ async fn run(
     let mut report = match args.mode {
         Mode::Throughput => throughput(args, &http, &servers, run_id).await?,
         Mode::Idle => idle::run(args, &http, &servers, run_id, server_pids).await?,
+        Mode::RawTcp => raw_tcp::run(args, &servers, server_pids).await?,
         Mode::Offline => offline(args, &http, &servers, run_id).await?,
     };
     report["processes"] = json!(servers.bases.len());
