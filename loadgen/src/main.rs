@@ -13,6 +13,10 @@
 //! - `raw-tcp`: N plain TCP connections opened all at once, nothing sent on them (no
 //!   accounts); reports the server's resident memory the same way and how many
 //!   connections the server closed on its own.
+//! - `storm`: a reconnect storm. N devices with K envelopes queued each open their
+//!   sockets at the same instant and drain their backlogs, acknowledging; reports the
+//!   time until every socket is open and every backlog drained, per-socket times to
+//!   `caughtUp`, failures and the server's peak memory.
 //! - `offline`: one device comes back to N queued envelopes; reports how long it takes
 //!   to drain them.
 //!
@@ -26,8 +30,8 @@
 //! it when the run ends, failed or not (`--keep-database` keeps it). Spawned servers get
 //! `COURIER_RATE_LIMITS=off`, so that the load is not throttled, and, in `raw-tcp` mode,
 //! `COURIER_HEADER_TIMEOUT_SECS=600`, so that silent connections stay open long enough to
-//! measure (a server that does not know a variable ignores it). Resident memory is read from /proc: the PIDs of spawned
-//! servers are known; pass `--server-pid` otherwise.
+//! measure (a server that does not know a variable ignores it). Resident memory is read
+//! from /proc: the PIDs of spawned servers are known; pass `--server-pid` otherwise.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -40,6 +44,7 @@ mod raw_tcp;
 mod setup;
 mod sockets;
 mod spawn;
+mod storm;
 
 use std::collections::HashSet;
 use std::process::Child;
@@ -65,6 +70,7 @@ enum Mode {
     Throughput,
     Idle,
     RawTcp,
+    Storm,
     Offline,
 }
 
@@ -128,7 +134,7 @@ struct Args {
     /// Users (throughput).
     #[arg(long, default_value_t = 20)]
     users: usize,
-    /// Devices per user (throughput; idle uses up to 100 per user).
+    /// Devices per user (throughput; idle and storm use up to 100 per user).
     #[arg(long, default_value_t = 5)]
     devices: usize,
     /// Messages to send (throughput; 0 = until --duration).
@@ -146,20 +152,23 @@ struct Args {
     /// Ciphertext bytes per envelope.
     #[arg(long, default_value_t = 256)]
     payload: usize,
-    /// Sockets to open (idle; raw-tcp: TCP connections).
+    /// Sockets to open (idle, storm; raw-tcp: TCP connections).
     #[arg(long, default_value_t = 10_000)]
     sockets: usize,
     /// Sockets opening at once (idle; 0 = all of them).
     #[arg(long, default_value_t = 0)]
     connect_concurrency: usize,
-    /// Seconds one socket may take to open and reach `caughtUp` (idle) or to connect
-    /// (raw-tcp) before it counts as failed.
+    /// Seconds one socket may take to open and reach `caughtUp` (idle, storm) or to
+    /// connect (raw-tcp) before it counts as failed.
     #[arg(long, default_value_t = 120)]
     connect_timeout: u64,
     /// Seconds to wait after closing the sockets before reading the server's memory
     /// (idle, raw-tcp).
     #[arg(long, default_value_t = 5)]
     settle_seconds: u64,
+    /// Envelopes queued for each device before the storm (storm).
+    #[arg(long, default_value_t = 1)]
+    backlog_per_device: u64,
     /// Envelopes queued for the offline device (offline).
     #[arg(long, default_value_t = 10_000)]
     backlog: u64,
@@ -213,7 +222,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// The environment of spawned servers, for this run's mode.
 fn spawned_env(args: &Args) -> Vec<(&'static str, String)> {
-    let device_limit = args.devices.clamp(5, 100);
+    // A storm's users have 100 devices, as many as a server allows.
+    let device_limit = match args.mode {
+        Mode::Storm => 100,
+        _ => args.devices.clamp(5, 100),
+    };
     let mut env = vec![
         ("COURIER_DEVICE_LIMIT", device_limit.to_string()),
         ("COURIER_FABRIC", args.fabric.name().to_owned()),
@@ -247,6 +260,7 @@ async fn run(
         Mode::Throughput => throughput(args, &http, &servers, run_id).await?,
         Mode::Idle => idle::run(args, &http, &servers, run_id, server_pids).await?,
         Mode::RawTcp => raw_tcp::run(args, &servers, server_pids).await?,
+        Mode::Storm => storm::run(args, &http, &servers, run_id, server_pids).await?,
         Mode::Offline => offline(args, &http, &servers, run_id).await?,
     };
     report["processes"] = json!(servers.bases.len());

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use courier_protocol::api::stream::{ClientFrame, ControlFrame, ServerFrame};
+use courier_protocol::api::stream::{ClientFrame, ControlFrame, ServerFrame, StreamItem};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -19,20 +19,22 @@ const ACK_EVERY: u64 = 16;
 /// How long a polite close waits for the server's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// When a socket opened and caught up.
+/// When a socket opened and caught up, and the envelopes its backlog held.
 #[derive(Debug, Clone, Copy)]
 pub struct CaughtUp {
     /// The upgrade was answered.
     pub opened: Instant,
     /// `caughtUp` arrived.
     pub caught_up: Instant,
+    /// Envelopes received before `caughtUp`.
+    pub envelopes: u64,
 }
 
 /// Opens `device`'s socket and reads its backlog up to `caughtUp`, acknowledging it.
 pub async fn open_and_catch_up(base: &str, device: &Device) -> anyhow::Result<(Socket, CaughtUp)> {
     let mut socket = setup::connect(base, device).await?;
     let opened = Instant::now();
-    let (mut last_seq, mut acked) = (0u64, 0u64);
+    let (mut envelopes, mut last_seq, mut acked) = (0u64, 0u64, 0u64);
     loop {
         let frame = socket
             .next()
@@ -50,6 +52,9 @@ pub async fn open_and_catch_up(base: &str, device: &Device) -> anyhow::Result<(S
         };
         match serde_json::from_str::<ServerFrame>(text.as_str()) {
             Ok(ServerFrame::Item(item)) => {
+                if matches!(item, StreamItem::Envelope(_)) {
+                    envelopes += 1;
+                }
                 last_seq = last_seq.max(item.seq());
                 if last_seq - acked >= ACK_EVERY {
                     ack(&mut socket, last_seq).await?;
@@ -61,7 +66,14 @@ pub async fn open_and_catch_up(base: &str, device: &Device) -> anyhow::Result<(S
                 if last_seq > acked {
                     ack(&mut socket, last_seq).await?;
                 }
-                return Ok((socket, CaughtUp { opened, caught_up }));
+                return Ok((
+                    socket,
+                    CaughtUp {
+                        opened,
+                        caught_up,
+                        envelopes,
+                    },
+                ));
             }
             Ok(ServerFrame::Control(ControlFrame::Error { code, message })) => {
                 bail!("the server refused a frame: {code}: {message}");
