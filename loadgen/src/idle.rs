@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::procfs::{PeakRss, check_open_files, server_rss_mib};
+use crate::procfs::{PeakRss, check_open_files, server_open_files, server_rss_mib};
 use crate::setup::{self, Device};
 use crate::sockets::{self, CaughtUp, Failures, Held};
 use crate::{Args, Servers};
@@ -135,6 +135,7 @@ pub async fn run(
 
     tokio::time::sleep(OPEN_SETTLE).await;
     let rss_open = server_rss_mib(server_pids);
+    let files_open = server_open_files(server_pids);
     let connected = servers.counter(http, "courier_websocket_connections").await;
 
     let _ = close_tx.send(true);
@@ -146,6 +147,7 @@ pub async fn run(
     }
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
     let rss_after_close = server_rss_mib(server_pids);
+    let files_after_close = server_open_files(server_pids);
     let connected_after_close = servers.counter(http, "courier_websocket_connections").await;
 
     Ok(json!({
@@ -162,6 +164,7 @@ pub async fn run(
         "connectSeconds": connect_seconds,
         "openedSeconds": sockets::seconds_summary(opened_seconds),
         "caughtUpSeconds": sockets::seconds_summary(caught_up_seconds),
+        "serverOpenFiles": { "withSocketsOpen": files_open, "afterClose": files_after_close },
         "settleSeconds": args.settle_seconds,
         "serverRssMiB": {
             "beforeSetup": rss_before,

@@ -23,6 +23,18 @@ pub fn server_rss_mib(pids: &[u32]) -> Option<f64> {
     pids.iter().map(|pid| rss_mib(*pid)).sum()
 }
 
+/// Open file descriptors of all the server processes, summed (`None` without PIDs or when
+/// one cannot be read): the sockets a server has accepted show here, whatever the clients
+/// believe is connected.
+pub fn server_open_files(pids: &[u32]) -> Option<usize> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|pid| Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count()))
+        .sum()
+}
+
 /// Samples the servers' summed resident memory every 100 ms on its own thread (so that a
 /// busy runtime does not skip samples) and keeps the highest.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 
-use crate::procfs::{PeakRss, check_open_files, server_rss_mib};
+use crate::procfs::{PeakRss, check_open_files, server_open_files, server_rss_mib};
 use crate::sockets::Failures;
 use crate::{Args, Servers};
 
@@ -69,6 +69,7 @@ pub async fn run(
     check_open_files(args.sockets, &per_process)?;
 
     let rss_before = server_rss_mib(server_pids);
+    let files_before = server_open_files(server_pids);
     let timeout = Duration::from_secs(args.connect_timeout);
     let peak = PeakRss::start(server_pids);
     let open_start = Instant::now();
@@ -113,6 +114,7 @@ pub async fn run(
 
     tokio::time::sleep(OPEN_SETTLE).await;
     let rss_open = server_rss_mib(server_pids);
+    let files_open = server_open_files(server_pids);
     let (mut open, mut answered, mut closed) = (0usize, 0usize, 0usize);
     for stream in &streams {
         match peek(stream) {
@@ -126,6 +128,7 @@ pub async fn run(
     drop(streams);
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
     let rss_after_close = server_rss_mib(server_pids);
+    let files_after_close = server_open_files(server_pids);
 
     Ok(json!({
         "mode": "raw-tcp",
@@ -137,6 +140,14 @@ pub async fn run(
             "stillOpen": open,
             "closedByServer": closed,
             "answeredByServer": answered,
+        },
+        // A connection the client sees as open may never have been accepted (its
+        // handshake completed by a SYN cookie while the accept queue was full).
+        "acceptedByServer": files_open.zip(files_before).map(|(open, before)| open.saturating_sub(before)),
+        "serverOpenFiles": {
+            "before": files_before,
+            "withConnectionsOpen": files_open,
+            "afterClose": files_after_close,
         },
         "settleSeconds": args.settle_seconds,
         "serverRssMiB": {
