@@ -23,12 +23,11 @@ psql -h 127.0.0.1 -U postgres -q -d courier_pgbench -f scripts/bench/pgbench-set
 pgbench -h 127.0.0.1 -U postgres -n -c 8 -j 2 -T "$duration" -f scripts/bench/pgbench-envelopes.sql courier_pgbench | tee "$out/pgbench.txt"
 psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS courier_pgbench'
 
+# Each run's loadgen drops its fresh courier_bench_* database itself when it ends.
 run() {
   local name=$1; shift
   echo "== loadgen $name: $*"
   "$loadgen" --spawn-server "$server" "$@" | tee "$out/$name.json"
-  db=$(grep -o '"database": "[^"]*"' "$out/$name.json" | cut -d'"' -f4)
-  [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 }
 run throughput --mode throughput --users 40 --devices 5 --duration "$duration" --concurrency 128
 rate=$(grep -o '"messagesPerSecond": [0-9.]*' "$out/throughput.json" | awk '{printf "%d", $2 / 2}')

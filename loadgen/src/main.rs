@@ -6,7 +6,17 @@
 //!   other users, each with envelopes for every recipient device and the sender's other
 //!   devices, C in flight (optionally paced to a rate). Reports messages/s, envelopes/s
 //!   delivered and acknowledged, send-to-receive latency, lost and duplicated envelopes.
-//! - `idle`: N device sockets held open; reports the server's resident memory.
+//! - `idle`: N device sockets (up to 100 devices per user) opened all at once, one task
+//!   each (`--connect-concurrency` bounds them, to compare), and held open; reports the
+//!   server's resident memory before and after setup, at its peak while the sockets open,
+//!   with them open and after they close, the time until the last `caughtUp`, failures.
+//! - `raw-tcp`: N plain TCP connections opened all at once, nothing sent on them (no
+//!   accounts); reports the server's resident memory the same way and how many
+//!   connections the server closed on its own.
+//! - `storm`: a reconnect storm. N devices with K envelopes queued each open their
+//!   sockets at the same instant and drain their backlogs, acknowledging; reports the
+//!   time until every socket is open and every backlog drained, per-socket times to
+//!   `caughtUp`, failures and the server's peak memory.
 //! - `offline`: one device comes back to N queued envelopes; reports how long it takes
 //!   to drain them.
 //!
@@ -15,21 +25,34 @@
 //! process (user `u` to process `u % N`), and a message goes to a user homed on the same
 //! process but is sent through the next one: every envelope crosses processes, through
 //! the fabric (`--no-cross` sends through the recipients' own process instead).
+//!
+//! `--spawn-server` starts the servers on a fresh database `courier_bench_<run>` and drops
+//! it when the run ends, failed or not (`--keep-database` keeps it). Spawned servers get
+//! `COURIER_RATE_LIMITS=off`, so that the load is not throttled, and, in `raw-tcp` mode,
+//! `COURIER_HEADER_TIMEOUT_SECS=600`, so that silent connections stay open long enough to
+//! measure (a server that does not know a variable ignores it). Resident memory is read
+//! from /proc: the PIDs of spawned servers are known; pass `--server-pid` otherwise.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::cast_possible_truncation
 )]
 
+mod idle;
+mod procfs;
+mod raw_tcp;
 mod setup;
+mod sockets;
+mod spawn;
+mod storm;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use courier_protocol::api::messages::{DeviceEnvelope, EnvelopeType, SendMessageRequest};
 use courier_protocol::api::stream::{ControlFrame, ServerFrame, StreamItem};
@@ -46,6 +69,8 @@ use tokio_tungstenite::tungstenite::Message;
 enum Mode {
     Throughput,
     Idle,
+    RawTcp,
+    Storm,
     Offline,
 }
 
@@ -103,10 +128,13 @@ struct Args {
     /// several processes.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// Keep the spawned servers' database after the run (it is dropped otherwise).
+    #[arg(long)]
+    keep_database: bool,
     /// Users (throughput).
     #[arg(long, default_value_t = 20)]
     users: usize,
-    /// Devices per user (throughput; idle uses up to 100 per user).
+    /// Devices per user (throughput; idle and storm use up to 100 per user).
     #[arg(long, default_value_t = 5)]
     devices: usize,
     /// Messages to send (throughput; 0 = until --duration).
@@ -124,9 +152,23 @@ struct Args {
     /// Ciphertext bytes per envelope.
     #[arg(long, default_value_t = 256)]
     payload: usize,
-    /// Sockets to hold open (idle).
+    /// Sockets to open (idle, storm; raw-tcp: TCP connections).
     #[arg(long, default_value_t = 10_000)]
     sockets: usize,
+    /// Sockets opening at once (idle; 0 = all of them).
+    #[arg(long, default_value_t = 0)]
+    connect_concurrency: usize,
+    /// Seconds one socket may take to open and reach `caughtUp` (idle, storm) or to
+    /// connect (raw-tcp) before it counts as failed.
+    #[arg(long, default_value_t = 120)]
+    connect_timeout: u64,
+    /// Seconds to wait after closing the sockets before reading the server's memory
+    /// (idle, raw-tcp).
+    #[arg(long, default_value_t = 5)]
+    settle_seconds: u64,
+    /// Envelopes queued for each device before the storm (storm).
+    #[arg(long, default_value_t = 1)]
+    backlog_per_device: u64,
     /// Envelopes queued for the offline device (offline).
     #[arg(long, default_value_t = 10_000)]
     backlog: u64,
@@ -143,23 +185,70 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let run_id = format!("{:08x}", rand::rngs::OsRng.next_u32());
-    let mut spawned = None;
-    let (bases, server_pids) = match &args.spawn_server {
-        Some(binary) => {
-            let servers = SpawnedServers::start(binary, &args, &run_id).await?;
-            let bases = servers.bases.clone();
-            let pids = servers.children.iter().map(Child::id).collect();
-            spawned = Some(servers);
-            (bases, pids)
-        }
-        None => (
-            args.servers
-                .iter()
-                .map(|server| server.trim_end_matches('/').to_owned())
-                .collect(),
-            args.server_pids.clone(),
-        ),
+    let Some(binary) = &args.spawn_server else {
+        let bases = args
+            .servers
+            .iter()
+            .map(|server| server.trim_end_matches('/').to_owned())
+            .collect();
+        let report = run(&args, bases, &args.server_pids, &run_id).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
     };
+
+    let mut spawned =
+        spawn::SpawnedServers::new(binary, &args.postgres, &run_id, spawned_env(&args));
+    let report = match spawned.start(args.processes).await {
+        Ok(()) => {
+            let pids: Vec<u32> = spawned.children.iter().map(Child::id).collect();
+            run(&args, spawned.bases.clone(), &pids, &run_id).await
+        }
+        Err(error) => Err(error),
+    };
+    // Stopped and dropped whether the run worked or not.
+    spawned.stop().await;
+    if !args.keep_database
+        && let Err(error) = spawned.drop_database().await
+    {
+        eprintln!("loadgen: could not drop the database: {error:#}");
+    }
+    let mut report = report?;
+    report["fabric"] = json!(args.fabric.name());
+    report["database"] = json!(spawned.database);
+    report["databaseKept"] = json!(args.keep_database);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The environment of spawned servers, for this run's mode.
+fn spawned_env(args: &Args) -> Vec<(&'static str, String)> {
+    // A storm's users have 100 devices, as many as a server allows.
+    let device_limit = match args.mode {
+        Mode::Storm => 100,
+        _ => args.devices.clamp(5, 100),
+    };
+    let mut env = vec![
+        ("COURIER_DEVICE_LIMIT", device_limit.to_string()),
+        ("COURIER_FABRIC", args.fabric.name().to_owned()),
+        ("COURIER_NATS_URL", args.nats_url.clone()),
+        ("COURIER_LOG", "warn".to_owned()),
+        // Load generation must not be throttled.
+        ("COURIER_RATE_LIMITS", "off".to_owned()),
+    ];
+    if args.mode == Mode::RawTcp {
+        // Silent connections must outlive the measurement.
+        env.push(("COURIER_HEADER_TIMEOUT_SECS", "600".to_owned()));
+    }
+    env
+}
+
+/// Runs the mode against `bases` (processes with these PIDs, when known).
+async fn run(
+    args: &Args,
+    bases: Vec<String>,
+    server_pids: &[u32],
+    run_id: &str,
+) -> anyhow::Result<serde_json::Value> {
     let servers = Servers {
         bases,
         cross: !args.no_cross,
@@ -167,30 +256,16 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(16))
         .build()?;
-
-    let report = match args.mode {
-        Mode::Throughput => throughput(&args, &http, &servers, &run_id).await,
-        Mode::Idle => idle(&args, &http, &servers, &run_id, &server_pids).await,
-        Mode::Offline => offline(&args, &http, &servers, &run_id).await,
-    };
-    let mut report = match report {
-        Ok(report) => report,
-        Err(error) => {
-            if let Some(servers) = spawned {
-                servers.stop();
-            }
-            return Err(error);
-        }
+    let mut report = match args.mode {
+        Mode::Throughput => throughput(args, &http, &servers, run_id).await?,
+        Mode::Idle => idle::run(args, &http, &servers, run_id, server_pids).await?,
+        Mode::RawTcp => raw_tcp::run(args, &servers, server_pids).await?,
+        Mode::Storm => storm::run(args, &http, &servers, run_id, server_pids).await?,
+        Mode::Offline => offline(args, &http, &servers, run_id).await?,
     };
     report["processes"] = json!(servers.bases.len());
     report["servers"] = json!(servers.bases);
-    if let Some(servers) = spawned {
-        report["fabric"] = json!(args.fabric.name());
-        report["database"] = json!(servers.database);
-        servers.stop();
-    }
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    Ok(report)
 }
 
 /// The server processes under test (one deployment: one database) and how the load is
@@ -237,92 +312,6 @@ impl Servers {
         }
         Some(total)
     }
-}
-
-/// Servers started for the run, all on one fresh database.
-struct SpawnedServers {
-    children: Vec<Child>,
-    bases: Vec<String>,
-    database: String,
-}
-
-impl SpawnedServers {
-    async fn start(binary: &str, args: &Args, run_id: &str) -> anyhow::Result<Self> {
-        let mut servers = Self {
-            children: Vec::new(),
-            bases: Vec::new(),
-            database: format!("courier_bench_{run_id}"),
-        };
-        // One after the other: the first creates and migrates the database.
-        for _ in 0..args.processes {
-            if let Err(error) = servers.start_one(binary, args).await {
-                servers.stop();
-                return Err(error);
-            }
-        }
-        Ok(servers)
-    }
-
-    async fn start_one(&mut self, binary: &str, args: &Args) -> anyhow::Result<()> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let device_limit = args.devices.clamp(5, 100);
-        let mut child = Command::new(binary)
-            .env(
-                "COURIER_DATABASE_URL",
-                format!("{}/{}", args.postgres.trim_end_matches('/'), self.database),
-            )
-            .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("COURIER_DEVICE_LIMIT", device_limit.to_string())
-            .env("COURIER_FABRIC", args.fabric.name())
-            .env("COURIER_NATS_URL", &args.nats_url)
-            .env("COURIER_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {binary}"))?;
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = reqwest::get(format!("{base}/readyz")).await
-                && response.status().is_success()
-            {
-                break;
-            }
-            // A server that cannot start (database, NATS) says why on stderr and exits.
-            if let Some(status) = child.try_wait()? {
-                self.children.push(child);
-                bail!("the spawned server exited ({status}) before it was ready");
-            }
-            if Instant::now() > deadline {
-                self.children.push(child);
-                bail!("the spawned server did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.children.push(child);
-        self.bases.push(base);
-        Ok(())
-    }
-
-    fn stop(self) {
-        for child in &self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-        }
-        for mut child in self.children {
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Resident memory of a process, in MiB, from /proc.
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// What every receiver reports.
@@ -658,74 +647,6 @@ async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Optio
         line.strip_prefix(name)
             .and_then(|rest| rest.trim().parse().ok())
     })
-}
-
-async fn idle(
-    args: &Args,
-    http: &reqwest::Client,
-    servers: &Servers,
-    run_id: &str,
-    server_pids: &[u32],
-) -> anyhow::Result<serde_json::Value> {
-    // Every process's resident memory, summed.
-    let rss = || -> Option<f64> {
-        let total = server_pids
-            .iter()
-            .map(|pid| rss_mib(*pid))
-            .sum::<Option<f64>>();
-        total.filter(|_| !server_pids.is_empty())
-    };
-    let per_user = args.devices.clamp(1, 100);
-    let users = args.sockets.div_ceil(per_user);
-    let setup_start = Instant::now();
-    let rss_before = rss();
-    let population = setup::populate(http, servers.home(0), run_id, users, per_user, 8).await?;
-    let setup_seconds = setup_start.elapsed().as_secs_f64();
-    let rss_after_setup = rss();
-    let devices: Vec<(usize, Device)> = population
-        .into_iter()
-        .enumerate()
-        .flat_map(|(u, user)| user.devices.into_iter().map(move |d| (u, d)))
-        .take(args.sockets)
-        .collect();
-
-    let open = Arc::new(AtomicUsize::new(0));
-    let connect_start = Instant::now();
-    let sockets: Vec<Socket> = futures::stream::iter(devices.iter())
-        .map(|(user, device)| {
-            let open = open.clone();
-            async move {
-                let mut socket = setup::connect(servers.home(*user), device).await?;
-                while let Some(Ok(frame)) = socket.next().await {
-                    if let Message::Text(text) = frame {
-                        if text.contains("\"caughtUp\"") {
-                            break;
-                        }
-                    }
-                }
-                open.fetch_add(1, Ordering::Relaxed);
-                anyhow::Ok(socket)
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    let connect_seconds = connect_start.elapsed().as_secs_f64();
-    // Let the server settle (allocator, first pings) before reading its memory.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_open = rss();
-    let connected = servers.counter(http, "courier_websocket_connections").await;
-    drop(sockets);
-    Ok(json!({
-        "mode": "idle",
-        "socketsOpen": open.load(Ordering::Relaxed),
-        "serverConnections": connected,
-        "setupSeconds": setup_seconds,
-        "connectSeconds": connect_seconds,
-        "serverRssMiB": { "beforeSetup": rss_before, "afterSetup": rss_after_setup, "withSocketsOpen": rss_open },
-    }))
 }
 
 async fn offline(
