@@ -160,17 +160,45 @@ impl ItemRow {
     }
 }
 
-/// Undelivered items of a device's stream after `after`, in order, at most `limit`: one
-/// query over the three stream tables.
+/// A page of a device's stream.
+#[derive(Debug)]
+pub struct StreamPage {
+    /// The items, in stream order.
+    pub items: Vec<StreamItem>,
+    /// Whether the byte budget left out items that the item limit would have taken (so
+    /// more follow even if the page holds fewer than the limit).
+    pub cut_by_bytes: bool,
+}
+
+/// Undelivered items of a device's stream after `after`, in order: at most `limit`, and
+/// no more than `max_bytes` of ciphertext and event bodies (at least one item, however
+/// large), so a page of large envelopes is held in memory in bytes, not items. One query
+/// over the three stream tables.
 pub async fn undelivered_after(
     pool: &PgPool,
     user_id: UserId,
     device_id: DeviceId,
     after: u64,
     limit: i64,
-) -> Result<Vec<StreamItem>, sqlx::Error> {
-    let rows: Vec<ItemRow> = sqlx::query_as(
-        "(SELECT CASE WHEN e.envelope_type = 3 THEN 1::int2 ELSE 0::int2 END AS kind, e.seq, e.message_id,
+    max_bytes: i64,
+) -> Result<StreamPage, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Bounded {
+        #[sqlx(flatten)]
+        row: ItemRow,
+        /// Rows the item limit took, before the byte budget.
+        candidates: i64,
+    }
+    // The running total of the rows before each one decides (so the first row always
+    // fits); lengths come from the values' headers, without reading them.
+    let rows: Vec<Bounded> = sqlx::query_as(
+        "SELECT * FROM (
+           SELECT u.*,
+                  count(*) OVER () AS candidates,
+                  COALESCE(sum(COALESCE(octet_length(u.ciphertext), octet_length(u.body), 0))
+                      OVER (ORDER BY u.seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS bytes_before
+           FROM (
+        (SELECT CASE WHEN e.envelope_type = 3 THEN 1::int2 ELSE 0::int2 END AS kind, e.seq, e.message_id,
                  m.sender_user_id, m.sender_device_id, m.protocol_version, e.envelope_type,
                  COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at,
                  m.channel_id, m.group_session_id AS session_id, NULL::text AS body
@@ -190,15 +218,28 @@ pub async fn undelivered_after(
           FROM stream_events v
           WHERE v.recipient_user_id = $1 AND v.recipient_device_id = $2 AND v.seq > $3
           ORDER BY v.seq LIMIT $4)
-         ORDER BY seq LIMIT $4",
+         ORDER BY seq LIMIT $4) u
+         ) w
+         WHERE w.bytes_before < $5
+         ORDER BY w.seq",
     )
     .bind(user_id.as_uuid())
     .bind(device_id.as_i32())
     .bind(seq_param(after))
     .bind(limit)
+    .bind(max_bytes)
     .fetch_all(pool)
     .await?;
-    rows.into_iter().map(ItemRow::into_item).collect()
+    let candidates = rows.first().map_or(0, |row| row.candidates);
+    let cut_by_bytes = usize::try_from(candidates).unwrap_or(usize::MAX) > rows.len();
+    let items = rows
+        .into_iter()
+        .map(|bounded| bounded.row.into_item())
+        .collect::<Result<_, _>>()?;
+    Ok(StreamPage {
+        items,
+        cut_by_bytes,
+    })
 }
 
 /// Undelivered items at exactly these stream positions, in one query over the three

@@ -19,18 +19,24 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::acks::Ack;
 use courier_protocol::api::keys::DeviceRef;
 
-use super::{ConnectionSignal, PushedFrame};
+use super::{ConnectionSignal, PushReceiver, PushedFrame};
 use crate::config::Settings;
 use crate::db;
 use crate::metrics::Metrics;
+use crate::serve::ConnectionShared;
 use crate::tokens::TokenHash;
 
 /// Items read from PostgreSQL per query when catching up.
 const CATCH_UP_PAGE: i64 = 500;
+/// Most ciphertext bytes in one catch-up page (at least one item): the page is held
+/// while a slow reader takes it, so it is bounded in bytes.
+const CATCH_UP_PAGE_BYTES: i64 = 256 * 1024;
 /// How long a push that arrived ahead of an earlier one waits for it.
 const GAP_WAIT: Duration = Duration::from_millis(5);
-/// Most pushes held while waiting; past this the stream is read from the database.
+/// Most pushes held while waiting, and most bytes of them; past either the stream is
+/// read from the database.
 const MAX_HELD: usize = 256;
+const MAX_HELD_BYTES: usize = 256 * 1024;
 
 /// Resolves at `deadline`, or never without one.
 async fn wait_until(deadline: Option<Instant>) {
@@ -70,6 +76,8 @@ struct Connection {
     socket: WebSocket,
     /// Pushes that arrived ahead of a missing earlier item, by `seq`.
     held: BTreeMap<u64, PushedFrame>,
+    /// Bytes of frames in `held`.
+    held_bytes: usize,
     /// When to stop waiting for the missing item and read the stream instead.
     gap_deadline: Option<Instant>,
     state: Context,
@@ -86,7 +94,13 @@ pub(crate) async fn run(
     device: DeviceRef,
     token: TokenHash,
     after: Option<u64>,
+    transport: Option<Arc<ConnectionShared>>,
 ) {
+    // The kernel holds little unsent data for this socket, so the server's buffers (bounded
+    // in bytes) are what a slow reader costs, and a close frame can still get out.
+    if let Some(transport) = &transport {
+        transport.bound_unsent_bytes();
+    }
     let at_ms = super::fabric::now_ms();
     let registration = state.hub.register(device, token, at_ms);
     state
@@ -96,6 +110,7 @@ pub(crate) async fn run(
     let mut connection = Connection {
         socket,
         held: BTreeMap::new(),
+        held_bytes: 0,
         gap_deadline: None,
         state: state.clone(),
         device,
@@ -107,6 +122,13 @@ pub(crate) async fn run(
         .serve(token, after, registration.rx, &registration.signal)
         .await;
     if let Err(End::Close(code, reason)) = end {
+        if code == close_code::TOO_SLOW
+            && let Some(transport) = &transport
+        {
+            // The reader stalled with a frame half written: let the kernel take the rest
+            // and the close frame at once, so a reader that comes back sees why.
+            transport.release_unsent_bound();
+        }
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -150,7 +172,7 @@ impl Connection {
         &mut self,
         token: TokenHash,
         after: Option<u64>,
-        mut pushes: tokio::sync::mpsc::Receiver<PushedFrame>,
+        mut pushes: PushReceiver,
         signal: &Arc<ConnectionSignal>,
     ) -> Result<(), End> {
         // Read after registering, and only if the token is still the device's: a token
@@ -205,7 +227,7 @@ impl Connection {
                     if signal.missed.swap(false, Ordering::AcqRel) {
                         // Pushes were dropped: whatever is buffered is older than what the
                         // database holds, so read the stream from there.
-                        while pushes.try_recv().is_ok() {}
+                        pushes.clear();
                         self.catch_up().await?;
                     }
                 }
@@ -242,7 +264,7 @@ impl Connection {
     async fn on_pushes(
         &mut self,
         first: PushedFrame,
-        pushes: &mut tokio::sync::mpsc::Receiver<PushedFrame>,
+        pushes: &mut PushReceiver,
     ) -> Result<(), End> {
         const BURST: usize = 64;
         let mut next = Some(first);
@@ -251,16 +273,18 @@ impl Connection {
         while let Some(pushed) = next.take() {
             handled += 1;
             if pushed.seq > self.last_sent {
-                if self.held.len() >= MAX_HELD {
+                if self.held.len() >= MAX_HELD
+                    || self.held_bytes + pushed.text.len() > MAX_HELD_BYTES
+                {
                     self.catch_up().await?;
                 }
                 if pushed.seq > self.last_sent {
-                    self.held.insert(pushed.seq, pushed);
+                    self.hold(pushed);
                 }
             }
             written += self.write_held().await?;
             if handled < BURST {
-                next = pushes.try_recv().ok();
+                next = pushes.try_recv();
             }
         }
         if written > 0 {
@@ -281,9 +305,10 @@ impl Connection {
         while let Some(entry) = self.held.first_entry() {
             let seq = *entry.key();
             if seq <= self.last_sent {
-                entry.remove();
+                self.held_bytes -= entry.remove().text.len();
             } else if seq == self.last_sent + 1 {
                 let pushed = entry.remove();
+                self.held_bytes -= pushed.text.len();
                 self.write(Message::Text(Utf8Bytes::from(pushed.text.as_ref())))
                     .await?;
                 self.last_sent = seq;
@@ -293,6 +318,13 @@ impl Connection {
             }
         }
         Ok(written)
+    }
+
+    fn hold(&mut self, pushed: PushedFrame) {
+        self.held_bytes += pushed.text.len();
+        if let Some(replaced) = self.held.insert(pushed.seq, pushed) {
+            self.held_bytes -= replaced.text.len();
+        }
     }
 
     /// Sends every undelivered item after `last_sent`, page by page, in order.
@@ -307,6 +339,7 @@ impl Connection {
                 device_id,
                 self.last_sent,
                 CATCH_UP_PAGE,
+                CATCH_UP_PAGE_BYTES,
             )
             .await
             .map_err(|error| {
@@ -316,8 +349,9 @@ impl Connection {
                     "the server could not read the stream",
                 )
             })?;
-            let count = page.len();
-            for item in page {
+            let count = page.items.len();
+            let more = page.cut_by_bytes || count as i64 == CATCH_UP_PAGE;
+            for item in page.items {
                 let seq = item.seq();
                 let text = serde_json::to_string(&ServerFrame::Item(item)).map_err(|_| {
                     End::Close(
@@ -330,7 +364,7 @@ impl Connection {
             }
             self.flush().await?;
             Metrics::add(&self.state.metrics.envelopes_pushed, count as u64);
-            if (count as i64) < CATCH_UP_PAGE {
+            if !more {
                 break;
             }
         }

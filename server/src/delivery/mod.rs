@@ -13,13 +13,18 @@ pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use courier_protocol::api::keys::DeviceRef;
 use tokio::sync::{Notify, mpsc};
 
 use crate::metrics::Metrics;
 use crate::tokens::TokenHash;
+
+/// Most bytes of frames queued for one connection's live push (at least one frame is
+/// always taken): past it, pushes are dropped and the connection reads the stream from
+/// the database, so a slow reader holds bytes, not a count of items of any size.
+pub const PUSH_QUEUE_BYTES: usize = 256 * 1024;
 
 /// A frame ready to write: its stream position and its JSON text (serialized once, by
 /// the sender).
@@ -37,6 +42,45 @@ pub struct ConnectionSignal {
     /// Close with this code (0: stay open).
     pub close_code: AtomicU16,
     pub notify: Notify,
+    /// Bytes of frames in the push queue.
+    queued_bytes: AtomicUsize,
+}
+
+/// A connection's end of its push queue: what it takes stops counting against
+/// [`PUSH_QUEUE_BYTES`].
+#[derive(Debug)]
+pub struct PushReceiver {
+    rx: mpsc::Receiver<PushedFrame>,
+    signal: Arc<ConnectionSignal>,
+}
+
+impl PushReceiver {
+    /// The next pushed frame; `None` once the hub has let go of the connection.
+    pub async fn recv(&mut self) -> Option<PushedFrame> {
+        let frame = self.rx.recv().await;
+        self.took(frame.as_ref());
+        frame
+    }
+
+    /// A pushed frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<PushedFrame> {
+        let frame = self.rx.try_recv().ok();
+        self.took(frame.as_ref());
+        frame
+    }
+
+    /// Empties the queue (its frames are older than what the database holds).
+    pub fn clear(&mut self) {
+        while self.try_recv().is_some() {}
+    }
+
+    fn took(&self, frame: Option<&PushedFrame>) {
+        if let Some(frame) = frame {
+            self.signal
+                .queued_bytes
+                .fetch_sub(frame.text.len(), Ordering::AcqRel);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -64,7 +108,7 @@ pub struct Hub {
 #[derive(Debug)]
 pub struct Registration {
     pub id: u64,
-    pub rx: mpsc::Receiver<PushedFrame>,
+    pub rx: PushReceiver,
     pub signal: Arc<ConnectionSignal>,
 }
 
@@ -109,7 +153,14 @@ impl Hub {
                 courier_protocol::api::stream::close_code::REPLACED,
             );
         }
-        Registration { id, rx, signal }
+        Registration {
+            id,
+            rx: PushReceiver {
+                rx,
+                signal: signal.clone(),
+            },
+            signal,
+        }
     }
 
     /// Removes a connection, unless a newer one has replaced it already.
@@ -130,14 +181,18 @@ impl Hub {
         let Some(registered) = connections.get(&device) else {
             return;
         };
-        match registered.tx.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let signal = &registered.signal;
+        let size = frame.text.len();
+        let queued = signal.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        let over_budget = queued > 0 && queued + size > PUSH_QUEUE_BYTES;
+        let sent = !over_budget && registered.tx.try_send(frame).is_ok();
+        if !sent {
+            signal.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            if !registered.tx.is_closed() {
                 Metrics::add(&self.metrics.push_overflows, 1);
-                registered.signal.missed.store(true, Ordering::Release);
-                registered.signal.notify.notify_one();
+                signal.missed.store(true, Ordering::Release);
+                signal.notify.notify_one();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -297,5 +352,51 @@ pub(crate) fn push_item(
             },
         ),
         Err(error) => tracing::error!(%error, "could not encode a stream item"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_protocol::{DeviceId, UserId};
+
+    fn frame(seq: u64, bytes: usize) -> PushedFrame {
+        PushedFrame {
+            seq,
+            text: Arc::from("x".repeat(bytes)),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_push_queue_is_bounded_in_bytes_not_only_items() {
+        let hub = Hub::new(64, Arc::new(Metrics::default()));
+        let device = DeviceRef::new(
+            UserId::from(uuid::Uuid::from_u128(1)),
+            DeviceId::new(1).unwrap(),
+        );
+        let mut registration = hub.register(device, TokenHash([0; 32]), 0);
+        let third = PUSH_QUEUE_BYTES / 3;
+
+        // Three frames of a third of the budget fit, the fourth does not (64 items would):
+        // it is dropped and the connection told to read the database.
+        for seq in 1..=4 {
+            hub.push(device, frame(seq, third));
+        }
+        assert!(registration.signal.missed.load(Ordering::Acquire));
+        let mut taken = Vec::new();
+        while let Some(pushed) = registration.rx.try_recv() {
+            taken.push(pushed.seq);
+        }
+        assert_eq!(taken, [1, 2, 3]);
+
+        // What the connection took no longer counts; a single frame over the budget is
+        // still taken into an empty queue.
+        hub.push(device, frame(5, PUSH_QUEUE_BYTES * 2));
+        assert_eq!(registration.rx.try_recv().map(|p| p.seq), Some(5));
+        for seq in 6..=8 {
+            hub.push(device, frame(seq, third));
+        }
+        registration.rx.clear();
+        assert_eq!(registration.signal.queued_bytes.load(Ordering::Acquire), 0);
     }
 }

@@ -2,8 +2,10 @@
 //! WebSocket upgrade.
 
 use axum::Json;
-use axum::extract::State;
+use std::sync::Arc;
+
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use courier_protocol::api::messages::{AckRequest, AckResponse};
 use courier_protocol::api::stream::{InboxPage, StreamItem, client_seq};
@@ -18,11 +20,15 @@ use crate::delivery::connection;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::metrics::Metrics;
+use crate::serve::ConnectionShared;
 use crate::state::AppState;
 
 /// Default and largest inbox page.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
+/// Most ciphertext (and event body) bytes in one inbox page: past it the page ends early,
+/// with `hasMore`, so a page of large envelopes stays about 1.4 MiB of JSON.
+const INBOX_PAGE_BYTES: i64 = 1024 * 1024;
 /// Largest WebSocket message a client may send (acks are small).
 const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
 
@@ -65,15 +71,17 @@ pub async fn list_inbox(
         .with_details(json!({ "field": "limit", "max": MAX_PAGE })));
     }
     // One more than asked tells whether another page follows.
-    let mut items = db::stream::undelivered_after(
+    let page = db::stream::undelivered_after(
         &state.pool,
         caller.user_id,
         caller.device_id,
         query.after,
         i64::from(limit) + 1,
+        INBOX_PAGE_BYTES,
     )
     .await?;
-    let has_more = items.len() > limit as usize;
+    let mut items = page.items;
+    let has_more = page.cut_by_bytes || items.len() > limit as usize;
     items.truncate(limit as usize);
     let next_cursor = items.last().map_or(query.after, StreamItem::seq);
     Ok(Json(InboxPage {
@@ -141,7 +149,9 @@ pub async fn open_socket(
     caller: AuthenticatedDevice,
     ApiQuery(query): ApiQuery<SocketQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    transport: Option<Extension<Arc<ConnectionShared>>>,
 ) -> Result<Response, ApiError> {
+    let transport = transport.map(|Extension(shared)| shared);
     let upgrade = upgrade
         .map_err(|rejection| ApiError::new(ErrorCode::NotWebSocket, rejection.body_text()))?;
     Ok(upgrade
@@ -157,6 +167,7 @@ pub async fn open_socket(
                 caller.device(),
                 caller.token,
                 query.after,
+                transport,
             )
         }))
 }

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -32,6 +32,24 @@ const READ_CHUNK: usize = 4096;
 /// How long a closing connection keeps reading (and discarding) what its client still
 /// sends, so the client reads the answer before the close.
 const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes the kernel holds unsent for a socket that bounds them (a device socket):
+/// with more, the socket is not writable, so a slow reader's data waits in the server's
+/// own bounded buffers and a close frame is not stuck behind megabytes.
+pub const UNSENT_BOUND_BYTES: u32 = 16 * 1024;
+/// The send buffer a socket gets when its last frames must fit at once (closing a slow
+/// reader): room for a partial frame, the close frame, and what is unsent already.
+const CLOSING_SEND_BUFFER_BYTES: usize = 512 * 1024;
+
+/// What the socket's send side should be told at its next write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum SendTuning {
+    Unchanged = 0,
+    /// Bound the kernel's unsent bytes to [`UNSENT_BOUND_BYTES`].
+    Bound = 1,
+    /// Lift the bound and make room, so the last frames go to the kernel at once.
+    Release = 2,
+}
 
 /// The limits every connection is held to (from the configuration).
 #[derive(Debug, Clone)]
@@ -63,6 +81,8 @@ pub struct ConnectionShared {
     /// Held until a request on this connection authenticates: the cap on connections
     /// that have not authenticated.
     unauthenticated: Mutex<Option<OwnedSemaphorePermit>>,
+    /// A [`SendTuning`] for the guard to apply at its next write.
+    send_tuning: AtomicU8,
 }
 
 impl ConnectionShared {
@@ -72,7 +92,24 @@ impl ConnectionShared {
             in_flight: AtomicUsize::new(0),
             reader: AtomicWaker::new(),
             unauthenticated: Mutex::new(Some(permit)),
+            send_tuning: AtomicU8::new(SendTuning::Unchanged as u8),
         }
+    }
+
+    /// From the next write on, the kernel holds at most [`UNSENT_BOUND_BYTES`] of this
+    /// connection's data unsent (`TCP_NOTSENT_LOWAT`). For upgraded connections that
+    /// stream to a possibly slow reader.
+    pub fn bound_unsent_bytes(&self) {
+        self.send_tuning
+            .store(SendTuning::Bound as u8, Ordering::Release);
+    }
+
+    /// Lifts that bound and enlarges the send buffer from the next write on, so a final
+    /// frame (a close frame behind a partial one) is taken by the kernel at once and
+    /// reaches a reader that catches up, after the connection is dropped.
+    pub fn release_unsent_bound(&self) {
+        self.send_tuning
+            .store(SendTuning::Release as u8, Ordering::Release);
     }
 
     /// A request on this connection authenticated: it no longer counts against the cap on
@@ -553,6 +590,25 @@ impl GuardedIo {
     }
 }
 
+impl GuardedIo {
+    /// Applies what the application asked of the send side (one atomic swap per write
+    /// when nothing was asked).
+    fn apply_send_tuning(&mut self) {
+        let asked = self
+            .shared
+            .send_tuning
+            .swap(SendTuning::Unchanged as u8, Ordering::AcqRel);
+        let socket = socket2::SockRef::from(&self.inner);
+        // Best effort: a socket option the kernel refuses changes only memory use.
+        if asked == SendTuning::Bound as u8 {
+            let _ = socket.set_tcp_notsent_lowat(UNSENT_BOUND_BYTES);
+        } else if asked == SendTuning::Release as u8 {
+            let _ = socket.set_send_buffer_size(CLOSING_SEND_BUFFER_BYTES);
+            let _ = socket.set_tcp_notsent_lowat(u32::MAX);
+        }
+    }
+}
+
 impl AsyncWrite for GuardedIo {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -560,6 +616,7 @@ impl AsyncWrite for GuardedIo {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.apply_send_tuning();
         let written = ready!(Pin::new(&mut this.inner).poll_write(cx, data));
         this.last_activity = Instant::now();
         Poll::Ready(written)
@@ -571,6 +628,7 @@ impl AsyncWrite for GuardedIo {
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.apply_send_tuning();
         let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, data));
         this.last_activity = Instant::now();
         Poll::Ready(written)
