@@ -6,6 +6,12 @@ use clap::Parser;
 use courier_server::{Config, LogFormat, connect_and_migrate, launch};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, with background threads purging unused pages, gives memory back to the
+/// system once a burst of connections closes (glibc's allocator kept it: see
+/// docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
