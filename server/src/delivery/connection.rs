@@ -167,6 +167,50 @@ fn closing(signal: &ConnectionSignal) -> Option<End> {
     }
 }
 
+/// How long a catch-up read keeps trying while the database is unavailable before the
+/// socket closes with 1011.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads a page of a device's stream for a catch-up. While the database is unavailable
+/// (an outage, a restart) it tries again, waiting 100 ms doubling to 2 s, for up to
+/// [`CATCH_UP_PATIENCE`]: the socket stays open and is served once the database is back,
+/// instead of closing with 1011 and sending every device to reconnect at once.
+async fn read_page(
+    pool: &sqlx::PgPool,
+    user_id: courier_protocol::UserId,
+    device_id: courier_protocol::DeviceId,
+    after: u64,
+) -> Result<db::stream::StreamPage, End> {
+    let give_up = Instant::now() + CATCH_UP_PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let read = db::stream::undelivered_after(
+            pool,
+            user_id,
+            device_id,
+            after,
+            CATCH_UP_PAGE,
+            CATCH_UP_PAGE_BYTES,
+        )
+        .await;
+        match read {
+            Ok(page) => return Ok(page),
+            Err(error) if db::is_unavailable(&error) && Instant::now() + wait < give_up => {
+                tracing::warn!(%error, "could not read a device stream; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read a device stream");
+                return Err(End::Close(
+                    close_code::SERVER_ERROR,
+                    "the server could not read the stream",
+                ));
+            }
+        }
+    }
+}
+
 impl Connection {
     async fn serve(
         &mut self,
@@ -333,22 +377,7 @@ impl Connection {
         let DeviceRef { user_id, device_id } = self.device;
         self.gap_deadline = None;
         loop {
-            let page = db::stream::undelivered_after(
-                &self.state.pool,
-                user_id,
-                device_id,
-                self.last_sent,
-                CATCH_UP_PAGE,
-                CATCH_UP_PAGE_BYTES,
-            )
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "could not read a device stream");
-                End::Close(
-                    close_code::SERVER_ERROR,
-                    "the server could not read the stream",
-                )
-            })?;
+            let page = read_page(&self.state.pool, user_id, device_id, self.last_sent).await?;
             let count = page.items.len();
             let more = page.cut_by_bytes || count as i64 == CATCH_UP_PAGE;
             for item in page.items {

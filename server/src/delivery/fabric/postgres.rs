@@ -11,6 +11,11 @@ use tokio::task::JoinHandle;
 use super::outbox::{Outbox, Transport, run_publisher};
 use super::{Fabric, QUEUE, Receiver, process_id};
 
+/// The first wait before connecting the listener again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts to connect the listener again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// The PostgreSQL channel every process listens on.
 pub(super) const CHANNEL: &str = "courier_fabric";
 
@@ -40,51 +45,132 @@ pub(super) async fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<(Fabric, Vec<JoinHandle<()>>), sqlx::Error> {
     let process = process_id();
-    // Its own connection, outside the handlers' pool: a pool that is closing waits for
-    // every connection it lent, and the listener never gives its back.
-    let listener_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with((*pool.connect_options()).clone())
-        .await?;
-    let mut listener = PgListener::connect_with(&listener_pool).await?;
-    listener.listen(CHANNEL).await?;
+    let listening = Listening::connect(&pool).await?;
     let (fabric, outbox) = Outbox::new(process.clone(), QUEUE);
-    let publisher = tokio::spawn(run_publisher(PgNotify { pool }, outbox));
-    let listening = tokio::spawn(listen_postgres(
-        listener_pool,
-        listener,
+    let listener = tokio::spawn(listen_postgres(
+        pool.clone(),
+        listening,
         process,
         receiver,
         stop,
     ));
-    Ok((fabric, vec![publisher, listening]))
+    let publisher = tokio::spawn(run_publisher(PgNotify { pool }, outbox));
+    Ok((fabric, vec![publisher, listener]))
 }
 
+/// A `LISTEN` on [`CHANNEL`], on a connection of its own.
+struct Listening {
+    /// Its own pool of one, outside the handlers' pool: a pool that is closing waits for
+    /// every connection it lent, and the listener never gives its back. A new one per
+    /// connection, so a broken connection being given back never holds up the next.
+    pool: PgPool,
+    listener: PgListener,
+}
+
+impl Listening {
+    /// Connects and listens. It waits for a connection no longer than the handlers do
+    /// (`pool`'s acquire timeout), so an outage ends for it when it ends for them.
+    async fn connect(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let listening = async {
+            let mut listener = PgListener::connect_with(&own).await?;
+            // A lost connection is reported (`Ok(None)`) at once instead of being
+            // replaced inside `try_recv`: replacing it is `listen_postgres`'s, so that it
+            // is always followed by a reread. (Inside `try_recv`, a reconnection that
+            // outlasted its acquire timeout came back as an error, the next call
+            // reconnected silently, and the reread never ran.)
+            listener.eager_reconnect(false);
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(listener) => Ok(Self {
+                pool: own,
+                listener,
+            }),
+            Err(error) => {
+                own.close().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Closes the connection, without waiting on a broken one for long.
+    async fn close(self) {
+        drop(self.listener);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.pool.close()).await;
+    }
+}
+
+/// Applies the others' payloads until `stop`. Whenever the listening connection fails
+/// (lost, or any error), it is dropped and a new one is connected, with a backoff, for
+/// as long as it takes; once it listens again, every local socket rereads its stream,
+/// since signals sent meanwhile went unheard. The reread comes after the `LISTEN`, so an
+/// item committed at any time is either reread or signalled.
 async fn listen_postgres(
-    listener_pool: PgPool,
-    mut listener: PgListener,
+    pool: PgPool,
+    listening: Listening,
     process: String,
     receiver: Receiver,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut listening = Some(listening);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        let next = tokio::select! {
-            _ = stop.changed() => {
-                // Close the connection before the process (or a test's database) goes.
-                drop(listener);
-                listener_pool.close().await;
-                return;
+        let Some(active) = listening.as_mut() else {
+            let connected = tokio::select! {
+                _ = stop.changed() => break,
+                connected = Listening::connect(&pool) => connected,
+            };
+            match connected {
+                Ok(again) => {
+                    tracing::info!(
+                        "the fabric listens again; every local socket rereads its stream"
+                    );
+                    listening = Some(again);
+                    backoff = FIRST_BACKOFF;
+                    receiver.missed();
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                        "could not listen to the fabric again"
+                    );
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
-            next = listener.try_recv() => next,
+            continue;
         };
-        match next {
-            Ok(Some(notification)) => receiver.apply_payload(&process, notification.payload()),
-            // The connection dropped and was re-established: signals may be lost.
-            Ok(None) => receiver.missed(),
-            Err(error) => {
-                tracing::warn!(%error, "lost the fabric's listening connection");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        let next = tokio::select! {
+            _ = stop.changed() => break,
+            next = active.listener.try_recv() => next,
+        };
+        let lost = match next {
+            Ok(Some(notification)) => {
+                receiver.apply_payload(&process, notification.payload());
+                continue;
             }
+            Ok(None) => "connection lost".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(error = %lost, "lost the fabric's listening connection; listening again");
+        if let Some(broken) = listening.take() {
+            // In the background: giving a broken connection back may take a while.
+            tokio::spawn(broken.close());
         }
+    }
+    // Close the connection before the process (or a test's database) goes.
+    if let Some(listening) = listening {
+        listening.close().await;
     }
 }
