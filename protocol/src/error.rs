@@ -170,6 +170,10 @@ error_codes! {
     /// so they could not decrypt the message. Details carry `sessionId` and `devices`
     /// (see `MissingSenderKeys`); nothing was stored.
     MissingSenderKeys = ("missing_sender_keys", 409),
+    /// The client went past a rate limit (per address, account or device); nothing was
+    /// stored. The answer carries `Retry-After` (whole seconds); details carry `limit`
+    /// (which one) and `retryAfterSeconds`.
+    RateLimited = ("rate_limited", 429),
     /// `GET /v1/ws` without a WebSocket upgrade.
     NotWebSocket = ("not_websocket", 400),
     /// The server failed; details are in its log, not in the answer.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::rate_limits::{self, Rate, RateLimitSettings};
+
 /// The database used when nothing is configured: a local PostgreSQL with trust auth.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
 
@@ -106,6 +108,58 @@ pub struct Config {
     /// answered 503 too_many_connections.
     #[arg(long, env = "COURIER_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_unauthenticated_connections: u64,
+
+    /// `on` or `off`: `off` turns every rate limit off (for load tests).
+    #[arg(long, env = "COURIER_RATE_LIMITS", value_enum, default_value_t = Switch::On)]
+    pub rate_limits: Switch,
+
+    /// A header that a trusted proxy in front of the server sets to the client's address
+    /// (`Fly-Client-IP` on Fly.io). Unset, the rate limits key on the connection's peer
+    /// address; set it only behind a proxy that overwrites the header, or clients choose
+    /// their own address.
+    #[arg(long, env = "COURIER_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<axum::http::HeaderName>,
+
+    /// Login attempts per client address (rates: `60/min,burst=30`; units s, min, h).
+    #[arg(long, env = "COURIER_RATE_LIMIT_LOGIN_PER_ADDRESS", default_value_t = rate_limits::DEFAULT_LOGIN_PER_ADDRESS)]
+    pub rate_limit_login_per_address: Rate,
+
+    /// Login attempts per account (username), from any address.
+    #[arg(long, env = "COURIER_RATE_LIMIT_LOGIN_PER_ACCOUNT", default_value_t = rate_limits::DEFAULT_LOGIN_PER_ACCOUNT)]
+    pub rate_limit_login_per_account: Rate,
+
+    /// Accounts created per client address.
+    #[arg(long, env = "COURIER_RATE_LIMIT_ACCOUNTS_PER_ADDRESS", default_value_t = rate_limits::DEFAULT_ACCOUNTS_PER_ADDRESS)]
+    pub rate_limit_accounts_per_address: Rate,
+
+    /// Keys a device claims (one per device a claim names).
+    #[arg(long, env = "COURIER_RATE_LIMIT_CLAIMS_PER_DEVICE", default_value_t = rate_limits::DEFAULT_CLAIMS_PER_DEVICE)]
+    pub rate_limit_claims_per_device: Rate,
+
+    /// One-time keys handed out per claimed device; past it, claims get its fallback key.
+    #[arg(long, env = "COURIER_RATE_LIMIT_CLAIMS_PER_TARGET", default_value_t = rate_limits::DEFAULT_CLAIMS_PER_TARGET)]
+    pub rate_limit_claims_per_target: Rate,
+
+    /// Messages a device sends (direct and channel).
+    #[arg(long, env = "COURIER_RATE_LIMIT_SENDS_PER_DEVICE", default_value_t = rate_limits::DEFAULT_SENDS_PER_DEVICE)]
+    pub rate_limit_sends_per_device: Rate,
+
+    /// WebSocket connections a device opens.
+    #[arg(long, env = "COURIER_RATE_LIMIT_SOCKETS_PER_DEVICE", default_value_t = rate_limits::DEFAULT_SOCKETS_PER_DEVICE)]
+    pub rate_limit_sockets_per_device: Rate,
+
+    /// WebSocket connections opened from one client address.
+    #[arg(long, env = "COURIER_RATE_LIMIT_SOCKETS_PER_ADDRESS", default_value_t = rate_limits::DEFAULT_SOCKETS_PER_ADDRESS)]
+    pub rate_limit_sockets_per_address: Rate,
+}
+
+/// A switch on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The fabric's name on the command line (see [`FabricKind`], which carries its settings).
@@ -201,6 +255,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Connections that have not authenticated a request, at once.
     pub max_unauthenticated_connections: usize,
+    /// Rate limits per address, account and device.
+    pub rate_limits: RateLimitSettings,
 }
 
 impl Default for Settings {
@@ -230,6 +286,7 @@ impl Default for Settings {
                 DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS,
             )
             .unwrap_or(usize::MAX),
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }
@@ -274,6 +331,19 @@ impl Config {
             max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
             max_unauthenticated_connections: usize::try_from(self.max_unauthenticated_connections)
                 .unwrap_or(usize::MAX),
+            rate_limits: RateLimitSettings {
+                enabled: self.rate_limits == Switch::On,
+                client_ip_header: self.client_ip_header.clone(),
+                login_per_address: self.rate_limit_login_per_address,
+                login_per_account: self.rate_limit_login_per_account,
+                accounts_per_address: self.rate_limit_accounts_per_address,
+                claims_per_device: self.rate_limit_claims_per_device,
+                claims_per_target: self.rate_limit_claims_per_target,
+                sends_per_device: self.rate_limit_sends_per_device,
+                sockets_per_device: self.rate_limit_sockets_per_device,
+                sockets_per_address: self.rate_limit_sockets_per_address,
+                ..RateLimitSettings::default()
+            },
             ..Settings::default()
         }
     }
@@ -345,7 +415,9 @@ impl fmt::Debug for Config {
                 "max_unauthenticated_connections",
                 &self.max_unauthenticated_connections,
             )
-            .finish()
+            .field("rate_limits", &self.rate_limits)
+            .field("client_ip_header", &self.client_ip_header)
+            .finish_non_exhaustive()
     }
 }
 
@@ -437,6 +509,49 @@ mod tests {
         assert_eq!(settings.max_envelope_bytes, 1000);
         assert_eq!(settings.envelope_ttl, Duration::from_secs(2 * 24 * 3600));
         assert_eq!(settings.ack_batch_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn rate_limits_reach_the_settings_and_off_turns_them_off() {
+        let defaults = Config::parse_from(["courier-server"])
+            .settings()
+            .rate_limits;
+        let library = RateLimitSettings::default();
+        assert!(defaults.enabled);
+        assert_eq!(defaults.client_ip_header, None);
+        assert_eq!(defaults.login_per_address, library.login_per_address);
+        assert_eq!(defaults.login_per_account, library.login_per_account);
+        assert_eq!(defaults.accounts_per_address, library.accounts_per_address);
+        assert_eq!(defaults.claims_per_device, library.claims_per_device);
+        assert_eq!(defaults.claims_per_target, library.claims_per_target);
+        assert_eq!(defaults.sends_per_device, library.sends_per_device);
+        assert_eq!(defaults.sockets_per_device, library.sockets_per_device);
+        assert_eq!(defaults.sockets_per_address, library.sockets_per_address);
+
+        let settings = Config::parse_from([
+            "courier-server",
+            "--rate-limits",
+            "off",
+            "--client-ip-header",
+            "Fly-Client-IP",
+            "--rate-limit-login-per-account",
+            "3/h,burst=2",
+            "--rate-limit-sends-per-device",
+            "7/s",
+        ])
+        .settings()
+        .rate_limits;
+        assert!(!settings.enabled);
+        assert_eq!(
+            settings.client_ip_header.as_ref().map(|name| name.as_str()),
+            Some("fly-client-ip")
+        );
+        assert_eq!(settings.login_per_account, Rate::per_hour(3, 2));
+        assert_eq!(settings.sends_per_device, Rate::per_second(7, 7));
+        assert!(
+            Config::try_parse_from(["courier-server", "--rate-limit-sends-per-device", "0/s"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod error;
 mod extract;
 pub mod metrics;
 mod passwords;
+pub mod rate_limits;
 pub mod router;
 mod routes;
 mod sends;
@@ -84,7 +85,14 @@ where
         settings.retention_batch,
         stop_rx.clone(),
     );
+    let rate_limits = Arc::new(rate_limits::RateLimits::new(&settings.rate_limits));
+    let rate_limit_eviction = rate_limits::start_eviction(
+        rate_limits.clone(),
+        settings.rate_limits.eviction_interval,
+        stop_rx.clone(),
+    );
     let state = state::AppState {
+        rate_limits,
         pool: pool.clone(),
         passwords: passwords::Passwords::new(settings.max_concurrent_password_hashes),
         tokens,
@@ -117,6 +125,7 @@ where
 
     let _ = stop_tx.send(true);
     let _ = retention.await;
+    let _ = rate_limit_eviction.await;
     // The publisher ends once every fabric handle (in the state, now dropped) is gone;
     // the listener at the stop signal.
     let _ = tokio::time::timeout(

@@ -25,6 +25,8 @@ pub(crate) struct AppState {
     pub acks: AckSender,
     pub sends: crate::sends::Sends,
     pub metrics: Arc<Metrics>,
+    /// Rate limits per address, account and device (this process's own).
+    pub rate_limits: Arc<crate::rate_limits::RateLimits>,
     /// Signals to the other server processes.
     pub fabric: crate::delivery::fabric::Fabric,
 }

@@ -11,7 +11,8 @@ use courier_protocol::api::keys::{
 };
 use courier_protocol::keys::{decode_fixed, encode_base64};
 use courier_protocol::{DeviceId, signing};
-use courier_server::MIGRATOR;
+use courier_server::rate_limits::RateLimitSettings;
+use courier_server::{MIGRATOR, Settings};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -312,7 +313,17 @@ async fn upload_and_storage_caps_are_enforced(pool: PgPool) {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn concurrent_claims_never_hand_out_a_one_time_key_twice(pool: PgPool) {
-    let server = TestServer::start(pool).await;
+    // 50 claims of one device at once are past the per-target rate limit (which would
+    // serve the fallback key early, tests/rate_limits.rs); this test is about the claims'
+    // concurrency, so without limits.
+    let server = TestServer::start_with(
+        pool,
+        Settings {
+            rate_limits: RateLimitSettings::off(),
+            ..Settings::default()
+        },
+    )
+    .await;
     server.create_account("dana").await;
     server.create_account("eve").await;
     let target = server.new_published_device("dana").await;

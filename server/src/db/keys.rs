@@ -306,9 +306,10 @@ pub struct Claimed {
     pub fallback: bool,
 }
 
-/// Claims one key for each device: an unclaimed one-time key if it has one (marked
-/// claimed, so never handed out again), else its fallback key. Returns the claimed keys
-/// and the devices that had neither.
+/// Claims one key for each device: for `one_time` devices an unclaimed one-time key if it
+/// has one (marked claimed, so never handed out again), else its fallback key; for
+/// `fallback_first` devices (claimed too often) its fallback key, else a one-time key.
+/// Returns the claimed keys and the devices that had neither.
 ///
 /// One statement claims the one-time keys of all devices. `FOR UPDATE SKIP LOCKED` makes
 /// concurrent claims pick different rows instead of waiting and then finding their row
@@ -316,17 +317,59 @@ pub struct Claimed {
 /// `claimed_at IS NULL` and the next row is taken.
 pub async fn claim(
     pool: &PgPool,
-    devices: &[DeviceRef],
+    one_time: &[&DeviceRef],
+    fallback_first: &[&DeviceRef],
 ) -> Result<(Vec<Claimed>, Vec<DeviceRef>), sqlx::Error> {
-    let user_ids: Vec<Uuid> = devices
+    let mut claimed = Vec::with_capacity(one_time.len() + fallback_first.len());
+    let mut served = HashSet::with_capacity(one_time.len() + fallback_first.len());
+    for claim in claim_one_time(pool, one_time).await? {
+        served.insert(claim.device);
+        claimed.push(claim);
+    }
+    let rest: Vec<&DeviceRef> = one_time
         .iter()
-        .map(|device| device.user_id.as_uuid())
+        .chain(fallback_first)
+        .filter(|device| !served.contains(**device))
+        .copied()
         .collect();
-    let device_ids: Vec<i32> = devices
+    for claim in claim_fallback(pool, &rest).await? {
+        served.insert(claim.device);
+        claimed.push(claim);
+    }
+    // A device claimed too often that has no fallback key still gets a one-time key:
+    // reachable beats keeping its one-time keys.
+    let rest: Vec<&DeviceRef> = fallback_first
         .iter()
-        .map(|device| device.device_id.as_i32())
+        .filter(|device| !served.contains(**device))
+        .copied()
         .collect();
+    for claim in claim_one_time(pool, &rest).await? {
+        served.insert(claim.device);
+        claimed.push(claim);
+    }
 
+    let unavailable = one_time
+        .iter()
+        .chain(fallback_first)
+        .filter(|device| !served.contains(**device))
+        .map(|device| **device)
+        .collect();
+    claimed.sort_by_key(|claim| claim.device);
+    Ok((claimed, unavailable))
+}
+
+/// One unclaimed one-time key of each device that has one, marked claimed.
+async fn claim_one_time(
+    pool: &PgPool,
+    devices: &[&DeviceRef],
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (user_ids, device_ids): (Vec<Uuid>, Vec<i32>) = devices
+        .iter()
+        .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
+        .unzip();
     let one_time: Vec<ClaimedRow> = sqlx::query_as(
         "WITH wanted AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
@@ -351,42 +394,35 @@ pub async fn claim(
     .bind(&device_ids)
     .fetch_all(pool)
     .await?;
+    one_time
+        .into_iter()
+        .map(|row| row.into_claimed(false))
+        .collect()
+}
 
-    let mut claimed = Vec::with_capacity(devices.len());
-    let mut served = HashSet::with_capacity(devices.len());
-    for row in one_time {
-        let claim = row.into_claimed(false)?;
-        served.insert(claim.device);
-        claimed.push(claim);
+/// The fallback key of each device that has one.
+async fn claim_fallback(
+    pool: &PgPool,
+    devices: &[&DeviceRef],
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    if devices.is_empty() {
+        return Ok(Vec::new());
     }
-
-    let (rest_users, rest_devices): (Vec<Uuid>, Vec<i32>) = devices
+    let (user_ids, device_ids): (Vec<Uuid>, Vec<i32>) = devices
         .iter()
-        .filter(|device| !served.contains(device))
         .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
         .unzip();
-    if !rest_users.is_empty() {
-        let fallbacks: Vec<ClaimedRow> = sqlx::query_as(
-            "SELECT f.user_id, f.device_id, f.key_id, f.public_key, f.signature
-             FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
-             JOIN fallback_keys f ON f.user_id = w.user_id AND f.device_id = w.device_id",
-        )
-        .bind(&rest_users)
-        .bind(&rest_devices)
-        .fetch_all(pool)
-        .await?;
-        for row in fallbacks {
-            let claim = row.into_claimed(true)?;
-            served.insert(claim.device);
-            claimed.push(claim);
-        }
-    }
-
-    let unavailable = devices
-        .iter()
-        .filter(|device| !served.contains(device))
-        .copied()
-        .collect();
-    claimed.sort_by_key(|claim| claim.device);
-    Ok((claimed, unavailable))
+    let fallbacks: Vec<ClaimedRow> = sqlx::query_as(
+        "SELECT f.user_id, f.device_id, f.key_id, f.public_key, f.signature
+         FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
+         JOIN fallback_keys f ON f.user_id = w.user_id AND f.device_id = w.device_id",
+    )
+    .bind(&user_ids)
+    .bind(&device_ids)
+    .fetch_all(pool)
+    .await?;
+    fallbacks
+        .into_iter()
+        .map(|row| row.into_claimed(true))
+        .collect()
 }

@@ -14,6 +14,7 @@ use crate::db;
 use crate::db::devices::Registration;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::rate_limits::ClientAddress;
 use crate::state::AppState;
 use crate::tokens::new_access_token;
 
@@ -25,16 +26,20 @@ use crate::tokens::new_access_token;
         (status = 201, body = CreateAccountResponse),
         (status = 400, body = ErrorBody, description = "invalid_username, invalid_password, malformed_json, invalid_request_body"),
         (status = 409, body = ErrorBody, description = "username_taken"),
+        (status = 429, body = ErrorBody, description = "rate_limited (accounts_per_address), with Retry-After"),
     ),
 )]
 pub async fn create_account(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(request): ApiJson<CreateAccountRequest>,
 ) -> Result<(StatusCode, Json<CreateAccountResponse>), ApiError> {
     let username = limits::canonical_username(&request.username)
         .map_err(|error| ApiError::new(ErrorCode::InvalidUsername, error.to_string()))?;
     limits::check_password(&request.password)
         .map_err(|error| ApiError::new(ErrorCode::InvalidPassword, error.to_string()))?;
+    // Counted before the database or Argon2 is asked anything.
+    state.rate_limits.check_account_creation(address)?;
 
     // Cheap pre-check so a taken name costs no hashing; the insert below decides races.
     if db::accounts::find_credentials(&state.pool, &username)
@@ -70,10 +75,12 @@ fn username_taken() -> ApiError {
         (status = 401, body = ErrorBody, description = "invalid_credentials"),
         (status = 404, body = ErrorBody, description = "device_not_found: the device to log in as, or to replace, is not an active device of the user"),
         (status = 409, body = ErrorBody, description = "device_limit_reached, with DeviceLimitDetails"),
+        (status = 429, body = ErrorBody, description = "rate_limited (login_per_address, login_per_account), with Retry-After; the password was not checked"),
     ),
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     if let Some(name) = &request.device_name {
@@ -93,6 +100,11 @@ pub async fn login(
 
     // Usernames that break the rules cannot exist; they fail like a wrong password.
     let username = limits::canonical_username(&request.username).ok();
+    // Every attempt counts, before the password is hashed: a refused one costs no Argon2
+    // and says nothing about the password.
+    state
+        .rate_limits
+        .check_login(address, username.as_deref())?;
     let credentials = match &username {
         Some(username) => db::accounts::find_credentials(&state.pool, username).await?,
         None => None,

@@ -280,6 +280,7 @@ pub async fn upload_sender_keys(
         (status = 404, body = ErrorBody, description = "channel_not_found"),
         (status = 409, body = ErrorBody, description = "missing_sender_keys (details: sessionId, devices), recipient_unreachable (no other member device)"),
         (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
+        (status = 429, body = ErrorBody, description = "rate_limited (sends_per_device, shared with direct sends), with Retry-After; nothing was stored"),
     ),
 )]
 pub async fn send_group_message(
@@ -288,6 +289,7 @@ pub async fn send_group_message(
     ApiPath(channel_id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<SendGroupMessageRequest>,
 ) -> Result<(StatusCode, Json<SendMessageResponse>), ApiError> {
+    state.rate_limits.check_send(caller.device())?;
     if !limits::check_client_message_id(&request.client_message_id) {
         return Err(ApiError::new(
             ErrorCode::InvalidClientMessageId,

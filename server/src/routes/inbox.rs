@@ -20,6 +20,7 @@ use crate::delivery::connection;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::metrics::Metrics;
+use crate::rate_limits::ClientAddress;
 use crate::serve::ConnectionShared;
 use crate::state::AppState;
 
@@ -142,10 +143,12 @@ pub struct SocketQuery {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, body = ErrorBody, description = "invalid_query_parameter; a request that is not a WebSocket upgrade"),
         (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 429, body = ErrorBody, description = "rate_limited (sockets_per_address, sockets_per_device), with Retry-After"),
     ),
 )]
 pub async fn open_socket(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     caller: AuthenticatedDevice,
     ApiQuery(query): ApiQuery<SocketQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -154,6 +157,7 @@ pub async fn open_socket(
     let transport = transport.map(|Extension(shared)| shared);
     let upgrade = upgrade
         .map_err(|rejection| ApiError::new(ErrorCode::NotWebSocket, rejection.body_text()))?;
+    state.rate_limits.check_socket(address, caller.device())?;
     Ok(upgrade
         // Small buffers: an idle device costs a few KiB, so one process holds many.
         .read_buffer_size(4 * 1024)

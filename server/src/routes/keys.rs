@@ -336,7 +336,10 @@ pub async fn user_devices(
 
 /// Claims one key per named device to open Olm sessions: a one-time key while the device
 /// has any (each handed out at most once, also under concurrent claims), else its fallback
-/// key (flagged). Devices with neither are listed as unavailable.
+/// key (flagged). Devices with neither are listed as unavailable. A device whose one-time
+/// keys are being claimed faster than the per-target rate limit is served its fallback key
+/// instead (a one-time key only when it has no fallback key), so that no one can drain its
+/// one-time keys.
 #[utoipa::path(
     post, path = "/v1/keys/claim", tag = super::tags::KEYS,
     security(("bearer" = [])),
@@ -345,11 +348,12 @@ pub async fn user_devices(
         (status = 200, body = ClaimKeysResponse),
         (status = 400, body = ErrorBody, description = "too_many_devices, invalid_request_body"),
         (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        (status = 429, body = ErrorBody, description = "rate_limited (claims_per_device: one per device named), with Retry-After; nothing was claimed"),
     ),
 )]
 pub async fn claim_keys(
     State(state): State<AppState>,
-    _caller: AuthenticatedDevice,
+    caller: AuthenticatedDevice,
     ApiJson(request): ApiJson<ClaimKeysRequest>,
 ) -> Result<Json<ClaimKeysResponse>, ApiError> {
     let max = limits::MAX_DEVICES_PER_CLAIM;
@@ -366,7 +370,13 @@ pub async fn claim_keys(
         .into_iter()
         .filter(|device| seen.insert(*device))
         .collect();
-    let (claimed, unavailable) = db::keys::claim(&state.pool, &devices).await?;
+    state
+        .rate_limits
+        .check_claims(caller.device(), devices.len())?;
+    let (one_time, fallback_first): (Vec<_>, Vec<_>) = devices
+        .iter()
+        .partition(|device| !state.rate_limits.target_over_limit(**device));
+    let (claimed, unavailable) = db::keys::claim(&state.pool, &one_time, &fallback_first).await?;
     let keys = claimed
         .into_iter()
         .map(|claim| ClaimedKey {

@@ -80,6 +80,7 @@ fn envelope_too_large(field: &str, max: usize) -> ApiError {
         (status = 404, body = ErrorBody, description = "user_not_found"),
         (status = 409, body = ErrorBody, description = "device_list_mismatch (details: missing, extra, stale), recipient_unreachable"),
         (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
+        (status = 429, body = ErrorBody, description = "rate_limited (sends_per_device), with Retry-After; nothing was stored"),
     ),
 )]
 pub async fn send_message(
@@ -87,6 +88,7 @@ pub async fn send_message(
     caller: AuthenticatedDevice,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<(StatusCode, Json<SendMessageResponse>), ApiError> {
+    state.rate_limits.check_send(caller.device())?;
     if !limits::check_client_message_id(&request.client_message_id) {
         return Err(ApiError::new(
             ErrorCode::InvalidClientMessageId,
