@@ -33,4 +33,7 @@ run throughput --mode throughput --users 40 --devices 5 --duration "$duration" -
 rate=$(grep -o '"messagesPerSecond": [0-9.]*' "$out/throughput.json" | awk '{printf "%d", $2 / 2}')
 run half-load --mode throughput --users 40 --devices 5 --duration "$duration" --concurrency 128 --rate "$rate"
 run offline --mode offline --backlog "$backlog" --concurrency 32
-run idle --mode idle --sockets "$sockets" --devices 100
+run idle --mode idle --sockets "$sockets" --devices 100 --settle-seconds 15
+# Issue 13: silent TCP connections, a reconnect storm (idle opens every socket at once).
+run raw-tcp --mode raw-tcp --sockets "$sockets"
+run storm --mode storm --sockets $((sockets * 3 / 10)) --devices 5 --backlog-per-device 10
