@@ -705,3 +705,45 @@ fn backoff_resets_after_a_stable_connection() {
     assert_eq!(backoff.failures(), 0);
     assert_eq!(backoff.ceiling(), policy.initial);
 }
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_rate_limited_call_says_how_long_to_wait(pool: PgPool) {
+    use courier_server::rate_limits::{Rate, RateLimitSettings};
+    let settings = Settings {
+        rate_limits: RateLimitSettings {
+            login_per_account: Rate::per_hour(2, 2),
+            sockets_per_device: Rate::per_hour(1, 1),
+            ..RateLimitSettings::default()
+        },
+        ..Settings::default()
+    };
+    let server = TestServer::start_with(pool, settings).await;
+    server.create_account("alice").await;
+    let device = server.new_device("alice").await;
+    server.try_login("alice").await.unwrap();
+
+    // Over the login limit: 429 rate_limited, retryable, with the server's Retry-After.
+    let refused = server.try_login("alice").await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused:?}");
+    assert_eq!(refused.status(), Some(429));
+    assert!(refused.is_retryable());
+    let wait = refused.retry_after().expect("a Retry-After");
+    assert!(wait >= Duration::from_secs(1), "{wait:?}");
+
+    // A refused socket upgrade carries it too.
+    let first = device.client.open_stream(None).await.unwrap();
+    drop(first);
+    let refused = device.client.open_stream(None).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused:?}");
+    assert!(
+        refused
+            .retry_after()
+            .is_some_and(|wait| wait >= Duration::from_secs(1))
+    );
+
+    // Other errors have none.
+    let wrong = server
+        .client()
+        .with_token(AccessToken::new("cdt_not-a-token-the-server-issued"));
+    assert_eq!(wrong.key_count().await.unwrap_err().retry_after(), None);
+}

@@ -74,7 +74,11 @@ impl Client {
                 match self.api.send_group_message(channel_id, &request).await {
                     Err(error) if error.is_retryable() && network_retries < 5 => {
                         network_retries += 1;
-                        tokio::time::sleep(backoff.next_delay()).await;
+                        // The server's Retry-After paces it; a long one goes to the app.
+                        let Some(delay) = backoff.delay_after(&error) else {
+                            return Err(error.into());
+                        };
+                        tokio::time::sleep(delay).await;
                     }
                     result => break result?,
                 }

@@ -401,7 +401,11 @@ impl Client {
             match self.api.send_message(request).await {
                 Err(error) if error.is_retryable() && attempts < 5 => {
                     attempts += 1;
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    // The server's Retry-After paces it; a long one goes to the app.
+                    let Some(delay) = backoff.delay_after(&error) else {
+                        return Err(error.into());
+                    };
+                    tokio::time::sleep(delay).await;
                 }
                 result => return Ok(result?),
             }
@@ -566,6 +570,8 @@ impl Client {
                 () = &mut shutdown => return Ok(()),
                 ended = self.stream(false) => ended.map(|_| ()),
             };
+            // A refused reconnect (429, 503) says how long to wait: at least that long.
+            let mut asked = None;
             match ended {
                 Err(ClientError::Transport(error)) => {
                     if let Some(reason) = error.stream_closed().filter(|r| !r.should_reconnect()) {
@@ -574,12 +580,16 @@ impl Client {
                     if !error.is_retryable() && error.stream_closed().is_none() {
                         return Err(ClientError::Transport(error));
                     }
+                    asked = error.retry_after();
                 }
                 Err(other) => return Err(other),
                 Ok(()) => {}
             }
             backoff.connection_ended(connected_at.elapsed());
-            let delay = backoff.next_delay().min(Duration::from_secs(30));
+            let delay = backoff
+                .next_delay()
+                .min(Duration::from_secs(30))
+                .max(asked.unwrap_or_default());
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(delay) => {}

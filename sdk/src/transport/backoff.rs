@@ -101,6 +101,18 @@ impl<R: Rng> Backoff<R> {
         self.rng.gen_range(Duration::ZERO..=ceiling)
     }
 
+    /// The delay before retrying after `error`: the next delay, but never shorter than
+    /// the server's `Retry-After`. `None` when the server asks for longer than the
+    /// policy's `max`: the caller should give the error to the app instead of waiting.
+    pub fn delay_after(&mut self, error: &super::TransportError) -> Option<Duration> {
+        let delay = self.next_delay();
+        match error.retry_after() {
+            Some(asked) if asked > self.policy.max => None,
+            Some(asked) => Some(delay.max(asked)),
+            None => Some(delay),
+        }
+    }
+
     /// Starts over from the initial delay (the connection is healthy again).
     pub fn reset(&mut self) {
         self.failures = 0;
@@ -127,5 +139,28 @@ mod tests {
             assert!(backoff.next_delay() <= BackoffPolicy::default().max);
         }
         assert_eq!(backoff.ceiling(), BackoffPolicy::default().max);
+    }
+
+    fn refused(retry_after: Option<Duration>) -> super::super::TransportError {
+        super::super::TransportError::Api {
+            status: 429,
+            code: courier_protocol::ErrorCode::RateLimited,
+            message: "slow down".into(),
+            details: None,
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn the_servers_retry_after_is_a_floor_and_a_long_one_is_not_waited_out() {
+        let mut backoff = Backoff::with_rng(BackoffPolicy::default(), StdRng::seed_from_u64(2));
+        let asked = Duration::from_secs(5);
+        assert!(backoff.delay_after(&refused(Some(asked))).unwrap() >= asked);
+        assert_eq!(
+            backoff.delay_after(&refused(Some(Duration::from_secs(31)))),
+            None
+        );
+        let mut fresh = Backoff::with_rng(BackoffPolicy::default(), StdRng::seed_from_u64(3));
+        assert!(fresh.delay_after(&refused(None)).unwrap() <= BackoffPolicy::default().initial);
     }
 }

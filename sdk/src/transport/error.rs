@@ -6,6 +6,7 @@
 //! decode are described by position, never quoted.
 
 use std::fmt;
+use std::time::Duration;
 
 use courier_protocol::api::devices::DeviceLimitDetails;
 use courier_protocol::{ErrorBody, ErrorCode};
@@ -32,6 +33,9 @@ pub enum TransportError {
         /// Structured details where the code has them (e.g. the device list of
         /// `device_limit_reached`; see [`TransportError::device_limit_details`]).
         details: Option<serde_json::Value>,
+        /// How long the server asked the client to wait before trying again
+        /// (`Retry-After`, sent with `429 rate_limited` and `503 service_unavailable`).
+        retry_after: Option<Duration>,
     },
     /// No answer came back: the server could not be reached (DNS, refused connection, TLS
     /// handshake), the connection broke, or the answer took too long.
@@ -139,6 +143,15 @@ impl TransportError {
         }
     }
 
+    /// How long the server asked to wait before trying again (its `Retry-After`), if it
+    /// said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TransportError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The HTTP status of the answer, if there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -189,14 +202,19 @@ impl TransportError {
         Self::network(kind, error.without_url())
     }
 
-    /// A non-success answer: Courier's error body if it has one.
-    pub(crate) fn from_error_answer(status: u16, body: &[u8]) -> Self {
+    /// A non-success answer: Courier's error body if it has one, and the answer's
+    /// `Retry-After` header value (whole seconds; a date or garbage is ignored).
+    pub(crate) fn from_error_answer(status: u16, body: &[u8], retry_after: Option<&[u8]>) -> Self {
         match serde_json::from_slice::<ErrorBody>(body) {
             Ok(ErrorBody { error }) => TransportError::Api {
                 status,
                 code: error.code,
                 message: error.message,
                 details: error.details,
+                retry_after: retry_after
+                    .and_then(|value| std::str::from_utf8(value).ok())
+                    .and_then(|value| value.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
             },
             Err(_) if body.is_empty() => TransportError::UnexpectedResponse {
                 status,
@@ -245,6 +263,7 @@ mod tests {
             code,
             message: "m".into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -274,13 +293,13 @@ mod tests {
     #[test]
     fn error_bodies_become_api_errors() {
         let body = br#"{"error":{"code":"device_limit_reached","message":"full","details":{"count":1,"limit":1,"devices":[]}}}"#;
-        let error = TransportError::from_error_answer(409, body);
+        let error = TransportError::from_error_answer(409, body, None);
         assert_eq!(error.code(), Some(ErrorCode::DeviceLimitReached));
         assert_eq!(error.status(), Some(409));
         let details = error.device_limit_details().unwrap();
         assert_eq!((details.count, details.limit), (1, 1));
 
-        let html = TransportError::from_error_answer(502, b"<html>bad gateway</html>");
+        let html = TransportError::from_error_answer(502, b"<html>bad gateway</html>", None);
         assert!(matches!(
             html,
             TransportError::UnexpectedResponse { status: 502, .. }

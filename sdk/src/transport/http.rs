@@ -491,8 +491,16 @@ async fn successful(request: RequestBuilder) -> Result<Response, TransportError>
     if status.is_success() {
         return Ok(response);
     }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .map(|value| value.as_bytes().to_vec());
     let body = read_body(response, MAX_ERROR_BODY_BYTES).await?;
-    Err(TransportError::from_error_answer(status.as_u16(), &body))
+    Err(TransportError::from_error_answer(
+        status.as_u16(),
+        &body,
+        retry_after.as_deref(),
+    ))
 }
 
 /// Reads a body chunk by chunk, refusing it once it passes `limit` bytes.

@@ -375,7 +375,15 @@ fn handshake_error(error: tungstenite::Error) -> TransportError {
     match error {
         tungstenite::Error::Http(response) => {
             let status = response.status().as_u16();
-            TransportError::from_error_answer(status, response.body().as_deref().unwrap_or(&[]))
+            let retry_after = response
+                .headers()
+                .get(tungstenite::http::header::RETRY_AFTER)
+                .map(tungstenite::http::HeaderValue::as_bytes);
+            TransportError::from_error_answer(
+                status,
+                response.body().as_deref().unwrap_or(&[]),
+                retry_after,
+            )
         }
         tungstenite::Error::Io(error) if error.kind() == std::io::ErrorKind::TimedOut => {
             TransportError::network(NetworkErrorKind::Timeout, error)
