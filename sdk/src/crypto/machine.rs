@@ -1190,33 +1190,65 @@ impl CryptoMachine {
         Ok(())
     }
 
-    /// Events not yet confirmed by the app, oldest first, at most `limit`.
+    /// Events not yet confirmed by the app, oldest first, at most `limit`. Reads only
+    /// those: the queue is the contiguous range `first_event_seq..next_event_seq`.
     pub fn pending_events(&self, limit: usize) -> Result<Vec<QueuedEvent>, MachineError> {
-        let mut events: Vec<QueuedEvent> = records::list(&self.store, records::EVENTS, b"")?;
-        events.sort_by_key(|e| e.seq);
-        events.truncate(limit);
+        let (first, next) = self.store.transaction(event_range)?;
+        let last = next.min(first.saturating_add(limit as u64));
+        let mut events = Vec::with_capacity(usize::try_from(last - first).unwrap_or(0));
+        for seq in first..last {
+            if let Some(event) =
+                records::get::<QueuedEvent>(&self.store, records::EVENTS, b"", &seq.to_be_bytes())?
+            {
+                events.push(event);
+            }
+        }
         Ok(events)
     }
 
-    /// The app has handled every event up to and including `seq`.
+    /// The app has handled every event up to and including `seq`: deletes those, and
+    /// only those (O(confirmed), not O(queue)).
     pub fn confirm_events(&self, seq: u64) -> Result<(), MachineError> {
-        let events: Vec<QueuedEvent> = records::list(&self.store, records::EVENTS, b"")?;
         self.store.transaction(|tx| {
-            for event in events.iter().filter(|e| e.seq <= seq) {
-                tx.delete(records::EVENTS, b"", &event.seq.to_be_bytes())?;
+            let (first, next) = event_range(tx)?;
+            let through = seq.min(next.saturating_sub(1));
+            if through < first {
+                return Ok(());
             }
-            Ok::<_, RecordError>(())
+            for confirmed in first..=through {
+                tx.delete(records::EVENTS, b"", &confirmed.to_be_bytes())?;
+            }
+            records::put(tx, records::META, b"", FIRST_EVENT_SEQ, &(through + 1))
         })?;
         Ok(())
     }
+}
+
+/// The lowest event not yet confirmed (the queue's head).
+const FIRST_EVENT_SEQ: &[u8] = b"first_event_seq";
+/// The seq the next queued event gets (the queue's end, exclusive).
+const NEXT_EVENT_SEQ: &[u8] = b"next_event_seq";
+
+/// The queued events' range, `first..next`. A store from before the head was kept
+/// finds it once from the events themselves (O(queue), that one time) and keeps it.
+fn event_range(tx: &mut crate::store::StoreTransaction<'_>) -> Result<(u64, u64), RecordError> {
+    let next = records::tx_get::<u64>(tx, records::META, b"", NEXT_EVENT_SEQ)?.unwrap_or(1);
+    if let Some(first) = records::tx_get::<u64>(tx, records::META, b"", FIRST_EVENT_SEQ)? {
+        return Ok((first.min(next), next));
+    }
+    let queued: Vec<QueuedEvent> = records::tx_list(tx, records::EVENTS, b"")?;
+    let first = queued.iter().map(|event| event.seq).min().unwrap_or(next);
+    records::put(tx, records::META, b"", FIRST_EVENT_SEQ, &first)?;
+    Ok((first, next))
 }
 
 fn queue_event(
     tx: &mut crate::store::StoreTransaction<'_>,
     event: &Event,
 ) -> Result<(), RecordError> {
-    let seq = records::tx_get::<u64>(tx, records::META, b"", b"next_event_seq")?.unwrap_or(1);
-    records::put(tx, records::META, b"", b"next_event_seq", &(seq + 1))?;
+    // The head is known before the first event past it is added (old stores find it).
+    let (_, seq) = event_range(tx)?;
+    records::put(tx, records::META, b"", NEXT_EVENT_SEQ, &(seq + 1))?;
     records::put(
         tx,
         records::EVENTS,

@@ -75,6 +75,17 @@ pub(crate) fn tx_get<T: DeserializeOwned>(
         .transpose()
 }
 
+pub(crate) fn tx_list<T: DeserializeOwned>(
+    tx: &mut StoreTransaction<'_>,
+    collection: &'static str,
+    partition: &[u8],
+) -> Result<Vec<T>, RecordError> {
+    tx.list(collection, partition)?
+        .iter()
+        .map(|bytes| decode(collection, bytes))
+        .collect()
+}
+
 pub(crate) fn put<T: Serialize>(
     tx: &mut StoreTransaction<'_>,
     collection: &'static str,

@@ -525,3 +525,41 @@ fn a_legacy_v1_envelope_is_read_by_the_device_it_was_encrypted_for() {
         Decrypted::Failed(_)
     ));
 }
+
+#[test]
+fn the_event_queue_reads_and_confirms_its_head_and_old_stores_find_theirs() {
+    use courier_protocol::api::messages::SendMessageResponse;
+    let store = memory_store();
+    let user = UserId::new_random();
+    let machine = CryptoMachine::create(store.clone(), user, DeviceId::new(1).unwrap()).unwrap();
+    let sent = |n: u32| SendMessageResponse {
+        message_id: Uuid::new_v4(),
+        server_timestamp: Utc::now(),
+        envelope_count: n,
+    };
+    let seqs = |events: Vec<QueuedEvent>| events.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    for n in 0..5 {
+        machine
+            .record_sent(user, &format!("c{n}"), &sent(n))
+            .unwrap();
+    }
+    assert_eq!(seqs(machine.pending_events(2).unwrap()), [1, 2]);
+    machine.confirm_events(3).unwrap();
+    assert_eq!(seqs(machine.pending_events(10).unwrap()), [4, 5]);
+    // Confirming what is already confirmed, or past the end, changes nothing wrong.
+    machine.confirm_events(2).unwrap();
+    assert_eq!(seqs(machine.pending_events(10).unwrap()), [4, 5]);
+
+    // A store written before the queue's head was kept: the head is found from the
+    // events themselves, and new events follow them.
+    store
+        .transaction(|tx| tx.delete(store::META, b"", b"first_event_seq"))
+        .unwrap();
+    assert_eq!(seqs(machine.pending_events(10).unwrap()), [4, 5]);
+    machine.record_sent(user, "c5", &sent(5)).unwrap();
+    assert_eq!(seqs(machine.pending_events(10).unwrap()), [4, 5, 6]);
+    machine.confirm_events(99).unwrap();
+    assert!(machine.pending_events(10).unwrap().is_empty());
+    machine.record_sent(user, "c6", &sent(6)).unwrap();
+    assert_eq!(seqs(machine.pending_events(10).unwrap()), [7]);
+}
