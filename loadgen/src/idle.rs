@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -87,23 +87,15 @@ pub async fn run(
                     Some(limit) => limit.acquire().await.ok(),
                     None => None,
                 };
-                let opened =
-                    tokio::time::timeout(timeout, sockets::open_and_catch_up(&base, &device))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(anyhow!("no caughtUp within {}s", timeout.as_secs()))
-                        });
-                drop(permit);
-                match opened {
-                    Ok((socket, caught_up)) => {
-                        let _ = outcome_tx.send(Ok(caught_up));
-                        Some(sockets::hold(socket, close_rx).await)
-                    }
-                    Err(error) => {
-                        let _ = outcome_tx.send(Err(error));
-                        None
-                    }
-                }
+                sockets::open_report_and_hold(
+                    &base,
+                    &device,
+                    timeout,
+                    permit,
+                    &outcome_tx,
+                    close_rx,
+                )
+                .await
             })
         })
         .collect();

@@ -102,6 +102,33 @@ pub enum Held {
     ClosedByServer,
 }
 
+/// Opens `device`'s socket and reads to `caughtUp` within `timeout` (holding
+/// `opening_permit` only that long), reports how that went on `outcomes`, then holds an
+/// opened socket until `close` (what `hold` returns).
+pub async fn open_report_and_hold(
+    base: &str,
+    device: &Device,
+    timeout: Duration,
+    opening_permit: Option<tokio::sync::SemaphorePermit<'_>>,
+    outcomes: &tokio::sync::mpsc::UnboundedSender<anyhow::Result<CaughtUp>>,
+    close: watch::Receiver<bool>,
+) -> Option<Held> {
+    let opened = tokio::time::timeout(timeout, open_and_catch_up(base, device))
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no caughtUp within {}s", timeout.as_secs())));
+    drop(opening_permit);
+    match opened {
+        Ok((socket, caught_up)) => {
+            let _ = outcomes.send(Ok(caught_up));
+            Some(hold(socket, close).await)
+        }
+        Err(error) => {
+            let _ = outcomes.send(Err(error));
+            None
+        }
+    }
+}
+
 /// Holds a caught-up socket open, acknowledging anything pushed and answering pings (the
 /// server closes a silent socket after a minute), until `close` turns true; then closes
 /// it politely, waiting briefly for the server's answer.

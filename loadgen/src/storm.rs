@@ -82,22 +82,8 @@ pub async fn run(
             tokio::spawn(async move {
                 ready.fetch_add(1, Ordering::Relaxed);
                 barrier.wait().await;
-                let opened =
-                    tokio::time::timeout(timeout, sockets::open_and_catch_up(&base, &device))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(anyhow!("no caughtUp within {}s", timeout.as_secs()))
-                        });
-                match opened {
-                    Ok((socket, caught_up)) => {
-                        let _ = outcome_tx.send(Ok(caught_up));
-                        Some(sockets::hold(socket, close_rx).await)
-                    }
-                    Err(error) => {
-                        let _ = outcome_tx.send(Err(error));
-                        None
-                    }
-                }
+                sockets::open_report_and_hold(&base, &device, timeout, None, &outcome_tx, close_rx)
+                    .await
             })
         })
         .collect();

@@ -13,10 +13,9 @@ use std::time::Duration;
 use cluster::Cluster;
 use common::{Received, Socket, TestServer, TestUser, v2_body};
 use courier_protocol::api::messages::SendMessageResponse;
-use courier_protocol::api::stream::StreamItem;
 use courier_server::Settings;
 use courier_server::config::FabricKind;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -202,24 +201,13 @@ async fn acknowledgements_given_during_an_outage_are_written_once_it_ends() {
     // Bounded wait for the acknowledgement to be written: nothing undelivered is left.
     let deadline = Instant::now() + RECOVERY_BOUND;
     let left = loop {
-        let (status, body) = server
-            .call(
-                Method::GET,
-                "/v1/inbox?after=0&limit=1000",
-                Some(&device.token),
-                None,
-            )
-            .await;
         // Undelivered items, or none known yet (still 503 just after the restart).
-        let left: Option<usize> = if status == StatusCode::OK {
-            Some(
-                serde_json::from_value::<Vec<StreamItem>>(body["items"].clone())
-                    .unwrap()
-                    .len(),
-            )
-        } else {
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-            None
+        let left = match server.try_inbox(device).await {
+            Ok(items) => Some(items.len()),
+            Err((status, body)) => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+                None
+            }
         };
         if left == Some(0) || Instant::now() > deadline {
             break left;

@@ -33,6 +33,34 @@ async fn send_large(server: &TestServer, alice: &TestDevice, bob: &TestDevice, c
     }
 }
 
+/// Waits (at most 20 s, a bound, not a timing assertion) until the server reports no open
+/// device socket: it has given up on the one that stopped reading.
+async fn wait_until_no_socket_is_open(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|line| line == "courier_websocket_connections 0")
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled socket was not closed within the bound"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_device_that_stops_reading_is_closed_with_4004_it_can_read(pool: PgPool) {
     let server = TestServer::start_with(
@@ -54,7 +82,7 @@ async fn a_device_that_stops_reading_is_closed_with_4004_it_can_read(pool: PgPoo
     // Bob stops reading while far more than any socket buffer arrives for him (about
     // 5 MiB): the server's writes stall, and after the send timeout it gives up.
     send_large(&server, &alice, &bob, 80).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until_no_socket_is_open(&server).await;
 
     // Reading again, Bob gets whole frames in order, then the close frame saying why.
     let mut next_text = 0;

@@ -49,8 +49,7 @@ pub async fn current_tokens(
     pool: &PgPool,
     devices: &[DeviceRef],
 ) -> Result<HashMap<DeviceRef, Option<[u8; 32]>>, sqlx::Error> {
-    let users: Vec<Uuid> = devices.iter().map(|d| d.user_id.as_uuid()).collect();
-    let ids: Vec<i32> = devices.iter().map(|d| d.device_id.as_i32()).collect();
+    let (users, ids) = super::device_columns(devices);
     let rows: Vec<(Uuid, i32, Vec<u8>, bool)> = sqlx::query_as(
         "SELECT d.user_id, d.device_id, d.token_hash, d.removed_at IS NOT NULL
          FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)

@@ -366,10 +366,7 @@ async fn claim_one_time(
     if devices.is_empty() {
         return Ok(Vec::new());
     }
-    let (user_ids, device_ids): (Vec<Uuid>, Vec<i32>) = devices
-        .iter()
-        .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
-        .unzip();
+    let (user_ids, device_ids) = super::device_columns(devices.iter().copied());
     let one_time: Vec<ClaimedRow> = sqlx::query_as(
         "WITH wanted AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
@@ -408,10 +405,7 @@ async fn claim_fallback(
     if devices.is_empty() {
         return Ok(Vec::new());
     }
-    let (user_ids, device_ids): (Vec<Uuid>, Vec<i32>) = devices
-        .iter()
-        .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
-        .unzip();
+    let (user_ids, device_ids) = super::device_columns(devices.iter().copied());
     let fallbacks: Vec<ClaimedRow> = sqlx::query_as(
         "SELECT f.user_id, f.device_id, f.key_id, f.public_key, f.signature
          FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)

@@ -54,7 +54,9 @@ pub mod messages;
 pub mod receipts;
 pub mod stream;
 
+use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::{DeviceId, InvalidDeviceId};
+use uuid::Uuid;
 
 /// Whether a database error means the database cannot be reached right now (no
 /// connection in time, a connection lost, the server shutting down or refusing
@@ -79,4 +81,14 @@ pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
 /// Reads a device ID column (a positive `integer`) back into a [`DeviceId`].
 pub(crate) fn device_id(id: i32) -> Result<DeviceId, sqlx::Error> {
     DeviceId::from_i32(id).map_err(|error: InvalidDeviceId| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Devices as the two arrays a statement `unnest`s (`$1::uuid[], $2::int4[]`).
+pub(crate) fn device_columns<'a>(
+    devices: impl IntoIterator<Item = &'a DeviceRef>,
+) -> (Vec<Uuid>, Vec<i32>) {
+    devices
+        .into_iter()
+        .map(|device| (device.user_id.as_uuid(), device.device_id.as_i32()))
+        .unzip()
 }

@@ -249,11 +249,7 @@ pub async fn items_at(
     pool: &PgPool,
     positions: &[(DeviceRef, u64)],
 ) -> Result<Vec<(DeviceRef, StreamItem)>, sqlx::Error> {
-    let users: Vec<Uuid> = positions.iter().map(|(d, _)| d.user_id.as_uuid()).collect();
-    let devices: Vec<i32> = positions
-        .iter()
-        .map(|(d, _)| d.device_id.as_i32())
-        .collect();
+    let (users, devices) = super::device_columns(positions.iter().map(|(device, _)| device));
     let seqs: Vec<i64> = positions.iter().map(|(_, s)| seq_param(*s)).collect();
     #[derive(sqlx::FromRow)]
     struct Placed {

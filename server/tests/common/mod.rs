@@ -452,16 +452,39 @@ impl TestServer {
         &self,
         device: &TestDevice,
     ) -> Vec<courier_protocol::api::stream::StreamItem> {
-        let (status, body) = self
-            .call(
-                Method::GET,
-                "/v1/inbox?after=0&limit=1000",
-                Some(&device.token),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let page: courier_protocol::api::stream::InboxPage = serde_json::from_value(body).unwrap();
-        page.items
+        match self.try_inbox(device).await {
+            Ok(items) => items,
+            Err((status, body)) => panic!("the inbox answered {status}: {body}"),
+        }
+    }
+
+    /// Every undelivered item of a device's stream, page after page (a page is bounded in
+    /// bytes as well as items, so `hasMore` is followed), or the first refusal.
+    pub async fn try_inbox(
+        &self,
+        device: &TestDevice,
+    ) -> Result<Vec<courier_protocol::api::stream::StreamItem>, (StatusCode, Value)> {
+        let mut items = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, body) = self
+                .call(
+                    Method::GET,
+                    &format!("/v1/inbox?after={after}&limit=1000"),
+                    Some(&device.token),
+                    None,
+                )
+                .await;
+            if status != StatusCode::OK {
+                return Err((status, body));
+            }
+            let page: courier_protocol::api::stream::InboxPage =
+                serde_json::from_value(body).unwrap();
+            items.extend(page.items);
+            if !page.has_more {
+                return Ok(items);
+            }
+            after = page.next_cursor;
+        }
     }
 }
