@@ -33,6 +33,7 @@
 //! # Ok::<(), StoreError>(())
 //! ```
 
+pub mod app;
 pub mod client;
 pub mod crypto;
 pub mod store;
