@@ -257,7 +257,7 @@ impl CourierClient {
     /// Marks a device verified (the user compared its fingerprint or the safety number).
     pub async fn verify_device(&self, user_id: String, device_id: u32) -> Result<(), CourierError> {
         let device = DeviceAddress { user_id, device_id }.to_ref()?;
-        Ok(self.client()?.crypto().await.verify_device(device)?)
+        Ok(self.client()?.verify_device(device).await?)
     }
 
     /// Accepts a device's new identity keys: it is unblocked (and unverified).
@@ -267,18 +267,14 @@ impl CourierClient {
         device_id: u32,
     ) -> Result<(), CourierError> {
         let device = DeviceAddress { user_id, device_id }.to_ref()?;
-        Ok(self
-            .client()?
-            .crypto()
-            .await
-            .accept_identity_change(device)?)
+        Ok(self.client()?.accept_identity_change(device).await?)
     }
 
     /// The safety number of this user and `other_user_id`: the same on both sides while
     /// neither user's devices changed keys.
     pub async fn safety_number(&self, other_user_id: String) -> Result<String, CourierError> {
         let other = parse_user(&other_user_id)?;
-        Ok(self.client()?.crypto().await.safety_number(other)?)
+        Ok(self.client()?.safety_number(other).await?)
     }
 
     /// Creates a channel of this user and `member_user_ids`.
@@ -413,14 +409,12 @@ impl Inner {
         &self,
         user: courier_protocol::UserId,
     ) -> Result<Vec<DeviceInfo>, CourierError> {
-        let machine = self.live()?.crypto().await;
-        machine
-            .devices(user)?
-            .iter()
-            .map(|record| {
-                let fingerprint = machine.fingerprint(record.device_ref())?;
-                Ok(DeviceInfo::new(record, fingerprint))
-            })
-            .collect()
+        let client = self.live()?;
+        let mut devices = Vec::new();
+        for record in client.devices(user).await? {
+            let fingerprint = client.fingerprint(record.device_ref()).await?;
+            devices.push(DeviceInfo::new(&record, fingerprint));
+        }
+        Ok(devices)
     }
 }
