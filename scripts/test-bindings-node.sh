@@ -55,4 +55,6 @@ if ! diff -u "$package/index.d.ts" "$out/index.d.ts"; then
 fi
 cp "$out"/courier.*.node "$package/"
 
-scripts/with-test-server.sh node --test --test-concurrency=1 "$package"/test/*.test.js
+# NO_COLOR: with-test-server.sh reads the server's address from its text log, which
+# carries ANSI colour codes unless told not to.
+NO_COLOR=1 scripts/with-test-server.sh node --test --test-concurrency=1 "$package"/test/*.test.js
