@@ -75,8 +75,9 @@ async function prepare() {
     }),
   )
   console.error(`bench: queued ${MESSAGES} messages for the sink in ${(ms(started) / 1000).toFixed(1)} s`)
+  const recipientUserId = recipient.ownDevice.userId
   for (const client of [...others, recipient, ...Object.values(sinks)]) client.close()
-  return { sender, recipientUserId: recipient.ownDevice.userId, channelId: channel.channelId }
+  return { sender, recipientUserId, channelId: channel.channelId }
 }
 
 async function fanoutJs({ sender, recipientUserId, channelId }) {
