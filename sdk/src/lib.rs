@@ -1,9 +1,16 @@
 //! Courier's client SDK.
 //!
-//! For now it holds the encrypted persistent store ([`store`]) that the SDK keeps its
-//! account, Olm sessions, device lists, received messages and stream cursor in. Values
-//! are encrypted and lookup keys are hashed under a key the app keeps in the platform's
-//! key store, so the database file alone reveals neither.
+//! - [`app`]: what an app uses, and what the iOS, Android, Python and Electron bindings
+//!   wrap: [`app::CourierClient`] (register, log in, send, the receive loop with an
+//!   [`app::EventListener`], devices and trust, channels, receipts), one flat
+//!   [`app::CourierError`].
+//! - [`client`]: [`client::Client`], the crypto core and the network together, which the
+//!   app surface wraps (Rust tests and tools use it directly).
+//! - [`crypto`]: the sans-I/O crypto core over the store.
+//! - [`transport`]: the typed HTTP and WebSocket client.
+//! - [`store`]: the encrypted persistent store. Values are encrypted and lookup keys are
+//!   hashed under a key the app keeps in the platform's key store, so the database file
+//!   alone reveals neither.
 //!
 //! ```
 //! use courier_sdk::store::{SqliteStore, StoreError, StoreKey};
@@ -33,6 +40,7 @@
 //! # Ok::<(), StoreError>(())
 //! ```
 
+pub mod app;
 pub mod client;
 pub mod crypto;
 pub mod store;

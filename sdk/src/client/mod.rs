@@ -159,6 +159,20 @@ pub struct ReceiveSummary {
     pub failures: usize,
 }
 
+/// Where [`Client::run`]'s connection is, for an observer (the app surface's listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamPhase {
+    /// Opening the stream.
+    Connecting,
+    /// The stream is open.
+    Connected,
+    /// The connection ended or was refused; the next try is in `retry_in`.
+    Disconnected { retry_in: Duration },
+}
+
+/// An observer that hears nothing.
+fn unobserved(_: StreamPhase) {}
+
 impl Client {
     /// Creates an account and logs in as its first device.
     pub async fn register(
@@ -454,7 +468,7 @@ impl Client {
     /// Connects to the stream, stores and acknowledges everything waiting, and returns at
     /// `caughtUp`.
     pub async fn receive_until_caught_up(&self) -> Result<ReceiveSummary, ClientError> {
-        let summary = self.stream(true).await?;
+        let summary = self.stream(true, &unobserved).await?;
         self.maintain_keys().await?;
         Ok(summary)
     }
@@ -465,8 +479,13 @@ impl Client {
     /// The stored cursor moves at `caughtUp` and when the connection ends, not per
     /// envelope: a cursor that lags after a crash only means envelopes come again, and
     /// they are recognised as duplicates.
-    async fn stream(&self, until_caught_up: bool) -> Result<ReceiveSummary, ClientError> {
+    async fn stream(
+        &self,
+        until_caught_up: bool,
+        observe: &(dyn Fn(StreamPhase) + Send + Sync),
+    ) -> Result<ReceiveSummary, ClientError> {
         let mut stream = self.api.open_stream(Some(self.cursor()?)).await?;
+        observe(StreamPhase::Connected);
         let mut summary = ReceiveSummary::default();
         let mut stored_through = None;
         let ended = async {
@@ -562,13 +581,23 @@ impl Client {
     /// last stored item), and stops for good when this device is removed or another
     /// connection of it takes over.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
+        self.run_observed(shutdown, &unobserved).await
+    }
+
+    /// [`Client::run`], telling `observe` when the connection opens, drops and retries.
+    pub(crate) async fn run_observed(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        observe: &(dyn Fn(StreamPhase) + Send + Sync),
+    ) -> Result<(), ClientError> {
         tokio::pin!(shutdown);
         let mut backoff = Backoff::new(BackoffPolicy::default());
         loop {
             let connected_at = Instant::now();
+            observe(StreamPhase::Connecting);
             let ended = tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                ended = self.stream(false) => ended.map(|_| ()),
+                ended = self.stream(false, observe) => ended.map(|_| ()),
             };
             // A refused reconnect (429, 503) says how long to wait: at least that long.
             let mut asked = None;
@@ -590,6 +619,7 @@ impl Client {
                 .next_delay()
                 .min(Duration::from_secs(30))
                 .max(asked.unwrap_or_default());
+            observe(StreamPhase::Disconnected { retry_in: delay });
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(delay) => {}

@@ -125,7 +125,7 @@ pub struct Reconciled {
 /// `first_contact` is true when this device has never learned this user's devices
 /// before: then every listed device is trusted on first use and nothing is reported.
 /// `own_device` is left out (a device does not track itself).
-pub fn reconcile(
+pub(crate) fn reconcile(
     known: &[DeviceRecord],
     listed: &UserDevicesResponse,
     first_contact: bool,

@@ -227,11 +227,13 @@ impl SenderKeyBody {
         }
     }
 
+    #[cfg(test)]
     /// The Megolm session ID.
     pub fn session_id(&self) -> &str {
         &self.session_id
     }
 
+    #[cfg(test)]
     /// The first message index the key decrypts.
     pub fn first_known_index(&self) -> u32 {
         self.first_known_index
@@ -315,6 +317,7 @@ impl std::fmt::Debug for OutboundGroupSession {
 }
 
 impl OutboundGroupSession {
+    #[cfg(test)]
     /// The channel.
     pub fn channel_id(&self) -> Uuid {
         self.channel_id
@@ -325,16 +328,19 @@ impl OutboundGroupSession {
         &self.session_id
     }
 
+    #[cfg(test)]
     /// The index the next message gets (the number of messages encrypted so far).
     pub fn message_index(&self) -> u32 {
         self.session.message_index()
     }
 
+    #[cfg(test)]
     /// When the session was created (ms since the epoch, the caller's clock).
     pub fn created_ms(&self) -> u64 {
         self.created_ms
     }
 
+    #[cfg(test)]
     /// The devices that were given the session (key: Curve25519 identity key).
     pub fn shared_with(&self) -> &[BoundDevice] {
         &self.shared_with
@@ -610,11 +616,6 @@ impl GroupSessions {
         Self { own, keys }
     }
 
-    /// This device.
-    pub fn own_device(&self) -> DeviceRef {
-        self.own
-    }
-
     /// The channel's current outbound session, if any.
     pub fn outbound(
         &self,
@@ -694,6 +695,7 @@ impl GroupSessions {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Drops the channel's outbound session (the next message starts a new one);
     /// `true` if there was one.
     pub fn discard_outbound(

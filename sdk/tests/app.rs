@@ -1,0 +1,522 @@
+//! The app-facing surface (`courier_sdk::app`) against the real server: what every
+//! binding wraps, tested once in Rust (each binding repeats the scenario in its language).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::TestServer;
+use courier_sdk::app::{
+    AppEvent, AppEventKind, ConnectionState, CourierClient, CourierError, EventListener,
+    ListenerError,
+};
+use sqlx::PgPool;
+use tempfile::TempDir;
+use tokio::sync::Notify;
+
+const PASSWORD: &str = "correct horse battery";
+const KEY: [u8; 32] = [9; 32];
+
+/// Records everything the loop says; fails the first `fail_first` batches.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<AppEvent>>,
+    batches: Mutex<Vec<Vec<u64>>>,
+    states: Mutex<Vec<ConnectionState>>,
+    errors: Mutex<Vec<CourierError>>,
+    fail_first: Mutex<usize>,
+    changed: Notify,
+}
+
+impl EventListener for Recorder {
+    fn on_events(&self, events: Vec<AppEvent>) -> Result<(), ListenerError> {
+        self.batches
+            .lock()
+            .unwrap()
+            .push(events.iter().map(|e| e.seq).collect());
+        let mut fail = self.fail_first.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            self.changed.notify_waiters();
+            return Err(ListenerError {
+                message: "the app's database is busy".into(),
+            });
+        }
+        self.events.lock().unwrap().extend(events);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    fn on_connection_state(&self, state: ConnectionState) {
+        self.states.lock().unwrap().push(state);
+        self.changed.notify_waiters();
+    }
+
+    fn on_error(&self, error: CourierError) {
+        self.errors.lock().unwrap().push(error);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Recorder {
+    /// Waits (bounded) until `done` holds for what was recorded.
+    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                if done(self) {
+                    return;
+                }
+                // Woken by the listener, or looked at again every 50 ms.
+                let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|event| match &event.kind {
+                AppEventKind::Message { body, .. } | AppEventKind::GroupMessage { body, .. } => {
+                    Some(String::from_utf8(body.clone()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has_body(&self, body: &str) -> bool {
+        self.bodies().iter().any(|b| b == body)
+    }
+}
+
+struct Device {
+    client: CourierClient,
+    _dir: Arc<TempDir>,
+    path: String,
+}
+
+async fn register(server: &TestServer, username: &str) -> Device {
+    let dir = Arc::new(TempDir::new().unwrap());
+    let path = dir.path().join("store.db").display().to_string();
+    let client = CourierClient::register(
+        server.base_url.to_string(),
+        path.clone(),
+        KEY.to_vec(),
+        username.into(),
+        PASSWORD.into(),
+        "phone".into(),
+    )
+    .await
+    .unwrap();
+    Device {
+        client,
+        _dir: dir,
+        path,
+    }
+}
+
+async fn login(server: &TestServer, username: &str) -> Result<Device, CourierError> {
+    let dir = Arc::new(TempDir::new().unwrap());
+    let path = dir.path().join("store.db").display().to_string();
+    let client = CourierClient::login(
+        server.base_url.to_string(),
+        path.clone(),
+        KEY.to_vec(),
+        username.into(),
+        PASSWORD.into(),
+        "laptop".into(),
+    )
+    .await?;
+    Ok(Device {
+        client,
+        _dir: dir,
+        path,
+    })
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn two_users_with_two_devices_each_talk_and_every_listener_hears_it(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = [
+        register(&server, "alice").await,
+        login(&server, "alice").await.unwrap(),
+    ];
+    let bob = [
+        register(&server, "bob").await,
+        login(&server, "bob").await.unwrap(),
+    ];
+    let alice_id = alice[0].client.own_device().user_id;
+    let bob_id = bob[0].client.own_device().user_id;
+    assert_ne!(
+        alice[0].client.own_device().device_id,
+        alice[1].client.own_device().device_id,
+        "the server assigns each device its own ID"
+    );
+
+    let mut listeners = Vec::new();
+    let mut handles = Vec::new();
+    for device in alice.iter().chain(&bob) {
+        let recorder = Arc::new(Recorder::default());
+        handles.push(device.client.start_receiving(recorder.clone()).unwrap());
+        listeners.push(recorder);
+    }
+    for recorder in &listeners {
+        recorder
+            .until("a connection", |r| {
+                r.states
+                    .lock()
+                    .unwrap()
+                    .contains(&ConnectionState::Connected)
+            })
+            .await;
+    }
+    assert!(matches!(
+        alice[0].client.start_receiving(listeners[0].clone()),
+        Err(CourierError::AlreadyReceiving)
+    ));
+
+    let sent = alice[0]
+        .client
+        .send(
+            bob_id.clone(),
+            b"hello bob".to_vec(),
+            Some("greeting-1".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.client_message_id, "greeting-1");
+    for recorder in &listeners[1..] {
+        recorder
+            .until("alice's message", |r| r.has_body("hello bob"))
+            .await;
+    }
+    bob[1]
+        .client
+        .send(alice_id.clone(), b"hi alice".to_vec(), None)
+        .await
+        .unwrap();
+    for index in [0, 1, 2] {
+        listeners[index]
+            .until("bob's answer", |r| r.has_body("hi alice"))
+            .await;
+    }
+    let events = listeners[2].events.lock().unwrap().clone();
+    let from_alice = events
+        .iter()
+        .find_map(|event| match &event.kind {
+            AppEventKind::Message {
+                sender,
+                conversation_user_id,
+                client_message_id,
+                from_own_device,
+                ..
+            } if client_message_id == "greeting-1" => Some((
+                sender.clone(),
+                conversation_user_id.clone(),
+                *from_own_device,
+            )),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(from_alice.0, alice[0].client.own_device());
+    assert_eq!(from_alice.1, alice_id);
+    assert!(!from_alice.2);
+
+    // A channel: one group message reaches every other member device.
+    let channel = alice[0]
+        .client
+        .create_channel(vec![bob_id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(channel.members.len(), 2);
+    alice[0]
+        .client
+        .send_group(channel.channel_id.clone(), b"to the group".to_vec(), None)
+        .await
+        .unwrap();
+    for recorder in &listeners[1..] {
+        recorder
+            .until("the group message", |r| r.has_body("to the group"))
+            .await;
+    }
+
+    // Nothing reached a listener twice.
+    for recorder in &listeners {
+        let seqs: Vec<u64> = recorder
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let mut unique = seqs.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            seqs.len(),
+            unique.len(),
+            "every event reaches the listener once"
+        );
+    }
+
+    // Cancelling stops the loop; the listener hears it stopped.
+    for (handle, recorder) in handles.iter().zip(&listeners) {
+        handle.cancel();
+        tokio::time::timeout(Duration::from_secs(10), handle.wait())
+            .await
+            .unwrap();
+        assert!(handle.is_finished());
+        assert_eq!(
+            recorder.states.lock().unwrap().last(),
+            Some(&ConnectionState::Stopped)
+        );
+    }
+    // What the listeners accepted was confirmed: only later events are still pending.
+    for (device, recorder) in alice.iter().chain(&bob).zip(&listeners) {
+        let accepted = recorder
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .max()
+            .unwrap();
+        let pending = device.client.pending_events(1000).await.unwrap();
+        assert!(
+            pending.iter().all(|e| e.seq > accepted),
+            "accepted events are confirmed"
+        );
+    }
+    // Stopped means stopped: a message sent now is not handed to the old listener.
+    let before = listeners[2].bodies().len();
+    alice[0]
+        .client
+        .send(bob_id, b"after the loop".to_vec(), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(listeners[2].bodies().len(), before);
+    // It is waiting at the server; a new loop gets it.
+    let recorder = Arc::new(Recorder::default());
+    let handle = bob[0].client.start_receiving(recorder.clone()).unwrap();
+    recorder
+        .until("the message sent while stopped", |r| {
+            r.has_body("after the loop")
+        })
+        .await;
+    handle.cancel();
+    handle.wait().await;
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_failing_listener_gets_its_batch_again_and_the_loop_reports_the_failure(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let bob_id = bob.client.own_device().user_id;
+    alice
+        .client
+        .send(bob_id, b"kept until taken".to_vec(), None)
+        .await
+        .unwrap();
+
+    let recorder = Arc::new(Recorder {
+        fail_first: Mutex::new(2),
+        ..Recorder::default()
+    });
+    let handle = bob.client.start_receiving(recorder.clone()).unwrap();
+    recorder
+        .until("the message, after two refusals", |r| {
+            r.has_body("kept until taken")
+        })
+        .await;
+    let batches = recorder.batches.lock().unwrap().clone();
+    let first_seq = batches[0][0];
+    assert!(
+        batches.len() >= 3 && batches[1][0] == first_seq && batches[2][0] == first_seq,
+        "a refused batch comes again from its first event: {batches:?}"
+    );
+    let failures = recorder
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, CourierError::ListenerFailed { message } if message == "the app's database is busy"))
+        .count();
+    assert_eq!(failures, 2, "each refusal is reported");
+    assert!(!handle.is_finished(), "the loop survives its listener");
+    handle.cancel();
+    handle.wait().await;
+    assert!(
+        bob.client.pending_events(100).await.unwrap().is_empty(),
+        "the accepted batch was confirmed"
+    );
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn dropping_the_client_stops_its_loop(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let bob = register(&server, "bob").await;
+    let recorder = Arc::new(Recorder::default());
+    let handle = bob.client.start_receiving(recorder.clone()).unwrap();
+    recorder
+        .until("a connection", |r| {
+            r.states
+                .lock()
+                .unwrap()
+                .contains(&ConnectionState::Connected)
+        })
+        .await;
+    drop(bob.client);
+    tokio::time::timeout(Duration::from_secs(10), handle.wait())
+        .await
+        .expect("the loop ends when its client is dropped");
+    assert_eq!(
+        recorder.states.lock().unwrap().last(),
+        Some(&ConnectionState::Stopped)
+    );
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn failures_arrive_as_one_flat_typed_error(pool: PgPool) {
+    let server = TestServer::start_with(
+        pool,
+        courier_server::Settings {
+            device_limit: 2,
+            rate_limits: courier_server::rate_limits::RateLimitSettings::off(),
+            ..courier_server::Settings::default()
+        },
+    )
+    .await;
+    let alice = register(&server, "alice").await;
+    let second = login(&server, "alice").await.unwrap();
+
+    // The device limit, with its counts.
+    let error = login(&server, "alice").await.err().unwrap();
+    match &error {
+        CourierError::DeviceLimitReached {
+            count,
+            limit,
+            device_ids,
+        } => {
+            assert_eq!((*count, *limit), (2, 2));
+            assert_eq!(device_ids.len(), 2);
+        }
+        other => panic!("expected the device limit, got {other:?}"),
+    }
+    assert_eq!(error.code(), "device_limit_reached");
+    assert_eq!(error.server_code().as_deref(), Some("device_limit_reached"));
+    assert_eq!(error.status(), Some(409));
+    assert!(!error.is_retryable());
+
+    // Wrong password; a taken username.
+    let dir = TempDir::new().unwrap();
+    let wrong = CourierClient::login(
+        server.base_url.to_string(),
+        dir.path().join("x.db").display().to_string(),
+        KEY.to_vec(),
+        "alice".into(),
+        "not the password".into(),
+        "tablet".into(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(wrong, CourierError::InvalidCredentials);
+    let taken = CourierClient::register(
+        server.base_url.to_string(),
+        dir.path().join("y.db").display().to_string(),
+        KEY.to_vec(),
+        "alice".into(),
+        PASSWORD.into(),
+        "tablet".into(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(taken, CourierError::UsernameTaken);
+
+    // Arguments are checked before anything is done.
+    let bad = alice
+        .client
+        .send("not-a-uuid".into(), b"x".to_vec(), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(bad.code(), "invalid_argument");
+    let short_key = CourierClient::open(alice.path.clone(), vec![1; 16])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(short_key.code(), "invalid_argument");
+
+    // A wrong store key: typed, and the store is untouched.
+    let wrong_key = CourierClient::open(alice.path.clone(), vec![1; 32])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(wrong_key, CourierError::WrongStoreKey);
+    let reopened = CourierClient::open(alice.path.clone(), KEY.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(reopened.own_device(), alice.client.own_device());
+    drop(reopened);
+
+    // Unreachable: a retryable network error.
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let unreachable = CourierClient::register(
+        format!("http://127.0.0.1:{closed_port}"),
+        dir.path().join("z.db").display().to_string(),
+        KEY.to_vec(),
+        "carol".into(),
+        PASSWORD.into(),
+        "phone".into(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(unreachable.code(), "network");
+    assert!(unreachable.is_retryable());
+
+    // Removed from another device: the removed one's calls fail as removed.
+    alice
+        .client
+        .remove_device(second.client.own_device().device_id)
+        .await
+        .unwrap();
+    let removed = second.client.privacy_settings().await.err().unwrap();
+    assert_eq!(removed, CourierError::DeviceRemoved);
+
+    // After log-out every call is refused, and the device is gone at the server.
+    alice.client.log_out().await.unwrap();
+    let after = alice
+        .client
+        .send(alice.client.own_device().user_id, b"x".to_vec(), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(after, CourierError::LoggedOut);
+    assert!(matches!(
+        alice.client.start_receiving(Arc::new(Recorder::default())),
+        Err(CourierError::LoggedOut)
+    ));
+    let reopened = CourierClient::open(alice.path.clone(), KEY.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.privacy_settings().await.err(),
+        Some(CourierError::DeviceRemoved),
+        "its token died with it"
+    );
+}
