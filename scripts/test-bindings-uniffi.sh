@@ -16,6 +16,9 @@ log() { printf 'test-bindings-uniffi: %s\n' "$*" >&2; }
 started=$(date +%s)
 
 scripts/ensure-postgres.sh
+# with-test-server.sh finds the server's address in its log; without NO_COLOR the text
+# log carries ANSI colour codes that its pattern does not match.
+export NO_COLOR=1
 kotlin_home=$(scripts/ensure-binding-tools.sh --print-kotlin-home)
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
@@ -27,8 +30,29 @@ export COURIER_SERVER_BIN="$target_dir/debug/courier-server"
 passed=0
 failed=0
 results=()
-record() { # name status
-  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); results+=("PASS $1"); else failed=$((failed + 1)); results+=("FAIL $1"); fi
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+# record NAME STATUS [LOG]: counts a runner's own "N passed, M failed" when its log has
+# one (each Kotlin test, each pytest test), else the step as one check.
+record() {
+  local name=$1 status=$2 log=${3:-} p="" f=""
+  if [ -n "$log" ]; then
+    p=$(grep -Eo '[0-9]+ passed' "$log" | tail -n1 | grep -Eo '[0-9]+' || true)
+    f=$(grep -Eo '[0-9]+ failed' "$log" | tail -n1 | grep -Eo '[0-9]+' || true)
+  fi
+  if [ -n "$p" ] || [ -n "$f" ]; then
+    p=${p:-0}
+    f=${f:-0}
+    # A runner that failed without counting a failure (a crash) still fails.
+    [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  elif [ "$status" -eq 0 ]; then
+    p=1 f=0
+  else
+    p=0 f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  if [ "$status" -eq 0 ] && [ "$f" -eq 0 ]; then results+=("PASS $name ($p)"); else results+=("FAIL $name ($p passed, $f failed)"); fi
 }
 
 # --- Kotlin on the JVM -------------------------------------------------------------
@@ -51,17 +75,18 @@ fi
 if [ "$status" -eq 0 ]; then
   log "running the Kotlin tests"
   scripts/with-test-server.sh java -Djna.library.path="$target_dir/debug" \
-    -cp "$jar:$classpath" CourierTestKt || status=$?
+    -cp "$jar:$classpath" CourierTestKt 2>&1 | tee "$logs/kotlin" || status=$?
 fi
-record "kotlin (bindings/ffi/tests/kotlin)" "$status"
+record "kotlin (bindings/ffi/tests/kotlin)" "$status" "$logs/kotlin"
 
 # --- Python --------------------------------------------------------------------------
 status=0
 log "running the Python tests"
 pytest_args=(-q -p no:cacheprovider bindings/ffi/tests/python)
 [ -n "${COURIER_TEST_FILTER:-}" ] && pytest_args+=(-k "$COURIER_TEST_FILTER")
-COURIER_FFI_PYTHON="$out/python" scripts/with-test-server.sh python3 -m pytest "${pytest_args[@]}" || status=$?
-record "python (bindings/ffi/tests/python)" "$status"
+COURIER_FFI_PYTHON="$out/python" scripts/with-test-server.sh python3 -m pytest "${pytest_args[@]}" 2>&1 |
+  tee "$logs/python" || status=$?
+record "python (bindings/ffi/tests/python)" "$status" "$logs/python"
 
 # --- Swift: current sources, and a header that compiles ---------------------------------
 status=0
