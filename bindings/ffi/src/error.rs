@@ -347,3 +347,93 @@ impl From<ListenerError> for sdk::ListenerError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> DeviceAddress {
+        DeviceAddress {
+            user_id: "0190b5a2-7c1e-7d00-8000-000000000001".to_owned(),
+            device_id: 2,
+        }
+    }
+
+    /// One of each variant the SDK has. A variant added there and not mirrored here
+    /// becomes `Internal`, which the round trip below rejects once it is listed.
+    fn every_sdk_error() -> Vec<sdk::CourierError> {
+        use sdk::CourierError as E;
+        let text = || "what happened".to_owned();
+        vec![
+            E::Network { message: text() },
+            E::Server {
+                code: "rate_limited".to_owned(),
+                status: 429,
+                message: text(),
+                retry_after_ms: Some(1500),
+            },
+            E::InvalidCredentials,
+            E::UsernameTaken,
+            E::DeviceLimitReached {
+                count: 3,
+                limit: 3,
+                device_ids: vec![1, 2, 3],
+            },
+            E::DeviceRemoved,
+            E::LoggedOut,
+            E::NotLoggedIn,
+            E::AlreadyLoggedIn,
+            E::WrongStoreKey,
+            E::StoreTooNew {
+                found: 9,
+                supported: 4,
+            },
+            E::StoreDamaged { message: text() },
+            E::StoreBusy,
+            E::Store { message: text() },
+            E::InvalidArgument { message: text() },
+            E::BlockedDevices {
+                devices: vec![device()],
+            },
+            E::NoKeys {
+                devices: vec![device()],
+            },
+            E::NoRecipientDevices,
+            E::NoSuchDevice { device: device() },
+            E::DeviceListsUnsettled,
+            E::StreamEnded {
+                reason: "replaced".to_owned(),
+            },
+            E::UnexpectedResponse {
+                status: 502,
+                message: text(),
+            },
+            E::AlreadyReceiving,
+            E::ListenerFailed { message: text() },
+            E::Internal { message: text() },
+        ]
+    }
+
+    #[test]
+    fn every_error_crosses_and_comes_back_unchanged_with_its_code_status_and_retryability() {
+        for original in every_sdk_error() {
+            let mirrored = CourierError::from(original.clone());
+            assert_eq!(sdk::CourierError::from(mirrored.clone()), original);
+            assert_eq!(mirrored.code(), original.code());
+            assert_eq!(mirrored.server_code(), original.server_code());
+            assert_eq!(mirrored.status(), original.status());
+            assert_eq!(mirrored.is_retryable(), original.is_retryable());
+            assert_eq!(mirrored.retry_after_ms(), original.retry_after_ms());
+            assert_eq!(mirrored.to_string(), original.to_string());
+        }
+    }
+
+    #[test]
+    fn a_foreign_exception_in_the_listener_is_a_refusal_not_a_panic() {
+        let thrown = uniffi::UnexpectedUniFFICallbackError {
+            reason: "java.lang.IllegalStateException: full".to_owned(),
+        };
+        let refusal = sdk::ListenerError::from(ListenerError::from(thrown));
+        assert_eq!(refusal.message, "java.lang.IllegalStateException: full");
+    }
+}
