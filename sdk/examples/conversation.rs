@@ -179,8 +179,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for (index, user) in [(0, alice), (0, bob), (2, alice), (2, bob)] {
         devices[index].client.refresh_devices(user).await?;
     }
-    let seen_by_alice = devices[0].client.crypto().await.safety_number(bob)?;
-    let seen_by_bob = devices[2].client.crypto().await.safety_number(alice)?;
+    let seen_by_alice = devices[0].client.safety_number(bob).await?;
+    let seen_by_bob = devices[2].client.safety_number(alice).await?;
     println!("\n== safety number, as alice/1 sees it: {seen_by_alice}");
     println!("   and as bob/1 sees it:             {seen_by_bob}");
     println!(

@@ -368,11 +368,7 @@ async fn an_identity_key_change_is_flagged_and_blocks_sending_until_accepted(poo
     // The app accepts the change: sending is no longer blocked. The one-time keys on the
     // server were signed by the real device, not by the new keys, so no session opens
     // with the imposter either.
-    alice.clients[0]
-        .crypto()
-        .await
-        .accept_identity_change(bob1)
-        .unwrap();
+    alice.clients[0].accept_identity_change(bob1).await.unwrap();
     match alice.clients[0].send(bob.user(), b"after").await {
         Err(ClientError::NoKeys(devices)) => assert_eq!(devices, vec![bob1]),
         other => panic!("expected the imposter's keys to fail their signatures: {other:?}"),

@@ -423,6 +423,9 @@ impl From<ClientError> for CourierError {
                 devices: addresses(devices),
             },
             ClientError::StreamEnded(reason) => from_stream_closed(reason),
+            ClientError::StoreTaskFailed => Self::Internal {
+                message: error.to_string(),
+            },
         }
     }
 }

@@ -162,8 +162,11 @@ impl CourierClient {
     }
 
     /// Sends `body` to every device of `recipient_user_id` and to this user's other
-    /// devices. Under a given `client_message_id` a retry (after a network error, an app
-    /// restart) is answered with the original message and stores nothing new.
+    /// devices. The message is kept in the store until the server has it: after a
+    /// retryable error it is sent again under its client message ID when the receive
+    /// loop connects (or by [`send_unsent`](Self::send_unsent)), and `Sent` is reported
+    /// once. The app may also retry itself under the same `client_message_id`: the server
+    /// answers a repeat with the original message and stores nothing new.
     pub async fn send(
         &self,
         recipient_user_id: String,
@@ -191,6 +194,14 @@ impl CourierClient {
             .send_group_with_id(channel, &id, &body)
             .await?;
         Ok(SentMessage::new(&response, id))
+    }
+
+    /// Sends again what the outbox kept: messages whose send failed with a retryable
+    /// error (or was cut off by the app ending), each under its client message ID, so
+    /// none arrives twice. The receive loop does this whenever it connects; an app
+    /// without a loop calls it. Returns how many went.
+    pub async fn send_unsent(&self) -> Result<u32, CourierError> {
+        Ok(self.client()?.send_outgoing().await?)
     }
 
     /// Starts the receive loop: it keeps the stream open (reconnecting with backoff),
@@ -257,7 +268,7 @@ impl CourierClient {
     /// Marks a device verified (the user compared its fingerprint or the safety number).
     pub async fn verify_device(&self, user_id: String, device_id: u32) -> Result<(), CourierError> {
         let device = DeviceAddress { user_id, device_id }.to_ref()?;
-        Ok(self.client()?.crypto().await.verify_device(device)?)
+        Ok(self.client()?.verify_device(device).await?)
     }
 
     /// Accepts a device's new identity keys: it is unblocked (and unverified).
@@ -267,18 +278,14 @@ impl CourierClient {
         device_id: u32,
     ) -> Result<(), CourierError> {
         let device = DeviceAddress { user_id, device_id }.to_ref()?;
-        Ok(self
-            .client()?
-            .crypto()
-            .await
-            .accept_identity_change(device)?)
+        Ok(self.client()?.accept_identity_change(device).await?)
     }
 
     /// The safety number of this user and `other_user_id`: the same on both sides while
     /// neither user's devices changed keys.
     pub async fn safety_number(&self, other_user_id: String) -> Result<String, CourierError> {
         let other = parse_user(&other_user_id)?;
-        Ok(self.client()?.crypto().await.safety_number(other)?)
+        Ok(self.client()?.safety_number(other).await?)
     }
 
     /// Creates a channel of this user and `member_user_ids`.
@@ -413,14 +420,12 @@ impl Inner {
         &self,
         user: courier_protocol::UserId,
     ) -> Result<Vec<DeviceInfo>, CourierError> {
-        let machine = self.live()?.crypto().await;
-        machine
-            .devices(user)?
-            .iter()
-            .map(|record| {
-                let fingerprint = machine.fingerprint(record.device_ref())?;
-                Ok(DeviceInfo::new(record, fingerprint))
-            })
-            .collect()
+        let client = self.live()?;
+        let mut devices = Vec::new();
+        for record in client.devices(user).await? {
+            let fingerprint = client.fingerprint(record.device_ref()).await?;
+            devices.push(DeviceInfo::new(&record, fingerprint));
+        }
+        Ok(devices)
     }
 }

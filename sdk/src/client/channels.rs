@@ -53,21 +53,43 @@ impl Client {
     /// every member device that lacks it (opening Olm sessions where needed), then sends
     /// the message encrypted once. A refusal for missing sender keys (a device joined
     /// meanwhile) starts over, a bounded number of times.
+    ///
+    /// Kept in the outbox as [`Client::send_with_id`] keeps a direct message.
     pub async fn send_group_with_id(
         &self,
         channel_id: Uuid,
         client_message_id: &str,
         body: &[u8],
     ) -> Result<SendMessageResponse, ClientError> {
+        let target = OutgoingTarget::Channel(channel_id);
+        self.keep_outgoing(&target, client_message_id, body).await?;
+        let result = self
+            .send_group_kept(channel_id, client_message_id, body)
+            .await;
+        self.settle_outgoing(target, client_message_id, &result)
+            .await?;
+        result
+    }
+
+    /// [`Client::send_group_with_id`] without the outbox.
+    pub(super) async fn send_group_kept(
+        &self,
+        channel_id: Uuid,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<SendMessageResponse, ClientError> {
+        // Shared with each blocking-pool task instead of copied into it.
+        let client_message_id: Arc<str> = client_message_id.into();
+        let body: Arc<[u8]> = body.into();
         for _ in 0..MAX_SEND_ATTEMPTS {
             let channel = self.api.channel(channel_id).await?;
             self.share_session(&channel).await?;
-            let request = self.machine().await.encrypt_group_message(
-                channel_id,
-                client_message_id,
-                body,
-                now_ms(),
-            )?;
+            let (id, plaintext) = (client_message_id.clone(), body.clone());
+            let request = self
+                .with_machine(move |m| {
+                    m.encrypt_group_message(channel_id, &id, &plaintext, now_ms())
+                })
+                .await??;
             let mut backoff = Backoff::new(BackoffPolicy::default());
             let mut network_retries = 0;
             let outcome = loop {
@@ -85,11 +107,9 @@ impl Client {
             };
             match outcome {
                 GroupSendOutcome::Sent(response) => {
-                    self.machine().await.record_group_sent(
-                        channel_id,
-                        client_message_id,
-                        &response,
-                    )?;
+                    let (id, sent) = (client_message_id.clone(), response.clone());
+                    self.with_machine(move |m| m.record_group_sent(channel_id, &id, &sent))
+                        .await??;
                     return Ok(response);
                 }
                 GroupSendOutcome::MissingSenderKeys(missing) => {
@@ -110,27 +130,32 @@ impl Client {
     /// not hold it, rotating it first when the rules say so.
     async fn share_session(&self, channel: &Channel) -> Result<(), ClientError> {
         // Bounded: each round fetches a device list or opens sessions.
+        let channel_id = channel.channel_id;
         for _ in 0..2 * MAX_SEND_ATTEMPTS {
-            let attempt = {
-                let mut machine = self.machine().await;
-                machine
-                    .channel_targets(&channel.devices)
-                    .and_then(|targets| {
-                        machine.prepare_sender_keys(channel.channel_id, &targets, now_ms())
+            let members = channel.devices.clone();
+            let attempt = self
+                .with_machine(move |machine| {
+                    machine.channel_targets(&members).and_then(|targets| {
+                        machine.prepare_sender_keys(channel_id, &targets, now_ms())
                     })
-            };
+                })
+                .await?;
             match attempt {
                 Ok(None) => return Ok(()),
                 Ok(Some(share)) => {
                     self.api
-                        .upload_sender_keys(channel.channel_id, &share.request)
+                        .upload_sender_keys(channel_id, &share.request)
                         .await?;
-                    self.machine().await.commit_sender_keys(&share)?;
+                    self.with_machine(move |m| m.commit_sender_keys(&share))
+                        .await??;
                     return Ok(());
                 }
                 Err(MachineError::NoSuchDevice(device)) => {
                     self.refresh_devices(device.user_id).await?;
-                    if self.machine().await.channel_targets(&[device]).is_err() {
+                    let unlisted = self
+                        .read_machine(move |m| m.channel_targets(&[device]).is_err())
+                        .await?;
+                    if unlisted {
                         // Listed by the channel but not by the key directory: it was
                         // removed meanwhile; the next channel read will not list it.
                         return Err(ClientError::DeviceListsUnsettled);
@@ -157,34 +182,50 @@ impl Client {
             }),
             StreamItem::GroupMessage(message) => self.process_group_message(message).await,
             StreamItem::SenderKey(key) => self.process_sender_key(key).await,
-            other => Ok(self.machine().await.record_stream_event(other)?),
+            other => {
+                let item = other.clone();
+                Ok(self
+                    .with_machine(move |m| m.record_stream_event(&item))
+                    .await??)
+            }
         }
     }
 
     async fn process_group_message(&self, item: &GroupMessage) -> Result<ItemOutcome, ClientError> {
-        // The guard must be gone before the arm refreshes (which locks the machine).
-        let first = self.machine().await.decrypt_group_message(item);
+        let owned = item.clone();
+        let first = self
+            .with_machine(move |m| m.decrypt_group_message(&owned))
+            .await?;
         match first {
             Err(MachineError::UnknownSender(sender)) => {
                 self.refresh_devices(sender.user_id).await?;
             }
             other => return Ok(other?),
         }
-        Ok(self.machine().await.decrypt_group_message(item)?)
+        let item = item.clone();
+        Ok(self
+            .with_machine(move |m| m.decrypt_group_message(&item))
+            .await??)
     }
 
     async fn process_sender_key(
         &self,
         item: &SenderKeyDistribution,
     ) -> Result<ItemOutcome, ClientError> {
-        let first = self.machine().await.process_sender_key(item);
+        let owned = item.clone();
+        let first = self
+            .with_machine(move |m| m.process_sender_key(&owned))
+            .await?;
         match first {
             Err(MachineError::UnknownSender(sender)) => {
                 self.refresh_devices(sender.user_id).await?;
             }
             other => return Ok(other?),
         }
-        Ok(self.machine().await.process_sender_key(item)?)
+        let item = item.clone();
+        Ok(self
+            .with_machine(move |m| m.process_sender_key(&item))
+            .await??)
     }
 
     /// Marks a message read, or (`up_to`) everything up to it in its conversation. This

@@ -1,7 +1,8 @@
 //! [`Client`]: the crypto core and the network together, as an app uses them.
 //!
 //! - Register or log in: the server assigns the device ID; the client creates the
-//!   device's keys, publishes them, and fetches its own user's device list.
+//!   device's keys, publishes them, and fetches its own user's device list. A login cut
+//!   off after the server created the device is finished by [`Client::open`].
 //! - Send: fetch (and cache) device lists, claim keys for devices without a session,
 //!   encrypt one envelope per device, send; on the server's device-list refusal refresh
 //!   the lists and try again (bounded); a network error is retried with the same client
@@ -14,8 +15,10 @@
 //!   [`Client::wait_for_events`] resolves when there are some, so an app running
 //!   [`Client::run`] never has to poll.
 //!
-//! Store work is synchronous and short (one SQLite transaction per operation); it runs on
-//! the calling task.
+//! Store work (one SQLite transaction per operation, each one an fsync, and a wait of up
+//! to the store's busy timeout while another connection holds the file) runs on Tokio's
+//! blocking pool, never on the runtime's worker threads: an app on a `current_thread`
+//! runtime keeps running while the store waits.
 
 mod channels;
 
@@ -34,7 +37,10 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::crypto::machine::FailureReason;
-use crate::crypto::{CryptoMachine, Decrypted, DeviceChange, MachineError, QueuedEvent};
+use crate::crypto::{
+    CryptoMachine, Decrypted, DeviceChange, DeviceRecord, MachineError, OutgoingSend,
+    OutgoingTarget, QueuedEvent,
+};
 use crate::store::{SqliteStore, StoreError, StoreKey};
 use crate::transport::{
     AccessToken, ApiClient, Backoff, BackoffPolicy, SendOutcome, StreamClosed, TransportError,
@@ -72,6 +78,23 @@ pub enum ClientError {
     /// took over.
     #[error("the stream ended: {0:?}")]
     StreamEnded(StreamClosed),
+    /// Store work on the blocking pool did not finish: it panicked (a bug) or the runtime
+    /// is shutting down. Its transaction committed or rolled back whole, as every one
+    /// does. The panic's message is not kept: it may quote stored data.
+    #[error("store work on the blocking pool panicked or was cancelled")]
+    StoreTaskFailed,
+}
+
+impl ClientError {
+    /// Whether the same send can succeed later: the network or the server failed in a
+    /// way worth retrying, or the device lists kept changing.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            ClientError::Transport(error) => error.is_retryable(),
+            ClientError::DeviceListsUnsettled => true,
+            _ => false,
+        }
+    }
 }
 
 /// What the client keeps beside the crypto state.
@@ -81,12 +104,43 @@ struct ClientRecord {
     token: String,
     /// Everything up to here was stored and acknowledged.
     cursor: u64,
+    /// Login finished: identity keys, one-time and fallback keys published and the own
+    /// device list fetched. `false` between a login's token being stored and that, so
+    /// [`Client::open`] finishes it. Stores from before this field had always finished.
+    #[serde(default = "finished")]
+    keys_published: bool,
+}
+
+fn finished() -> bool {
+    true
 }
 
 const CLIENT: &str = "client";
 
 fn encode_record(record: &ClientRecord) -> Result<Vec<u8>, ClientError> {
     serde_json::to_vec(record).map_err(|_| ClientError::StoredStateInvalid)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<ClientRecord, ClientError> {
+    serde_json::from_slice(bytes).map_err(|_| ClientError::StoredStateInvalid)
+}
+
+/// Runs store work on the blocking pool; a panic in it becomes
+/// [`ClientError::StoreTaskFailed`] instead of unwinding through the caller.
+async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, ClientError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ClientError::StoreTaskFailed)
+}
+
+/// Opens (or creates) the store on the blocking pool: opening runs the schema check in a
+/// write transaction, which may wait for another connection.
+async fn open_store(path: &Path, key: &StoreKey) -> Result<Arc<SqliteStore>, ClientError> {
+    let path = path.to_owned();
+    let key = key.duplicate();
+    Ok(blocking(move || SqliteStore::open(&path, &key).map(Arc::new)).await??)
 }
 
 fn now_ms() -> u64 {
@@ -100,11 +154,13 @@ fn now_ms() -> u64 {
 pub struct Client {
     api: ApiClient,
     store: Arc<SqliteStore>,
-    machine: Mutex<CryptoMachine>,
+    /// Shared with the blocking-pool task that uses it ([`Client::with_machine`]).
+    machine: Arc<Mutex<CryptoMachine>>,
     own: DeviceRef,
-    /// Bumped after every use of the crypto core (the only thing that queues events), so
-    /// [`Client::wait_for_events`] wakes up to look.
-    machine_used: watch::Sender<u64>,
+    /// Bumped after every use of the crypto core that may change it (the only thing that
+    /// queues events), so [`Client::wait_for_events`] wakes up to look. Shared with the
+    /// blocking-pool task, which bumps it also when the caller stopped waiting.
+    machine_used: Arc<watch::Sender<u64>>,
 }
 
 /// The crypto core, locked; announces its use when released (it may have queued events).
@@ -202,6 +258,13 @@ impl Client {
 
     /// Logs in as a new device of an existing account (the server assigns its ID),
     /// creates and publishes its keys, and learns its own user's devices.
+    ///
+    /// The store keeps the token and the account before anything is published, and
+    /// records when publishing is done. If this fails after the server created the
+    /// device (the network dropped), the store holds that device with its work pending:
+    /// [`Client::open`] finishes it, so the device does not stay one nobody can send to.
+    /// Refused with [`MachineError::AccountExists`] before anything reaches the server
+    /// if the store already holds a device (open that one instead).
     pub async fn login(
         server: Url,
         store_path: &Path,
@@ -210,7 +273,16 @@ impl Client {
         password: &str,
         device_name: &str,
     ) -> Result<Self, ClientError> {
-        let store = Arc::new(SqliteStore::open(store_path, store_key)?);
+        let store = open_store(store_path, store_key).await?;
+        let existing = {
+            let store = store.clone();
+            blocking(move || CryptoMachine::load(store).map(|machine| machine.is_some())).await??
+        };
+        // Checked first: a login past this point creates a device at the server, and a
+        // store that cannot take it would leave that device to nobody.
+        if existing {
+            return Err(MachineError::AccountExists.into());
+        }
         let mut api = ApiClient::new(server.clone())?;
         let login = api
             .login(&LoginRequest {
@@ -225,55 +297,155 @@ impl Client {
             server: server.to_string(),
             token: login.access_token.expose_secret().to_owned(),
             cursor: 0,
+            keys_published: false,
         })?;
-        // The account first, then the token: a store with a token always has its keys.
-        let machine = CryptoMachine::create(store.clone(), login.user_id, login.device_id)?;
-        store.transaction(|tx| tx.put(CLIENT, b"", b"client", &record_bytes))?;
-        api.set_token(login.access_token);
-        let client = Self {
-            api,
-            store,
-            own: machine.own_device(),
-            machine: Mutex::new(machine),
-            machine_used: watch::Sender::new(0),
+        let (user_id, device_id) = (login.user_id, login.device_id);
+        let machine = {
+            let store = store.clone();
+            blocking(move || {
+                // The account first, then the token: a store with a token always has its
+                // keys.
+                let machine = CryptoMachine::create(store.clone(), user_id, device_id)?;
+                store.transaction(|tx| tx.put(CLIENT, b"", b"client", &record_bytes))?;
+                Ok::<_, ClientError>(machine)
+            })
+            .await??
         };
-        let identity = client.machine().await.identity_keys_upload();
-        client.api.publish_identity_keys(&identity).await?;
-        client.maintain_keys().await?;
-        client.refresh_devices(client.own.user_id).await?;
+        api.set_token(login.access_token);
+        let client = Self::assemble(api, store, machine);
+        client.finish_login().await?;
         Ok(client)
     }
 
     /// Reopens the device kept in the store (after an app restart).
+    ///
+    /// If the login that made the device did not finish publishing its keys (see
+    /// [`Client::login`]), this finishes it first: identity keys (the server takes the
+    /// same keys again as a no-op), one-time and fallback keys, the own device list. If
+    /// that fails, this returns the error rather than a client nobody can send to; the
+    /// work stays pending, so when the error is retryable
+    /// ([`TransportError::is_retryable`]) the next `open` tries again. A device removed
+    /// meanwhile fails for good: log in anew with a new store.
     pub async fn open(store_path: &Path, store_key: &StoreKey) -> Result<Self, ClientError> {
-        let store = Arc::new(SqliteStore::open(store_path, store_key)?);
-        let record = Self::record_in(&store)?.ok_or(ClientError::NotLoggedIn)?;
-        let machine = CryptoMachine::load(store.clone())?.ok_or(ClientError::NotLoggedIn)?;
+        let store = open_store(store_path, store_key).await?;
+        let (record, machine) = {
+            let store = store.clone();
+            blocking(move || {
+                let record = Self::record_in(&store)?.ok_or(ClientError::NotLoggedIn)?;
+                let machine = CryptoMachine::load(store)?.ok_or(ClientError::NotLoggedIn)?;
+                Ok::<_, ClientError>((record, machine))
+            })
+            .await??
+        };
         let server = Url::parse(&record.server).map_err(|_| ClientError::StoredStateInvalid)?;
         let api = ApiClient::new(server)?.with_token(AccessToken::new(record.token));
-        Ok(Self {
+        let client = Self::assemble(api, store, machine);
+        if !record.keys_published {
+            client.finish_login().await?;
+        }
+        Ok(client)
+    }
+
+    fn assemble(api: ApiClient, store: Arc<SqliteStore>, machine: CryptoMachine) -> Self {
+        Self {
             api,
             store,
             own: machine.own_device(),
-            machine: Mutex::new(machine),
-            machine_used: watch::Sender::new(0),
+            machine: Arc::new(Mutex::new(machine)),
+            machine_used: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// Publishes what a login publishes, then records that it is done. Each step can be
+    /// repeated: the server answers a re-publish of the same identity keys as a no-op,
+    /// and key uploads are stored before they are sent and re-sent until confirmed.
+    async fn finish_login(&self) -> Result<(), ClientError> {
+        // Signing only, no store work: done on this task.
+        let identity = self.machine.lock().await.identity_keys_upload();
+        self.api.publish_identity_keys(&identity).await?;
+        self.maintain_keys().await?;
+        self.refresh_devices(self.own.user_id).await?;
+        self.update_record(|record| {
+            let changed = !record.keys_published;
+            record.keys_published = true;
+            changed
         })
+        .await
     }
 
     fn record_in(store: &SqliteStore) -> Result<Option<ClientRecord>, ClientError> {
         store
             .get(CLIENT, b"", b"client")?
-            .map(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|_| ClientError::StoredStateInvalid)
-            })
+            .map(|bytes| decode_record(&bytes))
             .transpose()
     }
 
-    async fn machine(&self) -> MachineGuard<'_> {
-        MachineGuard {
-            machine: self.machine.lock().await,
-            used: &self.machine_used,
-        }
+    /// Changes the stored client record in one transaction; `change` says whether it
+    /// changed anything (else nothing is written).
+    async fn update_record(
+        &self,
+        change: impl FnOnce(&mut ClientRecord) -> bool + Send + 'static,
+    ) -> Result<(), ClientError> {
+        self.with_store(move |store| {
+            store.transaction(|tx| {
+                let bytes = tx
+                    .get(CLIENT, b"", b"client")?
+                    .ok_or(ClientError::NotLoggedIn)?;
+                let mut record = decode_record(&bytes)?;
+                if change(&mut record) {
+                    tx.put(CLIENT, b"", b"client", &encode_record(&record)?)?;
+                }
+                Ok(())
+            })
+        })
+        .await?
+    }
+
+    /// Runs `f` on the store on the blocking pool.
+    async fn with_store<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> R + Send + 'static,
+    ) -> Result<R, ClientError> {
+        let store = self.store.clone();
+        blocking(move || f(&store)).await
+    }
+
+    /// Runs `f` on the crypto core on the blocking pool (every machine method is a store
+    /// transaction), then announces the use: it may have queued events.
+    async fn with_machine<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut CryptoMachine) -> R + Send + 'static,
+    ) -> Result<R, ClientError> {
+        self.on_machine(true, f).await
+    }
+
+    /// [`Client::with_machine`] for what only reads: no announcement, so a waiter that
+    /// looks does not wake itself.
+    async fn read_machine<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut CryptoMachine) -> R + Send + 'static,
+    ) -> Result<R, ClientError> {
+        self.on_machine(false, f).await
+    }
+
+    async fn on_machine<R: Send + 'static>(
+        &self,
+        announce: bool,
+        f: impl FnOnce(&mut CryptoMachine) -> R + Send + 'static,
+    ) -> Result<R, ClientError> {
+        let mut machine = self.machine.clone().lock_owned().await;
+        let used = announce.then(|| self.machine_used.clone());
+        // The task owns the lock: a caller that stops waiting leaves the operation to
+        // finish whole, and the core locked until it has.
+        blocking(move || {
+            let result = f(&mut machine);
+            drop(machine);
+            if let Some(used) = used {
+                used.send_modify(|uses| *uses = uses.wrapping_add(1));
+            }
+            result
+        })
+        .await
     }
 
     /// This device.
@@ -286,28 +458,70 @@ impl Client {
         &self.api
     }
 
-    /// The crypto core, for trust decisions and fingerprints.
+    /// The crypto core, locked, for what the client does not wrap.
+    // For tests: its methods run store work on the calling task; apps use the client's
+    // own methods (devices, verify_device, fingerprint, ...), which run it off the
+    // runtime.
+    #[doc(hidden)]
     pub async fn crypto(&self) -> MachineGuard<'_> {
-        self.machine().await
+        MachineGuard {
+            machine: self.machine.lock().await,
+            used: &self.machine_used,
+        }
+    }
+
+    /// The devices this device knows of a user (removed ones included) and how far it
+    /// trusts each.
+    pub async fn devices(&self, user: UserId) -> Result<Vec<DeviceRecord>, ClientError> {
+        Ok(self.read_machine(move |m| m.devices(user)).await??)
+    }
+
+    /// The app's user compared this device's fingerprint (or the safety number).
+    pub async fn verify_device(&self, device: DeviceRef) -> Result<(), ClientError> {
+        Ok(self
+            .with_machine(move |m| m.verify_device(device))
+            .await??)
+    }
+
+    /// The app accepts a device's new identity keys: it gets messages again (unverified);
+    /// sessions with the old keys are dropped.
+    pub async fn accept_identity_change(&self, device: DeviceRef) -> Result<(), ClientError> {
+        Ok(self
+            .with_machine(move |m| m.accept_identity_change(device))
+            .await??)
+    }
+
+    /// A device's fingerprint (this device's own included), to compare out of band.
+    pub async fn fingerprint(&self, device: DeviceRef) -> Result<String, ClientError> {
+        Ok(self.read_machine(move |m| m.fingerprint(device)).await??)
+    }
+
+    /// The safety number of this user and `other`, over both users' current devices:
+    /// both sides see the same digits when they see the same devices.
+    pub async fn safety_number(&self, other: UserId) -> Result<String, ClientError> {
+        Ok(self.read_machine(move |m| m.safety_number(other)).await??)
     }
 
     /// Tops up one-time keys when the server runs low and rotates the fallback key when
     /// due. Each batch is stored before it is uploaded and confirmed after.
     pub async fn maintain_keys(&self) -> Result<(), ClientError> {
-        let count = self.api.key_count().await?;
+        let count = self.api.key_count().await?.one_time_key_count;
         let upload = self
-            .machine()
-            .await
-            .one_time_keys_for_upload(count.one_time_key_count)?;
+            .with_machine(move |m| m.one_time_keys_for_upload(count))
+            .await??;
         if let Some(upload) = upload {
             self.api.upload_one_time_keys(&upload).await?;
-            self.machine().await.mark_one_time_keys_published()?;
+            self.with_machine(|m| m.mark_one_time_keys_published())
+                .await??;
         }
         let now = now_ms();
-        let fallback = self.machine().await.fallback_key_for_upload(now)?;
+        let fallback = self
+            .with_machine(move |m| m.fallback_key_for_upload(now))
+            .await??;
         if let Some(fallback) = fallback {
             self.api.set_fallback_key(&fallback).await?;
-            self.machine().await.mark_fallback_key_published(now)?;
+            self.with_machine(move |m| m.mark_fallback_key_published(now))
+                .await??;
         }
         Ok(())
     }
@@ -316,7 +530,9 @@ impl Client {
     /// changed (also queued as events).
     pub async fn refresh_devices(&self, user_id: UserId) -> Result<Vec<DeviceChange>, ClientError> {
         let listed = self.api.user_devices(user_id).await?;
-        Ok(self.machine().await.update_device_list(&listed)?)
+        Ok(self
+            .with_machine(move |m| m.update_device_list(&listed))
+            .await??)
     }
 
     /// Sends `body` to `recipient` (all its devices and this user's other devices) under
@@ -332,19 +548,107 @@ impl Client {
 
     /// Sends under the given client message ID: a retry of a send that may have reached
     /// the server returns the original answer and stores nothing new.
+    ///
+    /// The message is kept in the store's outbox first: a failure that may pass (the
+    /// network, the server, lists that kept changing) leaves it there, and
+    /// [`Client::send_outgoing`] sends it again under the same ID; a final refusal
+    /// drops it.
     pub async fn send_with_id(
         &self,
         recipient: UserId,
         client_message_id: &str,
         body: &[u8],
     ) -> Result<SendMessageResponse, ClientError> {
+        let target = OutgoingTarget::User(recipient);
+        self.keep_outgoing(&target, client_message_id, body).await?;
+        let result = self.send_kept(recipient, client_message_id, body).await;
+        self.settle_outgoing(target, client_message_id, &result)
+            .await?;
+        result
+    }
+
+    /// Keeps a message in the outbox until the server stored it.
+    async fn keep_outgoing(
+        &self,
+        target: &OutgoingTarget,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        let send = OutgoingSend {
+            target: target.clone(),
+            client_message_id: client_message_id.to_owned(),
+            body: body.to_vec(),
+            queued_at_ms: now_ms(),
+        };
+        self.with_machine(move |m| m.keep_outgoing(&send)).await??;
+        Ok(())
+    }
+
+    /// After a send: a refusal that will not pass drops the kept message (a success
+    /// already took it out, with its event).
+    async fn settle_outgoing<T>(
+        &self,
+        target: OutgoingTarget,
+        client_message_id: &str,
+        result: &Result<T, ClientError>,
+    ) -> Result<(), ClientError> {
+        if let Err(error) = result {
+            if !error.may_pass() {
+                let id = client_message_id.to_owned();
+                self.with_machine(move |m| m.drop_outgoing(&target, &id))
+                    .await??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends again, oldest first, what the outbox kept (sends cut off by the network, the
+    /// server, or the app ending), each under its client message ID: the server answers
+    /// one it already stored with the original, so nothing arrives twice. Stops at the
+    /// first failure that may pass (it stays kept) and returns it; returns how many went.
+    pub async fn send_outgoing(&self) -> Result<u32, ClientError> {
+        let kept = self.read_machine(|m| m.outgoing()).await??;
+        let mut sent = 0;
+        for send in kept {
+            let result = match send.target {
+                OutgoingTarget::User(user) => self
+                    .send_kept(user, &send.client_message_id, &send.body)
+                    .await
+                    .map(|_| ()),
+                OutgoingTarget::Channel(channel) => self
+                    .send_group_kept(channel, &send.client_message_id, &send.body)
+                    .await
+                    .map(|_| ()),
+            };
+            self.settle_outgoing(send.target, &send.client_message_id, &result)
+                .await?;
+            match result {
+                Ok(()) => sent += 1,
+                Err(error) if error.may_pass() => return Err(error),
+                // Refused for good and dropped; the rest still go.
+                Err(_) => {}
+            }
+        }
+        Ok(sent)
+    }
+
+    /// [`Client::send_with_id`] without the outbox.
+    async fn send_kept(
+        &self,
+        recipient: UserId,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<SendMessageResponse, ClientError> {
+        // Shared with each blocking-pool task instead of copied into it.
+        let client_message_id: Arc<str> = client_message_id.into();
+        let body: Arc<[u8]> = body.into();
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let request = self.encrypt(recipient, client_message_id, body).await?;
+            let request = self.encrypt(recipient, &client_message_id, &body).await?;
             match self.send_retrying(&request).await? {
                 SendOutcome::Sent(response) => {
-                    self.machine()
-                        .await
-                        .record_sent(recipient, client_message_id, &response)?;
+                    let (id, sent) = (client_message_id.clone(), response.clone());
+                    self.with_machine(move |m| m.record_sent(recipient, &id, &sent))
+                        .await??;
                     return Ok(response);
                 }
                 SendOutcome::DeviceListMismatch(mismatch) => {
@@ -370,15 +674,15 @@ impl Client {
     async fn encrypt(
         &self,
         recipient: UserId,
-        client_message_id: &str,
-        body: &[u8],
+        client_message_id: &Arc<str>,
+        body: &Arc<[u8]>,
     ) -> Result<courier_protocol::api::messages::SendMessageRequest, ClientError> {
         // Bounded: each round fetches a list or opens sessions, after which it succeeds.
         for _ in 0..4 {
-            let attempt =
-                self.machine()
-                    .await
-                    .encrypt_message(recipient, client_message_id, body, now_ms());
+            let (id, body) = (client_message_id.clone(), body.clone());
+            let attempt = self
+                .with_machine(move |m| m.encrypt_message(recipient, &id, &body, now_ms()))
+                .await?;
             match attempt {
                 Ok(message) => return Ok(message.request),
                 Err(MachineError::UnknownUser(user)) => {
@@ -396,7 +700,9 @@ impl Client {
     /// Claims keys of these devices and opens Olm sessions with them.
     async fn open_sessions(&self, devices: Vec<DeviceRef>) -> Result<(), ClientError> {
         let claimed = self.api.claim_keys(&ClaimKeysRequest { devices }).await?;
-        let failed = self.machine().await.add_claimed_keys(&claimed)?;
+        let failed = self
+            .with_machine(move |m| m.add_claimed_keys(&claimed))
+            .await??;
         if !failed.is_empty() {
             return Err(ClientError::NoKeys(failed));
         }
@@ -430,39 +736,43 @@ impl Client {
     /// returns). An envelope from a device this device does not know makes it fetch the
     /// sender's device list first.
     pub async fn process_envelope(&self, envelope: &Envelope) -> Result<Decrypted, ClientError> {
-        let first = self.machine().await.decrypt_envelope(envelope);
+        let owned = envelope.clone();
+        let first = self
+            .with_machine(move |m| m.decrypt_envelope(&owned))
+            .await?;
         match first {
             Err(MachineError::UnknownSender(sender)) => {
                 self.refresh_devices(sender.user_id).await?;
-                let mut machine = self.machine().await;
-                match machine.decrypt_envelope(envelope) {
-                    // Still unknown: removed before we could learn its keys.
-                    Err(MachineError::UnknownSender(_)) => {
-                        Ok(machine.reject_envelope(envelope, FailureReason::UnknownSender)?)
-                    }
-                    other => Ok(other?),
-                }
+                let envelope = envelope.clone();
+                let again = self
+                    .with_machine(move |machine| match machine.decrypt_envelope(&envelope) {
+                        // Still unknown: removed before we could learn its keys.
+                        Err(MachineError::UnknownSender(_)) => {
+                            machine.reject_envelope(&envelope, FailureReason::UnknownSender)
+                        }
+                        other => other,
+                    })
+                    .await?;
+                Ok(again?)
             }
             other => Ok(other?),
         }
     }
 
-    fn cursor(&self) -> Result<u64, ClientError> {
-        Ok(Self::record_in(&self.store)?.map_or(0, |r| r.cursor))
+    async fn cursor(&self) -> Result<u64, ClientError> {
+        self.with_store(|store| Ok(Self::record_in(store)?.map_or(0, |r| r.cursor)))
+            .await?
     }
 
-    fn set_cursor(&self, cursor: u64) -> Result<(), ClientError> {
-        let Some(mut record) = Self::record_in(&self.store)? else {
-            return Err(ClientError::NotLoggedIn);
-        };
-        if cursor <= record.cursor {
-            return Ok(());
-        }
-        record.cursor = cursor;
-        let bytes = encode_record(&record)?;
-        self.store
-            .transaction(|tx| tx.put(CLIENT, b"", b"client", &bytes))?;
-        Ok(())
+    async fn set_cursor(&self, cursor: u64) -> Result<(), ClientError> {
+        self.update_record(move |record| {
+            let advances = cursor > record.cursor;
+            if advances {
+                record.cursor = cursor;
+            }
+            advances
+        })
+        .await
     }
 
     /// Connects to the stream, stores and acknowledges everything waiting, and returns at
@@ -484,7 +794,7 @@ impl Client {
         until_caught_up: bool,
         observe: &(dyn Fn(StreamPhase) + Send + Sync),
     ) -> Result<ReceiveSummary, ClientError> {
-        let mut stream = self.api.open_stream(Some(self.cursor()?)).await?;
+        let mut stream = self.api.open_stream(Some(self.cursor().await?)).await?;
         observe(StreamPhase::Connected);
         let mut summary = ReceiveSummary::default();
         let mut stored_through = None;
@@ -503,7 +813,7 @@ impl Client {
                     }
                     ServerFrame::Control(ControlFrame::CaughtUp { .. }) => {
                         if let Some(seq) = stored_through.take() {
-                            self.set_cursor(seq)?;
+                            self.set_cursor(seq).await?;
                         }
                         if until_caught_up {
                             return Ok::<_, ClientError>(());
@@ -516,7 +826,7 @@ impl Client {
         }
         .await;
         if let Some(seq) = stored_through {
-            self.set_cursor(seq)?;
+            self.set_cursor(seq).await?;
         }
         ended?;
         stream.close().await;
@@ -557,7 +867,7 @@ impl Client {
     /// then acknowledging each page.
     pub async fn sync_over_rest(&self) -> Result<ReceiveSummary, ClientError> {
         let mut summary = ReceiveSummary::default();
-        let mut after = self.cursor()?;
+        let mut after = self.cursor().await?;
         loop {
             let page = self.api.inbox(after, None).await?;
             let Some(last) = page.items.last().map(StreamItem::seq) else {
@@ -569,7 +879,7 @@ impl Client {
                     other => self.take_item(other, &mut summary).await?,
                 }
             }
-            self.set_cursor(last)?;
+            self.set_cursor(last).await?;
             self.api.ack_inbox(last).await?;
             after = last;
         }
@@ -639,12 +949,14 @@ impl Client {
 
     /// Events not yet confirmed, oldest first.
     pub async fn pending_events(&self, limit: usize) -> Result<Vec<QueuedEvent>, ClientError> {
-        Ok(self.machine().await.pending_events(limit)?)
+        Ok(self
+            .read_machine(move |m| m.pending_events(limit))
+            .await??)
     }
 
     /// The app handled every event up to `seq`.
     pub async fn confirm_events(&self, seq: u64) -> Result<(), ClientError> {
-        Ok(self.machine().await.confirm_events(seq)?)
+        Ok(self.with_machine(move |m| m.confirm_events(seq)).await??)
     }
 
     /// Resolves once there are unconfirmed events (at once if there are already): what an
@@ -654,12 +966,26 @@ impl Client {
         // Subscribed before looking, so a use of the core in between still wakes us.
         let mut used = self.machine_used.subscribe();
         loop {
-            // Looked at through the mutex itself: this look is not a use that wakes.
-            if !self.machine.lock().await.pending_events(1)?.is_empty() {
+            // A look, not a use: it does not wake waiters (this one included).
+            let pending = self.read_machine(|m| m.pending_events(1)).await??;
+            if !pending.is_empty() {
                 return Ok(());
             }
             // The sender lives in `self`, so it cannot be dropped while we wait.
             let _ = used.changed().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_from_before_resumable_logins_counts_as_finished() {
+        let old = br#"{"server":"http://127.0.0.1:1/","token":"t","cursor":7}"#;
+        let record = decode_record(old).unwrap();
+        assert!(record.keys_published);
+        assert_eq!(record.cursor, 7);
     }
 }

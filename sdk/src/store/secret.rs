@@ -25,6 +25,14 @@ impl StoreKey {
     pub(crate) fn as_bytes(&self) -> &[u8; STORE_KEY_LEN] {
         &self.bytes
     }
+
+    /// A second copy (zeroized when dropped too), for work that must own its key, such
+    /// as opening the store on the blocking pool. Not `Clone`: copies stay deliberate.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for StoreKey {
