@@ -19,9 +19,6 @@ flags=()
 [ "$profile" = release ] && flags=(--release)
 
 scripts/ensure-postgres.sh
-# with-test-server.sh finds the server's address in its log; without NO_COLOR the text
-# log carries ANSI colour codes that its pattern does not match.
-export NO_COLOR=1
 kotlin_home=$(scripts/ensure-binding-tools.sh --print-kotlin-home)
 cargo build --quiet --locked "${flags[@]}" -p courier-server
 cargo build --quiet --locked "${flags[@]}" -p courier-ffi --example bench

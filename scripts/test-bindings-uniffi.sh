@@ -16,9 +16,6 @@ log() { printf 'test-bindings-uniffi: %s\n' "$*" >&2; }
 started=$(date +%s)
 
 scripts/ensure-postgres.sh
-# with-test-server.sh finds the server's address in its log; without NO_COLOR the text
-# log carries ANSI colour codes that its pattern does not match.
-export NO_COLOR=1
 kotlin_home=$(scripts/ensure-binding-tools.sh --print-kotlin-home)
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 

@@ -109,8 +109,11 @@ impl CourierClient {
     }
 
     /// Sends `body` to every device of `recipient_user_id` and to this user's other
-    /// devices. Under a given `client_message_id` a retry (after a network error, an app
-    /// restart) is answered with the original message and stores nothing new.
+    /// devices. The message is kept in the store until the server has it: after a
+    /// retryable error it is sent again under its client message ID when the receive
+    /// loop connects (or by `send_unsent`). Under a given `client_message_id` a retry
+    /// (after a network error, an app restart) is answered with the original message
+    /// and stores nothing new.
     pub async fn send(
         &self,
         recipient_user_id: String,
@@ -135,6 +138,14 @@ impl CourierClient {
             .inner
             .send_group(channel_id, body, client_message_id)
             .await?)
+    }
+
+    /// Sends again what the store kept: messages whose send failed with a retryable
+    /// error (or was cut off by the app ending), each under its client message ID, so
+    /// none arrives twice. The receive loop does this whenever it connects; an app
+    /// without a loop calls it. Returns how many went.
+    pub async fn send_unsent(&self) -> Result<u32, CourierError> {
+        Ok(self.inner.send_unsent().await?)
     }
 
     /// Starts the receive loop: it keeps the stream open (reconnecting with backoff),

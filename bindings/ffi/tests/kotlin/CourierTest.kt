@@ -161,6 +161,7 @@ suspend fun aSendWhileTheServerIsUnreachableIsRetriedUnderItsClientMessageIdAndA
         assertEquals("network", down.code())
         assertTrue(down.isRetryable())
         proxy.up()
+        assertEquals(1u, sender.client.sendUnsent(), "the store kept the failed send")
         val kept = sender.client.send(recipient.userId, "kept".toByteArray(), "retry-down-1")
         assertEquals("retry-down-1", kept.clientMessageId)
 
@@ -171,6 +172,7 @@ suspend fun aSendWhileTheServerIsUnreachableIsRetriedUnderItsClientMessageIdAndA
         }
         assertTrue(lost.isRetryable())
         proxy.up()
+        assertEquals(1u, sender.client.sendUnsent(), "the store kept the send whose answer was lost")
         val once = sender.client.send(recipient.userId, "once".toByteArray(), "retry-lost-1")
 
         recipient.client.receiveUntilCaughtUp()

@@ -195,6 +195,7 @@ def test_a_send_while_the_server_is_unreachable_is_retried_under_its_client_mess
             assert down.value.code() == "network"
             assert down.value.is_retryable()
             proxy.up()
+            assert await sender.client.send_unsent() == 1, "the store kept the failed send"
             kept = await sender.client.send(recipient.user_id, b"kept", "retry-down-1")
             assert kept.client_message_id == "retry-down-1"
 
@@ -204,6 +205,7 @@ def test_a_send_while_the_server_is_unreachable_is_retried_under_its_client_mess
                 await sender.client.send(recipient.user_id, b"once", "retry-lost-1")
             assert lost.value.is_retryable()
             proxy.up()
+            assert await sender.client.send_unsent() == 1, "the store kept the send whose answer was lost"
             once = await sender.client.send(recipient.user_id, b"once", "retry-lost-1")
 
             await recipient.client.receive_until_caught_up()

@@ -724,8 +724,11 @@ public protocol CourierClientProtocol: AnyObject, Sendable {
     
     /**
      * Sends `body` to every device of `recipient_user_id` and to this user's other
-     * devices. Under a given `client_message_id` a retry (after a network error, an app
-     * restart) is answered with the original message and stores nothing new.
+     * devices. The message is kept in the store until the server has it: after a
+     * retryable error it is sent again under its client message ID when the receive
+     * loop connects (or by `send_unsent`). Under a given `client_message_id` a retry
+     * (after a network error, an app restart) is answered with the original message
+     * and stores nothing new.
      */
     func send(recipientUserId: String, body: Data, clientMessageId: String?) async throws  -> SentMessage
     
@@ -734,6 +737,14 @@ public protocol CourierClientProtocol: AnyObject, Sendable {
      * message ID).
      */
     func sendGroup(channelId: String, body: Data, clientMessageId: String?) async throws  -> SentMessage
+    
+    /**
+     * Sends again what the store kept: messages whose send failed with a retryable
+     * error (or was cut off by the app ending), each under its client message ID, so
+     * none arrives twice. The receive loop does this whenever it connects; an app
+     * without a loop calls it. Returns how many went.
+     */
+    func sendUnsent() async throws  -> UInt32
     
     /**
      * Changes the settings given (`null`/`None`/`nil` keeps one) and returns them all.
@@ -1195,8 +1206,11 @@ open func safetyNumber(otherUserId: String)async throws  -> String  {
     
     /**
      * Sends `body` to every device of `recipient_user_id` and to this user's other
-     * devices. Under a given `client_message_id` a retry (after a network error, an app
-     * restart) is answered with the original message and stores nothing new.
+     * devices. The message is kept in the store until the server has it: after a
+     * retryable error it is sent again under its client message ID when the receive
+     * loop connects (or by `send_unsent`). Under a given `client_message_id` a retry
+     * (after a network error, an app restart) is answered with the original message
+     * and stores nothing new.
      */
 open func send(recipientUserId: String, body: Data, clientMessageId: String?)async throws  -> SentMessage  {
     return
@@ -1230,6 +1244,28 @@ open func sendGroup(channelId: String, body: Data, clientMessageId: String?)asyn
             completeFunc: ffi_courier_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_courier_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeSentMessage_lift,
+            errorHandler: FfiConverterTypeCourierError_lift
+        )
+}
+    
+    /**
+     * Sends again what the store kept: messages whose send failed with a retryable
+     * error (or was cut off by the app ending), each under its client message ID, so
+     * none arrives twice. The receive loop does this whenever it connects; an app
+     * without a loop calls it. Returns how many went.
+     */
+open func sendUnsent()async throws  -> UInt32  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_courier_ffi_fn_method_courierclient_send_unsent(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_courier_ffi_rust_future_poll_u32,
+            completeFunc: ffi_courier_ffi_rust_future_complete_u32,
+            freeFunc: ffi_courier_ffi_rust_future_free_u32,
+            liftFunc: FfiConverterUInt32.lift,
             errorHandler: FfiConverterTypeCourierError_lift
         )
 }
