@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit, integration (real server, real HTTP and WebSocket, real
-# PostgreSQL with one database per test) and doc tests. Starts PostgreSQL if it is
+# PostgreSQL with one database per test), doc tests, and the bindings (Kotlin, Python,
+# Swift generation, Node) against a real server. Starts PostgreSQL if it is
 # stopped, installs it if it is absent. Ends with one line: "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,10 +11,38 @@ scripts/ensure-nats.sh
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+bindings_log=$(mktemp)
+trap 'rm -f "$log" "$bindings_log"' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+
+# The bindings against a real server: Kotlin and Python (uniffi; Swift generated, checked
+# current, its header compiled), and the Node-API addon. Each script installs what it
+# needs. Skipped when cargo test was given a filter (a focused run).
+if [ "$#" -eq 0 ]; then
+  # uniffi: its last line is "bindings-uniffi: N passed, M failed".
+  binding_status=0
+  scripts/test-bindings-uniffi.sh 2>&1 | tee "$bindings_log" || binding_status=$?
+  p=$(sed -n 's/^bindings-uniffi: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$bindings_log" | tail -n1)
+  f=$(sed -n 's/^bindings-uniffi: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$bindings_log" | tail -n1)
+  if [ -z "$p" ]; then p=0 f=1; fi
+  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  passed=$((passed + p)) failed=$((failed + f))
+  [ "$binding_status" -ne 0 ] && status=$binding_status
+
+  # Node: node --test reports "# pass N" and "# fail M".
+  binding_status=0
+  scripts/test-bindings-node.sh 2>&1 | tee "$bindings_log" || binding_status=$?
+  p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$bindings_log" | tail -n1)
+  f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$bindings_log" | tail -n1)
+  if [ -z "$p" ]; then p=0 f=1; fi
+  f=${f:-0}
+  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  passed=$((passed + p)) failed=$((failed + f))
+  [ "$binding_status" -ne 0 ] && status=$binding_status
+fi
+
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

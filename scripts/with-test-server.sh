@@ -41,7 +41,8 @@ COURIER_LISTEN=127.0.0.1:0 \
 COURIER_DEVICE_LIMIT="${COURIER_DEVICE_LIMIT:-3}" \
 COURIER_RATE_LIMITS=off \
 COURIER_LOG_FORMAT=text \
-RUST_LOG="${RUST_LOG:-warn,courier_server=info}" \
+NO_COLOR=1 \
+COURIER_LOG="${COURIER_LOG:-warn,courier_server=info}" \
   "$COURIER_SERVER_BIN" >"$log" 2>&1 &
 server_pid=$!
 

@@ -520,3 +520,90 @@ async fn failures_arrive_as_one_flat_typed_error(pool: PgPool) {
         "its token died with it"
     );
 }
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_send_cut_off_by_the_network_is_kept_and_goes_once_when_the_loop_connects(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let address = format!(
+        "{}:{}",
+        server.base_url.host_str().unwrap(),
+        server.base_url.port().unwrap()
+    );
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let bob_id = bob.client.own_device().user_id;
+    alice
+        .client
+        .send(bob_id.clone(), b"before".to_vec(), None)
+        .await
+        .unwrap();
+
+    // The server is gone: the send fails as retryable, and is kept.
+    drop(server);
+    let error = alice
+        .client
+        .send(
+            bob_id.clone(),
+            b"while away".to_vec(),
+            Some("away-1".into()),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), "network", "{error:?}");
+    assert!(error.is_retryable());
+
+    // Back on the same address: the loop connects and sends what was kept.
+    let _server = TestServer::start_at(pool, courier_server::Settings::default(), &address).await;
+    let recorder = Arc::new(Recorder::default());
+    let handle = alice.client.start_receiving(recorder.clone()).unwrap();
+    let sent_away = |r: &Recorder| {
+        r.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|event| match &event.kind {
+                AppEventKind::Sent {
+                    client_message_id,
+                    message_id,
+                    ..
+                } if client_message_id == "away-1" => Some(message_id.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    recorder
+        .until("the kept message to be sent", |r| !sent_away(r).is_empty())
+        .await;
+
+    // The app retries too, under the same ID: the original answer, no second copy, no
+    // second `Sent`.
+    let retried = alice
+        .client
+        .send(bob_id, b"while away".to_vec(), Some("away-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(vec![retried.message_id], sent_away(&recorder));
+    assert_eq!(
+        alice.client.send_unsent().await.unwrap(),
+        0,
+        "nothing is left kept"
+    );
+    handle.cancel();
+    handle.wait().await;
+    assert_eq!(sent_away(&recorder).len(), 1);
+
+    bob.client.receive_until_caught_up().await.unwrap();
+    let bodies: Vec<Vec<u8>> = bob
+        .client
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|event| match event.kind {
+            AppEventKind::Message { body, .. } => Some(body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, [b"before".to_vec(), b"while away".to_vec()]);
+}

@@ -162,8 +162,11 @@ impl CourierClient {
     }
 
     /// Sends `body` to every device of `recipient_user_id` and to this user's other
-    /// devices. Under a given `client_message_id` a retry (after a network error, an app
-    /// restart) is answered with the original message and stores nothing new.
+    /// devices. The message is kept in the store until the server has it: after a
+    /// retryable error it is sent again under its client message ID when the receive
+    /// loop connects (or by [`send_unsent`](Self::send_unsent)), and `Sent` is reported
+    /// once. The app may also retry itself under the same `client_message_id`: the server
+    /// answers a repeat with the original message and stores nothing new.
     pub async fn send(
         &self,
         recipient_user_id: String,
@@ -191,6 +194,14 @@ impl CourierClient {
             .send_group_with_id(channel, &id, &body)
             .await?;
         Ok(SentMessage::new(&response, id))
+    }
+
+    /// Sends again what the outbox kept: messages whose send failed with a retryable
+    /// error (or was cut off by the app ending), each under its client message ID, so
+    /// none arrives twice. The receive loop does this whenever it connects; an app
+    /// without a loop calls it. Returns how many went.
+    pub async fn send_unsent(&self) -> Result<u32, CourierError> {
+        Ok(self.client()?.send_outgoing().await?)
     }
 
     /// Starts the receive loop: it keeps the stream open (reconnecting with backoff),

@@ -181,6 +181,14 @@ async fn run(
     let forward = async {
         while let Some(phase) = phases.recv().await {
             let _ = call_listener(&listener, move |l| l.on_connection_state(phase.into())).await;
+            // Connected again: what the outbox kept goes now (a failure stays kept and
+            // goes at the next connection).
+            if phase == StreamPhase::Connected {
+                if let Err(error) = inner.client.send_outgoing().await {
+                    let error = CourierError::from(error);
+                    let _ = call_listener(&listener, move |l| l.on_error(error)).await;
+                }
+            }
         }
     };
     let (stream_result, deliver_result, ()) = tokio::join!(stream, deliver, forward);

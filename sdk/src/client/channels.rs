@@ -53,7 +53,26 @@ impl Client {
     /// every member device that lacks it (opening Olm sessions where needed), then sends
     /// the message encrypted once. A refusal for missing sender keys (a device joined
     /// meanwhile) starts over, a bounded number of times.
+    ///
+    /// Kept in the outbox as [`Client::send_with_id`] keeps a direct message.
     pub async fn send_group_with_id(
+        &self,
+        channel_id: Uuid,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<SendMessageResponse, ClientError> {
+        let target = OutgoingTarget::Channel(channel_id);
+        self.keep_outgoing(&target, client_message_id, body).await?;
+        let result = self
+            .send_group_kept(channel_id, client_message_id, body)
+            .await;
+        self.settle_outgoing(target, client_message_id, &result)
+            .await?;
+        result
+    }
+
+    /// [`Client::send_group_with_id`] without the outbox.
+    pub(super) async fn send_group_kept(
         &self,
         channel_id: Uuid,
         client_message_id: &str,

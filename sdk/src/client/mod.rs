@@ -38,7 +38,8 @@ use uuid::Uuid;
 
 use crate::crypto::machine::FailureReason;
 use crate::crypto::{
-    CryptoMachine, Decrypted, DeviceChange, DeviceRecord, MachineError, QueuedEvent,
+    CryptoMachine, Decrypted, DeviceChange, DeviceRecord, MachineError, OutgoingSend,
+    OutgoingTarget, QueuedEvent,
 };
 use crate::store::{SqliteStore, StoreError, StoreKey};
 use crate::transport::{
@@ -82,6 +83,18 @@ pub enum ClientError {
     /// does. The panic's message is not kept: it may quote stored data.
     #[error("store work on the blocking pool panicked or was cancelled")]
     StoreTaskFailed,
+}
+
+impl ClientError {
+    /// Whether the same send can succeed later: the network or the server failed in a
+    /// way worth retrying, or the device lists kept changing.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            ClientError::Transport(error) => error.is_retryable(),
+            ClientError::DeviceListsUnsettled => true,
+            _ => false,
+        }
+    }
 }
 
 /// What the client keeps beside the crypto state.
@@ -535,7 +548,92 @@ impl Client {
 
     /// Sends under the given client message ID: a retry of a send that may have reached
     /// the server returns the original answer and stores nothing new.
+    ///
+    /// The message is kept in the store's outbox first: a failure that may pass (the
+    /// network, the server, lists that kept changing) leaves it there, and
+    /// [`Client::send_outgoing`] sends it again under the same ID; a final refusal
+    /// drops it.
     pub async fn send_with_id(
+        &self,
+        recipient: UserId,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<SendMessageResponse, ClientError> {
+        let target = OutgoingTarget::User(recipient);
+        self.keep_outgoing(&target, client_message_id, body).await?;
+        let result = self.send_kept(recipient, client_message_id, body).await;
+        self.settle_outgoing(target, client_message_id, &result)
+            .await?;
+        result
+    }
+
+    /// Keeps a message in the outbox until the server stored it.
+    async fn keep_outgoing(
+        &self,
+        target: &OutgoingTarget,
+        client_message_id: &str,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        let send = OutgoingSend {
+            target: target.clone(),
+            client_message_id: client_message_id.to_owned(),
+            body: body.to_vec(),
+            queued_at_ms: now_ms(),
+        };
+        self.with_machine(move |m| m.keep_outgoing(&send)).await??;
+        Ok(())
+    }
+
+    /// After a send: a refusal that will not pass drops the kept message (a success
+    /// already took it out, with its event).
+    async fn settle_outgoing<T>(
+        &self,
+        target: OutgoingTarget,
+        client_message_id: &str,
+        result: &Result<T, ClientError>,
+    ) -> Result<(), ClientError> {
+        if let Err(error) = result {
+            if !error.may_pass() {
+                let id = client_message_id.to_owned();
+                self.with_machine(move |m| m.drop_outgoing(&target, &id))
+                    .await??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends again, oldest first, what the outbox kept (sends cut off by the network, the
+    /// server, or the app ending), each under its client message ID: the server answers
+    /// one it already stored with the original, so nothing arrives twice. Stops at the
+    /// first failure that may pass (it stays kept) and returns it; returns how many went.
+    pub async fn send_outgoing(&self) -> Result<u32, ClientError> {
+        let kept = self.read_machine(|m| m.outgoing()).await??;
+        let mut sent = 0;
+        for send in kept {
+            let result = match send.target {
+                OutgoingTarget::User(user) => self
+                    .send_kept(user, &send.client_message_id, &send.body)
+                    .await
+                    .map(|_| ()),
+                OutgoingTarget::Channel(channel) => self
+                    .send_group_kept(channel, &send.client_message_id, &send.body)
+                    .await
+                    .map(|_| ()),
+            };
+            self.settle_outgoing(send.target, &send.client_message_id, &result)
+                .await?;
+            match result {
+                Ok(()) => sent += 1,
+                Err(error) if error.may_pass() => return Err(error),
+                // Refused for good and dropped; the rest still go.
+                Err(_) => {}
+            }
+        }
+        Ok(sent)
+    }
+
+    /// [`Client::send_with_id`] without the outbox.
+    async fn send_kept(
         &self,
         recipient: UserId,
         client_message_id: &str,

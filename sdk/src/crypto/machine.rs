@@ -32,8 +32,10 @@ use super::verification;
 use crate::store::SqliteStore;
 
 mod channels;
+mod outbox;
 
 pub use channels::{ItemOutcome, SenderKeyShare};
+pub use outbox::{OutgoingSend, OutgoingTarget};
 
 /// One-time keys kept on the server; topped up when fewer than half remain.
 pub const ONE_TIME_KEY_TARGET: u32 = 50;
@@ -1173,7 +1175,8 @@ impl CryptoMachine {
         Ok((created.plaintext, true))
     }
 
-    /// Queues the [`Event::Sent`] for a message the server stored.
+    /// The server stored a kept message (see [`CryptoMachine::keep_outgoing`]): it leaves
+    /// the outbox and its [`Event::Sent`] is queued (once: a repeat queues nothing).
     pub fn record_sent(
         &self,
         recipient: UserId,
@@ -1186,8 +1189,12 @@ impl CryptoMachine {
             recipient,
             server_timestamp: response.server_timestamp,
         };
-        self.store.transaction(|tx| queue_event(tx, &event))?;
-        Ok(())
+        self.record_outgoing_sent(
+            &OutgoingTarget::User(recipient),
+            client_message_id,
+            response.message_id,
+            &event,
+        )
     }
 
     /// Events not yet confirmed by the app, oldest first, at most `limit`. Reads only

@@ -32,7 +32,7 @@ pub use devices::{DeviceChange, DeviceKeys, DeviceRecord, TrustState};
 pub use group::{GroupError, ReceivedGroupMessage};
 pub use machine::{
     CryptoMachine, Decrypted, Event, FailureReason, ItemOutcome, MachineError, OutgoingMessage,
-    QueuedEvent, ReceivedMessage, SenderKeyShare,
+    OutgoingSend, OutgoingTarget, QueuedEvent, ReceivedMessage, SenderKeyShare,
 };
 pub use store::RecordError;
 #[cfg(test)]

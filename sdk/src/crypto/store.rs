@@ -20,6 +20,11 @@ pub(crate) const GROUP_INBOUND: &str = "group_inbound";
 /// Message indices seen per inbound session, with their server message IDs (partition:
 /// channel, sender, session ID; item: index).
 pub(crate) const GROUP_SEEN: &str = "group_seen";
+/// Messages the app asked to send that the server has not stored yet (item: client
+/// message ID).
+pub(crate) const OUTBOX: &str = "outbox";
+/// Server message IDs of sent messages whose `Sent` event was queued (item: message ID).
+pub(crate) const SENT: &str = "sent";
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]

@@ -538,10 +538,12 @@ fn the_event_queue_reads_and_confirms_its_head_and_old_stores_find_theirs() {
         envelope_count: n,
     };
     let seqs = |events: Vec<QueuedEvent>| events.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    let record = |id: &str, n: u32| {
+        machine.keep_outgoing(&outgoing(user, id)).unwrap();
+        machine.record_sent(user, id, &sent(n)).unwrap();
+    };
     for n in 0..5 {
-        machine
-            .record_sent(user, &format!("c{n}"), &sent(n))
-            .unwrap();
+        record(&format!("c{n}"), n);
     }
     assert_eq!(seqs(machine.pending_events(2).unwrap()), [1, 2]);
     machine.confirm_events(3).unwrap();
@@ -556,10 +558,71 @@ fn the_event_queue_reads_and_confirms_its_head_and_old_stores_find_theirs() {
         .transaction(|tx| tx.delete(store::META, b"", b"first_event_seq"))
         .unwrap();
     assert_eq!(seqs(machine.pending_events(10).unwrap()), [4, 5]);
-    machine.record_sent(user, "c5", &sent(5)).unwrap();
+    record("c5", 5);
     assert_eq!(seqs(machine.pending_events(10).unwrap()), [4, 5, 6]);
     machine.confirm_events(99).unwrap();
     assert!(machine.pending_events(10).unwrap().is_empty());
-    machine.record_sent(user, "c6", &sent(6)).unwrap();
+    record("c6", 6);
     assert_eq!(seqs(machine.pending_events(10).unwrap()), [7]);
+}
+
+fn outgoing(user: UserId, client_message_id: &str) -> OutgoingSend {
+    OutgoingSend {
+        target: OutgoingTarget::User(user),
+        client_message_id: client_message_id.to_owned(),
+        body: b"kept".to_vec(),
+        queued_at_ms: 0,
+    }
+}
+
+#[test]
+fn a_kept_message_stays_until_the_server_stored_it_and_is_reported_sent_once() {
+    use courier_protocol::api::messages::SendMessageResponse;
+    let store = memory_store();
+    let user = UserId::new_random();
+    let other = UserId::new_random();
+    let machine = CryptoMachine::create(store, user, DeviceId::new(1).unwrap()).unwrap();
+    let response = SendMessageResponse {
+        message_id: Uuid::new_v4(),
+        server_timestamp: Utc::now(),
+        envelope_count: 2,
+    };
+    let mut first = outgoing(other, "first");
+    first.queued_at_ms = 2;
+    let mut second = outgoing(other, "second");
+    second.queued_at_ms = 1;
+    machine.keep_outgoing(&first).unwrap();
+    machine.keep_outgoing(&second).unwrap();
+    // A repeat keeps the original.
+    machine
+        .keep_outgoing(&OutgoingSend {
+            body: b"changed".to_vec(),
+            ..first.clone()
+        })
+        .unwrap();
+    assert_eq!(machine.outgoing().unwrap(), [second.clone(), first.clone()]);
+
+    // A refusal for another conversation under the same ID leaves it kept.
+    machine
+        .drop_outgoing(&OutgoingTarget::Channel(Uuid::new_v4()), "first")
+        .unwrap();
+    assert_eq!(machine.outgoing().unwrap().len(), 2);
+
+    machine.record_sent(other, "first", &response).unwrap();
+    machine.record_sent(other, "first", &response).unwrap();
+    let events = machine.pending_events(10).unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "sent once, however often the server confirms it"
+    );
+    assert!(
+        matches!(&events[0].event, Event::Sent { client_message_id, .. } if client_message_id == "first")
+    );
+    assert_eq!(machine.outgoing().unwrap(), [second]);
+
+    machine
+        .drop_outgoing(&OutgoingTarget::User(other), "second")
+        .unwrap();
+    assert!(machine.outgoing().unwrap().is_empty());
 }

@@ -420,8 +420,12 @@ impl CryptoMachine {
             client_message_id: client_message_id.to_owned(),
             server_timestamp: response.server_timestamp,
         };
-        self.store.transaction(|tx| queue_event(tx, &event))?;
-        Ok(())
+        self.record_outgoing_sent(
+            &OutgoingTarget::Channel(channel_id),
+            client_message_id,
+            response.message_id,
+            &event,
+        )
     }
 
     /// Olm-encrypts `plaintext` for a device with its current session (advanced in

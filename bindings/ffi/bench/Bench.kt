@@ -1,0 +1,77 @@
+// The Kotlin side of scripts/bench-bindings.sh (see bindings/ffi/examples/bench.rs for
+// what `bench prepare` set up): group sends to 9 devices, and events/s through the
+// listener. Prints RESULT lines.
+
+import dev.courier.AppEvent
+import dev.courier.AppEventKind
+import dev.courier.ConnectionState
+import dev.courier.CourierClient
+import dev.courier.CourierException
+import dev.courier.EventListener
+import kotlinx.coroutines.runBlocking
+import java.io.File
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
+import kotlin.system.exitProcess
+
+const val SENDS = 50
+
+fun unhex(text: String): ByteArray = ByteArray(text.length / 2) { text.substring(2 * it, 2 * it + 2).toInt(16).toByte() }
+
+class Counter(private val target: Int) : EventListener {
+    private val count = AtomicInteger()
+    val done = CountDownLatch(1)
+    @Volatile var finishedAt = 0L
+
+    override fun onEvents(events: List<AppEvent>) {
+        val messages = events.count { it.kind is AppEventKind.Message }
+        if (count.addAndGet(messages) >= target && finishedAt == 0L) {
+            finishedAt = System.nanoTime()
+            done.countDown()
+        }
+    }
+
+    override fun onConnectionState(state: ConnectionState) {}
+
+    override fun onError(error: CourierException) {
+        System.err.println("bench: the loop reported $error")
+    }
+}
+
+fun main(args: Array<String>) = runBlocking {
+    val env = File(args[0], "bench.env").readLines().filter { '=' in it }
+        .associate { it.substringBefore('=') to it.substringAfter('=') }
+    suspend fun open(name: String) = CourierClient.open(env.getValue("$name.path"), unhex(env.getValue("$name.key")))
+    val messages = env.getValue("messages").toInt()
+
+    val sender = open("sender1")
+    val channel = env.getValue("channel")
+    sender.sendGroup(channel, "warm-up kotlin".toByteArray(), null)
+    val times = DoubleArray(SENDS)
+    for (n in 0 until SENDS) {
+        val started = System.nanoTime()
+        sender.sendGroup(channel, "kotlin $n".toByteArray(), null)
+        times[n] = (System.nanoTime() - started) / 1e6
+    }
+    sender.close()
+    times.sort()
+    println("RESULT kotlin send9_mean_ms %.2f".format(times.average()))
+    println("RESULT kotlin send9_p50_ms %.2f".format(times[SENDS / 2]))
+
+    for (mode in listOf("cold", "queued")) {
+        val client = open("$mode-kotlin")
+        val counter = Counter(messages)
+        val started = System.nanoTime()
+        val handle = client.startReceiving(counter)
+        if (!counter.done.await(600, TimeUnit.SECONDS)) {
+            System.err.println("bench: gave up waiting for $messages events")
+            exitProcess(1)
+        }
+        handle.cancel()
+        handle.wait()
+        client.close()
+        val seconds = (counter.finishedAt - started) / 1e9
+        println("RESULT kotlin events_${mode}_per_s %.0f".format(messages / seconds))
+    }
+}
