@@ -36,6 +36,13 @@ export declare class CourierClient {
    */
   sendGroup(channelId: string, body: Uint8Array, clientMessageId?: string | undefined | null): Promise<SentMessage>
   /**
+   * Sends again what the outbox kept (sends that failed with a retryable error, or
+   * were cut off by the app ending), each under its client message ID, so none
+   * arrives twice. The receive loop does this whenever it connects; an app without a
+   * loop calls it. Resolves with how many went.
+   */
+  sendUnsent(): Promise<number>
+  /**
    * Starts the receive loop: it keeps the stream open (reconnecting with backoff),
    * stores what arrives and calls `listener.onEvents` with batches of events on the
    * JavaScript thread. A batch is confirmed once `onEvents` returned (or its promise

@@ -273,6 +273,15 @@ impl CourierClient {
         )
     }
 
+    /// Sends again what the outbox kept (sends that failed with a retryable error, or
+    /// were cut off by the app ending), each under its client message ID, so none
+    /// arrives twice. The receive loop does this whenever it connects; an app without a
+    /// loop calls it. Resolves with how many went.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn send_unsent<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, u32>> {
+        self.call(env, |c| async move { c.send_unsent().await }, |count| count)
+    }
+
     /// Starts the receive loop: it keeps the stream open (reconnecting with backoff),
     /// stores what arrives and calls `listener.onEvents` with batches of events on the
     /// JavaScript thread. A batch is confirmed once `onEvents` returned (or its promise

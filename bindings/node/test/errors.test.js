@@ -115,8 +115,17 @@ test('an unreachable server is a retryable network error; the retry under the sa
   const sent = await alice.client.send(bob.userId, Buffer.from('second'), 'second-message')
   assert.equal(sent.clientMessageId, 'second-message')
 
+  // A send that failed while the server was unreachable stays in the outbox:
+  // sendUnsent() sends it once the server is back.
+  await proxy.setMode('down')
+  const kept = await rejection(alice.client.send(bob.userId, Buffer.from('kept'), 'kept-message'))
+  assertCourierError(kept, 'network')
+  await proxy.setMode('up')
+  assert.ok((await alice.client.sendUnsent()) >= 1)
+
   const loop = listen(bob.client)
   await loop.until((r) => r.messages().some((e) => e.clientMessageId === 'second-message'))
+  await loop.until((r) => r.messages().some((e) => e.clientMessageId === 'kept-message'))
   // Everything Alice sent is queued already: a third message, sent now, arrives after it.
   await alice.client.send(bob.userId, Buffer.from('third'), 'third-message')
   await loop.until((r) => r.messages().some((e) => e.clientMessageId === 'third-message'))
@@ -124,6 +133,7 @@ test('an unreachable server is a retryable network error; the retry under the sa
   assert.equal(second.length, 1)
   assert.equal(second[0].messageId, sent.messageId)
   assert.equal(second[0].body.toString(), 'second')
+  assert.equal(loop.messages().filter((e) => e.clientMessageId === 'kept-message').length, 1)
   loop.handle.cancel()
   await loop.handle.wait()
   alice.client.close()
