@@ -295,16 +295,14 @@ async fn two_users_with_two_devices_each_talk_and_every_listener_hears_it(pool: 
             "accepted events are confirmed"
         );
     }
-    // Stopped means stopped: a message sent now is not handed to the old listener.
+    // Stopped means stopped: a message sent now waits at the server, a new loop gets
+    // it, and the old listener (its loop has ended) never does.
     let before = listeners[2].bodies().len();
     alice[0]
         .client
         .send(bob_id, b"after the loop".to_vec(), None)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(listeners[2].bodies().len(), before);
-    // It is waiting at the server; a new loop gets it.
     let recorder = Arc::new(Recorder::default());
     let handle = bob[0].client.start_receiving(recorder.clone()).unwrap();
     recorder
@@ -312,6 +310,7 @@ async fn two_users_with_two_devices_each_talk_and_every_listener_hears_it(pool: 
             r.has_body("after the loop")
         })
         .await;
+    assert_eq!(listeners[2].bodies().len(), before);
     handle.cancel();
     handle.wait().await;
 }

@@ -3,8 +3,9 @@
 //! exception with its fields, and on every variant the SDK's stable `code()`,
 //! `server_code()`, `status()`, `is_retryable()` and `retry_after_ms()`.
 //!
-//! The SDK's enum is `#[non_exhaustive]`, so it is mirrored here rather than exposed as
-//! a remote type. The mirror differs in field names only where a foreign language would
+//! The SDK's enum is mirrored here (both `match`es are exhaustive: a variant added to the
+//! SDK does not compile until it is mirrored) rather than exposed as a remote type, so
+//! that its field names can differ where a foreign language would clash. The mirror differs in field names only where a foreign language would
 //! clash: `message` is `detail` (Kotlin's `Throwable.message`), and the `Server` and
 //! `UnexpectedResponse` fields that share a name with a method are prefixed (a Python
 //! attribute would hide the method). The methods convert back to the SDK's error and ask
@@ -186,11 +187,6 @@ impl From<sdk::CourierError> for CourierError {
             E::AlreadyReceiving => Self::AlreadyReceiving,
             E::ListenerFailed { message } => Self::ListenerFailed { detail: message },
             E::Internal { message } => Self::Internal { detail: message },
-            // The SDK's enum is non-exhaustive: a variant added there and not yet here
-            // reaches the app as `Internal` with its code, until it is mirrored.
-            other => Self::Internal {
-                detail: format!("{}: {other}", other.code()),
-            },
         }
     }
 }

@@ -18,8 +18,10 @@ use crate::store::StoreError;
 use crate::transport::{StreamClosed, TransportError};
 
 /// Why an operation of [`CourierClient`](super::CourierClient) failed.
+///
+/// Exhaustive on purpose: each binding mirrors it with a `match`, so a new variant is a
+/// compile error there instead of an error the apps cannot tell apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum CourierError {
     /// The server could not be reached, or the connection broke or timed out. Nothing
     /// the server acknowledged is lost; a send may be retried under the same client

@@ -303,13 +303,7 @@ impl CourierClient {
     /// A channel this user is a member of.
     pub async fn channel(&self, channel_id: String) -> Result<ChannelInfo, CourierError> {
         let channel = parse_uuid("the channel ID", &channel_id)?;
-        Ok(self
-            .client()?
-            .api()
-            .channel(channel)
-            .await
-            .map_err(crate::client::ClientError::from)?
-            .into())
+        Ok(self.client()?.channel(channel).await?.into())
     }
 
     /// Adds members to a channel (they read what is sent from now on).

@@ -17,6 +17,11 @@ impl Client {
         Ok(self.api.create_channel(members).await?)
     }
 
+    /// A channel this user is a member of: its members and their devices.
+    pub async fn channel(&self, channel_id: Uuid) -> Result<Channel, ClientError> {
+        Ok(self.api.channel(channel_id).await?)
+    }
+
     /// Adds members to a channel. They read what is sent from now on: each sender shares
     /// its session with their devices at its current index.
     pub async fn add_channel_members(
