@@ -4,7 +4,8 @@
 # (bindings/ffi/examples/bench.rs `prepare`), then the same measurements through Rust
 # (courier_sdk::app directly), Kotlin on the JVM and Python:
 #   send9   one group message to 9 devices over established sessions (ms per send;
-#           50 sends after a warm-up, one at a time)
+#           50 sends, one at a time, after BENCH_WARMUP sends (default 200) that open
+#           the sessions and let the JVM's JIT compile the call path)
 #   cold    events/s to the listener: MESSAGES messages waiting at the server when the
 #           loop starts (download, decrypt, store, deliver), until the last one arrived
 #   queued  events/s to the listener: MESSAGES events already stored (delivery only)
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 messages="${BENCH_MESSAGES:-5000}"
+export BENCH_WARMUP="${BENCH_WARMUP:-200}"
 profile="${BENCH_PROFILE:-release}"
 flags=()
 [ "$profile" = release ] && flags=(--release)

@@ -268,10 +268,14 @@ async fn run(dir: &Path) -> Result<()> {
 
     let sender = open(&env, "sender1").await?;
     let channel = get(&env, "channel")?.clone();
-    // Warm-up: the sessions and the sender key exist after the first send.
-    sender
-        .send_group(channel.clone(), b"warm-up rust".to_vec(), None)
-        .await?;
+    // Warm-up, as many sends as in Kotlin and Python (BENCH_WARMUP): the sessions and
+    // the sender key exist after the first.
+    let warm_up: usize = std::env::var("BENCH_WARMUP")?.parse()?;
+    for _ in 0..warm_up {
+        sender
+            .send_group(channel.clone(), b"warm-up rust".to_vec(), None)
+            .await?;
+    }
     let mut times = Vec::with_capacity(SENDS);
     for n in 0..SENDS {
         let started = Instant::now();

@@ -17,7 +17,10 @@ mod error;
 mod listener;
 mod types;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use courier_sdk::app as sdk;
 
@@ -26,18 +29,73 @@ pub use listener::{EventListener, ReceiveHandle};
 
 uniffi::setup_scaffolding!();
 
+/// A spawned task that is aborted when whoever waits for it stops waiting.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A logged-in device, as an app holds it. Every method may be called from any thread.
 ///
 /// Dropping it (Kotlin `close()`, Swift releasing it, Python garbage-collecting it)
 /// stops its receive loop.
 #[derive(Debug, uniffi::Object)]
 pub struct CourierClient {
-    inner: sdk::CourierClient,
+    inner: Arc<sdk::CourierClient>,
 }
 
 impl CourierClient {
     fn wrap(inner: sdk::CourierClient) -> Arc<Self> {
-        Arc::new(Self { inner })
+        Arc::new(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Runs one SDK operation as a task of its own on the runtime and waits for it.
+    ///
+    /// Why: uniffi polls an exported future from the foreign caller's thread and calls
+    /// back into the foreign language at every wake-up, from the SDK thread that woke
+    /// it (a send wakes at every HTTP exchange and store write). From Kotlin each such
+    /// call goes through JNA, which attaches the waking thread to the JVM, and resumes a
+    /// coroutine that polls again: milliseconds per send. As a task, the operation wakes
+    /// the foreign side once, when it is done, and its work runs on the runtime's
+    /// threads, not the app's. Dropping the returned future (a cancelled coroutine or
+    /// Swift task) aborts the task, as dropping the SDK's future would.
+    fn run<T, Work, Operation>(
+        &self,
+        work: Work,
+    ) -> impl Future<Output = Result<T, CourierError>> + use<T, Work, Operation>
+    where
+        T: Send + 'static,
+        Work: FnOnce(Arc<sdk::CourierClient>) -> Operation,
+        Operation: Future<Output = Result<T, sdk::CourierError>> + Send + 'static,
+    {
+        let operation = work(Arc::clone(&self.inner));
+        async move {
+            // Spawned at the first poll, inside the runtime uniffi enters for it.
+            let task = AbortOnDrop(tokio::spawn(operation));
+            match task.await {
+                Ok(result) => result.map_err(CourierError::from),
+                Err(failed) => Err(CourierError::Internal {
+                    detail: if failed.is_panic() {
+                        "the SDK operation panicked".to_owned()
+                    } else {
+                        "the SDK operation was cancelled".to_owned()
+                    },
+                }),
+            }
+        }
     }
 
     /// The SDK's client, for Rust code that drives the same object (the benchmark).
@@ -120,10 +178,12 @@ impl CourierClient {
         body: Vec<u8>,
         client_message_id: Option<String>,
     ) -> Result<sdk::SentMessage, CourierError> {
-        Ok(self
-            .inner
-            .send(recipient_user_id, body, client_message_id)
-            .await?)
+        self.run(move |client| async move {
+            client
+                .send(recipient_user_id, body, client_message_id)
+                .await
+        })
+        .await
     }
 
     /// Sends `body` to every member device of a channel (see `send` for the client
@@ -134,10 +194,10 @@ impl CourierClient {
         body: Vec<u8>,
         client_message_id: Option<String>,
     ) -> Result<sdk::SentMessage, CourierError> {
-        Ok(self
-            .inner
-            .send_group(channel_id, body, client_message_id)
-            .await?)
+        self.run(move |client| async move {
+            client.send_group(channel_id, body, client_message_id).await
+        })
+        .await
     }
 
     /// Sends again what the store kept: messages whose send failed with a retryable
@@ -145,7 +205,8 @@ impl CourierClient {
     /// none arrives twice. The receive loop does this whenever it connects; an app
     /// without a loop calls it. Returns how many went.
     pub async fn send_unsent(&self) -> Result<u32, CourierError> {
-        Ok(self.inner.send_unsent().await?)
+        self.run(move |client| async move { client.send_unsent().await })
+            .await
     }
 
     /// Starts the receive loop: it keeps the stream open (reconnecting with backoff),
@@ -166,22 +227,26 @@ impl CourierClient {
     /// Connects, stores and acknowledges everything waiting, and returns (for apps woken
     /// in the background; an app in the foreground runs `start_receiving`).
     pub async fn receive_until_caught_up(&self) -> Result<sdk::ReceiveSummary, CourierError> {
-        Ok(self.inner.receive_until_caught_up().await?)
+        self.run(move |client| async move { client.receive_until_caught_up().await })
+            .await
     }
 
     /// Events not yet confirmed, oldest first (at most `limit`, at most 1000).
     pub async fn pending_events(&self, limit: u32) -> Result<Vec<sdk::AppEvent>, CourierError> {
-        Ok(self.inner.pending_events(limit).await?)
+        self.run(move |client| async move { client.pending_events(limit).await })
+            .await
     }
 
     /// The app handled every event up to and including `up_to_seq`.
     pub async fn confirm_events(&self, up_to_seq: u64) -> Result<(), CourierError> {
-        Ok(self.inner.confirm_events(up_to_seq).await?)
+        self.run(move |client| async move { client.confirm_events(up_to_seq).await })
+            .await
     }
 
     /// A user's devices as this device knows them (fetched when first needed).
     pub async fn devices(&self, user_id: String) -> Result<Vec<sdk::DeviceInfo>, CourierError> {
-        Ok(self.inner.devices(user_id).await?)
+        self.run(move |client| async move { client.devices(user_id).await })
+            .await
     }
 
     /// Fetches a user's devices from the server (changes become events) and returns them.
@@ -189,12 +254,14 @@ impl CourierClient {
         &self,
         user_id: String,
     ) -> Result<Vec<sdk::DeviceInfo>, CourierError> {
-        Ok(self.inner.refresh_devices(user_id).await?)
+        self.run(move |client| async move { client.refresh_devices(user_id).await })
+            .await
     }
 
     /// Marks a device verified (the user compared its fingerprint or the safety number).
     pub async fn verify_device(&self, user_id: String, device_id: u32) -> Result<(), CourierError> {
-        Ok(self.inner.verify_device(user_id, device_id).await?)
+        self.run(move |client| async move { client.verify_device(user_id, device_id).await })
+            .await
     }
 
     /// Accepts a device's new identity keys: it is unblocked (and unverified).
@@ -203,13 +270,15 @@ impl CourierClient {
         user_id: String,
         device_id: u32,
     ) -> Result<(), CourierError> {
-        Ok(self.inner.accept_device_change(user_id, device_id).await?)
+        self.run(move |client| async move { client.accept_device_change(user_id, device_id).await })
+            .await
     }
 
     /// The safety number of this user and `other_user_id`: the same on both sides while
     /// neither user's devices changed keys.
     pub async fn safety_number(&self, other_user_id: String) -> Result<String, CourierError> {
-        Ok(self.inner.safety_number(other_user_id).await?)
+        self.run(move |client| async move { client.safety_number(other_user_id).await })
+            .await
     }
 
     /// Creates a channel of this user and `member_user_ids`.
@@ -217,12 +286,14 @@ impl CourierClient {
         &self,
         member_user_ids: Vec<String>,
     ) -> Result<sdk::ChannelInfo, CourierError> {
-        Ok(self.inner.create_channel(member_user_ids).await?)
+        self.run(move |client| async move { client.create_channel(member_user_ids).await })
+            .await
     }
 
     /// A channel this user is a member of.
     pub async fn channel(&self, channel_id: String) -> Result<sdk::ChannelInfo, CourierError> {
-        Ok(self.inner.channel(channel_id).await?)
+        self.run(move |client| async move { client.channel(channel_id).await })
+            .await
     }
 
     /// Adds members to a channel (they read what is sent from now on).
@@ -231,7 +302,10 @@ impl CourierClient {
         channel_id: String,
         user_ids: Vec<String>,
     ) -> Result<sdk::ChannelInfo, CourierError> {
-        Ok(self.inner.add_channel_members(channel_id, user_ids).await?)
+        self.run(
+            move |client| async move { client.add_channel_members(channel_id, user_ids).await },
+        )
+        .await
     }
 
     /// Leaves a channel (this user) or removes a member (the creator only).
@@ -240,16 +314,17 @@ impl CourierClient {
         channel_id: String,
         user_id: String,
     ) -> Result<(), CourierError> {
-        Ok(self
-            .inner
-            .remove_channel_member(channel_id, user_id)
-            .await?)
+        self.run(
+            move |client| async move { client.remove_channel_member(channel_id, user_id).await },
+        )
+        .await
     }
 
     /// Marks a received message read, or (`up_to`) everything up to it in its
     /// conversation. Returns whether this changed the read state.
     pub async fn mark_read(&self, message_id: String, up_to: bool) -> Result<bool, CourierError> {
-        Ok(self.inner.mark_read(message_id, up_to).await?)
+        self.run(move |client| async move { client.mark_read(message_id, up_to).await })
+            .await
     }
 
     /// A message this user sent: which recipient devices have it, and who read it.
@@ -257,12 +332,14 @@ impl CourierClient {
         &self,
         message_id: String,
     ) -> Result<sdk::DeliveryInfo, CourierError> {
-        Ok(self.inner.delivery_state(message_id).await?)
+        self.run(move |client| async move { client.delivery_state(message_id).await })
+            .await
     }
 
     /// This user's read-receipt privacy settings.
     pub async fn privacy_settings(&self) -> Result<sdk::PrivacySettings, CourierError> {
-        Ok(self.inner.privacy_settings().await?)
+        self.run(move |client| async move { client.privacy_settings().await })
+            .await
     }
 
     /// Changes the settings given (`null`/`None`/`nil` keeps one) and returns them all.
@@ -271,22 +348,26 @@ impl CourierClient {
         send_read_receipts: Option<bool>,
         show_read_receipts: Option<bool>,
     ) -> Result<sdk::PrivacySettings, CourierError> {
-        Ok(self
-            .inner
-            .set_privacy_settings(send_read_receipts, show_read_receipts)
-            .await?)
+        self.run(move |client| async move {
+            client
+                .set_privacy_settings(send_read_receipts, show_read_receipts)
+                .await
+        })
+        .await
     }
 
     /// Removes another of this user's devices at the server (its token stops working,
     /// its sockets close). Removing this device is `log_out`.
     pub async fn remove_device(&self, device_id: u32) -> Result<(), CourierError> {
-        Ok(self.inner.remove_device(device_id).await?)
+        self.run(move |client| async move { client.remove_device(device_id).await })
+            .await
     }
 
     /// Logs this device out: removes it at the server, stops the receive loop; every
     /// later call fails with `LoggedOut`. The store file stays: the app deletes it (and
     /// its key).
     pub async fn log_out(&self) -> Result<(), CourierError> {
-        Ok(self.inner.log_out().await?)
+        self.run(move |client| async move { client.log_out().await })
+            .await
     }
 }
