@@ -43,24 +43,37 @@ fun main(args: Array<String>) = runBlocking {
     val env = File(args[0], "bench.env").readLines().filter { '=' in it }
         .associate { it.substringBefore('=') to it.substringAfter('=') }
     suspend fun open(name: String) = CourierClient.open(env.getValue("$name.path"), unhex(env.getValue("$name.key")))
-    val messages = env.getValue("messages").toInt()
+    when (val part = System.getenv("BENCH_PART")) {
+        "events" -> { events(env.getValue("messages").toInt()) { open(it) }; return@runBlocking }
+        "send9" -> {}
+        else -> { System.err.println("bench: BENCH_PART must be send9 or events, not $part"); exitProcess(2) }
+    }
 
-    val sender = open("sender1")
-    val channel = env.getValue("channel")
+    val sender = open("send-kotlin")
+    val channel = env.getValue("channel.kotlin")
     // The first send opens the sessions; the rest let the JIT compile the call path (an
     // app's process makes many calls; 50 right after start would measure the interpreter).
     repeat(System.getenv("BENCH_WARMUP").toInt()) { sender.sendGroup(channel, "warm-up kotlin".toByteArray(), null) }
-    val times = DoubleArray(SENDS)
-    for (n in 0 until SENDS) {
-        val started = System.nanoTime()
-        sender.sendGroup(channel, "kotlin $n".toByteArray(), null)
-        times[n] = (System.nanoTime() - started) / 1e6
+    // Then one round of SENDS sends per line on stdin (bindings/ffi/bench/rounds.py).
+    println("READY")
+    var round = 0
+    while (readLine() != null) {
+        val times = DoubleArray(SENDS)
+        for (n in 0 until SENDS) {
+            val started = System.nanoTime()
+            sender.sendGroup(channel, "kotlin $round".toByteArray(), null)
+            times[n] = (System.nanoTime() - started) / 1e6
+        }
+        round++
+        times.sort()
+        println("RESULT kotlin send9_mean_ms %.2f".format(times.average()))
+        println("RESULT kotlin send9_p50_ms %.2f".format(times[SENDS / 2]))
+        println("DONE")
     }
     sender.close()
-    times.sort()
-    println("RESULT kotlin send9_mean_ms %.2f".format(times.average()))
-    println("RESULT kotlin send9_p50_ms %.2f".format(times[SENDS / 2]))
+}
 
+suspend fun events(messages: Int, open: suspend (String) -> CourierClient) {
     for (mode in listOf("cold", "queued")) {
         val client = open("$mode-kotlin")
         val counter = Counter(messages)

@@ -41,20 +41,34 @@ async def main(directory):
     async def open_device(name):
         return await courier.CourierClient.open(env[f"{name}.path"], bytes.fromhex(env[f"{name}.key"]))
 
-    messages = int(env["messages"])
-    sender = await open_device("sender1")
-    channel = env["channel"]
+    part = os.environ["BENCH_PART"]
+    if part == "events":
+        await events(env, open_device)
+        return
+    if part != "send9":
+        sys.exit(f"bench: BENCH_PART must be send9 or events, not {part!r}")
+    sender = await open_device("send-python")
+    channel = env["channel.python"]
     for _ in range(int(os.environ["BENCH_WARMUP"])):
         await sender.send_group(channel, b"warm-up python", None)
-    times = []
-    for n in range(SENDS):
-        started = time.perf_counter()
-        await sender.send_group(channel, f"python {n}".encode(), None)
-        times.append((time.perf_counter() - started) * 1000)
+    # Then one round of SENDS sends per line on stdin (bindings/ffi/bench/rounds.py).
+    print("READY", flush=True)
+    round_ = 0
+    while await asyncio.to_thread(sys.stdin.readline):
+        times = []
+        for _ in range(SENDS):
+            started = time.perf_counter()
+            await sender.send_group(channel, f"python {round_}".encode(), None)
+            times.append((time.perf_counter() - started) * 1000)
+        round_ += 1
+        print(f"RESULT python send9_mean_ms {statistics.mean(times):.2f}")
+        print(f"RESULT python send9_p50_ms {statistics.median(times):.2f}")
+        print("DONE", flush=True)
     del sender
-    print(f"RESULT python send9_mean_ms {statistics.mean(times):.2f}")
-    print(f"RESULT python send9_p50_ms {statistics.median(times):.2f}")
 
+
+async def events(env, open_device):
+    messages = int(env["messages"])
     for mode in ("cold", "queued"):
         client = await open_device(f"{mode}-python")
         counter = Counter(messages)

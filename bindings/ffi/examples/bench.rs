@@ -9,8 +9,10 @@
 //!
 //! `prepare` writes DIR/bench.env (key=value lines: store paths, hex keys, IDs) that the
 //! three programs read:
-//! - a sender with 3 devices, in a channel with users of 3, 3 and 1 devices: one group
-//!   message goes to 9 other devices, over sessions the warm-up opened;
+//! - for each language a sender with 3 devices (`send-LANGUAGE` is the one that sends), in
+//!   a channel (`channel.LANGUAGE`) with users of 3, 3 and 1 devices: one group message
+//!   goes to 9 other devices, over sessions the warm-up opened. One sender per language,
+//!   so the three programs can stay open side by side between their rounds;
 //! - for each language a recipient device with MESSAGES direct messages waiting at the
 //!   server (`cold`: the loop downloads, decrypts, stores and delivers), and one whose
 //!   MESSAGES events are already stored (`queued`: the loop only delivers).
@@ -114,12 +116,9 @@ async fn prepare(dir: &Path, messages: usize) -> Result<()> {
         env: BTreeMap::new(),
     };
 
-    // The channel: sender (3 devices), r1 (3), r2 (3), r3 (1).
-    let sender = setup.register("sender", "sender1").await?;
-    let mut others = vec![
-        setup.login("sender", "sender2").await?,
-        setup.login("sender", "sender3").await?,
-    ];
+    // The channels: recipients ra (3 devices), rb (3), rc (1), and per language a sender
+    // with 3 devices.
+    let mut others = Vec::new();
     let mut members = Vec::new();
     for (user, devices) in [("ra", 3), ("rb", 3), ("rc", 1)] {
         let first = setup.register(user, &format!("{user}1")).await?;
@@ -129,11 +128,22 @@ async fn prepare(dir: &Path, messages: usize) -> Result<()> {
             others.push(setup.login(user, &format!("{user}{n}")).await?);
         }
     }
-    let channel = sender.create_channel(members).await?;
-    if channel.devices.len() != 10 {
-        bail!("the channel has {} devices, not 10", channel.devices.len());
+    let mut senders = Vec::new();
+    for language in LANGUAGES {
+        let user = format!("sender-{language}");
+        let sender = setup.register(&user, &format!("send-{language}")).await?;
+        for n in 2..=3 {
+            others.push(setup.login(&user, &format!("{user}{n}")).await?);
+        }
+        let channel = sender.create_channel(members.clone()).await?;
+        if channel.devices.len() != 10 {
+            bail!("the channel has {} devices, not 10", channel.devices.len());
+        }
+        setup
+            .env
+            .insert(format!("channel.{language}"), channel.channel_id);
+        senders.push(sender);
     }
-    setup.env.insert("channel".to_owned(), channel.channel_id);
 
     // Recipients of the event benchmarks: one user per mode, a device per language.
     let source = setup.register("source", "source1").await?;
@@ -175,7 +185,7 @@ async fn prepare(dir: &Path, messages: usize) -> Result<()> {
         let _ = writeln!(text, "{key}={value}");
     }
     std::fs::write(dir.join("bench.env"), text)?;
-    drop((sender, others, source, recipients));
+    drop((senders, others, source, recipients));
     Ok(())
 }
 
@@ -262,12 +272,29 @@ async fn events_per_second(client: &CourierClient, messages: usize) -> Result<f6
     Ok(messages as f64 / seconds)
 }
 
+/// What one run measures (`BENCH_PART`): the sends, or the events per second.
+fn part() -> Result<String> {
+    let part = std::env::var("BENCH_PART").context("BENCH_PART (send9 or events)")?;
+    match part.as_str() {
+        "send9" | "events" => Ok(part),
+        _ => bail!("BENCH_PART must be send9 or events, not {part:?}"),
+    }
+}
+
 async fn run(dir: &Path) -> Result<()> {
     let env = read_env(dir)?;
-    let messages: usize = get(&env, "messages")?.parse()?;
+    if part()? == "events" {
+        let messages: usize = get(&env, "messages")?.parse()?;
+        for mode in ["cold", "queued"] {
+            let client = open(&env, &format!("{mode}-rust")).await?;
+            let rate = events_per_second(&client, messages).await?;
+            println!("RESULT rust events_{mode}_per_s {rate:.0}");
+        }
+        return Ok(());
+    }
 
-    let sender = open(&env, "sender1").await?;
-    let channel = get(&env, "channel")?.clone();
+    let sender = open(&env, "send-rust").await?;
+    let channel = get(&env, "channel.rust")?.clone();
     // Warm-up, as many sends as in Kotlin and Python (BENCH_WARMUP): the sessions and
     // the sender key exist after the first.
     let warm_up: usize = std::env::var("BENCH_WARMUP")?.parse()?;
@@ -276,27 +303,33 @@ async fn run(dir: &Path) -> Result<()> {
             .send_group(channel.clone(), b"warm-up rust".to_vec(), None)
             .await?;
     }
-    let mut times = Vec::with_capacity(SENDS);
-    for n in 0..SENDS {
-        let started = Instant::now();
-        sender
-            .send_group(channel.clone(), format!("rust {n}").into_bytes(), None)
-            .await?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    drop(sender);
-    times.sort_by(f64::total_cmp);
-    #[allow(clippy::cast_precision_loss)] // SENDS is small
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!("RESULT rust send9_mean_ms {mean:.2}");
-    println!("RESULT rust send9_p50_ms {:.2}", times[times.len() / 2]);
-
-    for mode in ["cold", "queued"] {
-        let client = open(&env, &format!("{mode}-rust")).await?;
-        let rate = events_per_second(&client, messages).await?;
-        println!("RESULT rust events_{mode}_per_s {rate:.0}");
+    // Then one round of SENDS sends per line on stdin (bindings/ffi/bench/rounds.py).
+    println!("READY");
+    let mut round = 0;
+    while tokio::task::spawn_blocking(read_command).await?? {
+        let mut times = Vec::with_capacity(SENDS);
+        for _ in 0..SENDS {
+            let started = Instant::now();
+            sender
+                .send_group(channel.clone(), format!("rust {round}").into_bytes(), None)
+                .await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        round += 1;
+        times.sort_by(f64::total_cmp);
+        #[allow(clippy::cast_precision_loss)] // SENDS is small
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        println!("RESULT rust send9_mean_ms {mean:.2}");
+        println!("RESULT rust send9_p50_ms {:.2}", times[times.len() / 2]);
+        println!("DONE");
     }
     Ok(())
+}
+
+/// Waits for the next line on stdin: `true` for another round, `false` at its end.
+fn read_command() -> Result<bool> {
+    let mut line = String::new();
+    Ok(std::io::stdin().read_line(&mut line)? > 0)
 }
 
 #[tokio::main]

@@ -259,6 +259,18 @@ suspend fun closingTheClientWhileItsLoopRunsStopsTheLoop() {
     expectThrows<IllegalStateException> { vera.client.ownDevice() }
 }
 
+suspend fun theLibrarysThreadsStayAttachedToTheJvmBetweenCalls() {
+    // bindings/uniffi-bindgen adds a JNA callback-thread initializer to the generated
+    // Kotlin: the thread that wakes a suspended call stays attached (under this name)
+    // instead of JNA attaching and detaching it at every call.
+    val wendy = register(uniqueName("wendy"))
+    repeat(3) { wendy.client.devices(wendy.userId) }
+    val attached = Thread.getAllStackTraces().keys.filter { it.name == "courier-callback" }
+    assertTrue(attached.isNotEmpty(), "no library thread stayed attached after its callbacks")
+    assertTrue(attached.all { it.isDaemon }, "an attached library thread would keep the JVM alive")
+    wendy.client.close()
+}
+
 fun main() {
     val tests: List<Pair<String, suspend () -> Unit>> = listOf(
         "two users with two devices exchange direct and group messages" to ::twoUsersWithTwoDevicesExchangeDirectAndGroupMessages,
@@ -272,6 +284,7 @@ fun main() {
             ::callsAfterLogOutAndAfterRemovalFromAnotherDeviceAreTypedErrors,
         "a listener that throws is reported and its events come again" to ::aListenerThatThrowsIsReportedAndItsEventsComeAgain,
         "closing the client while its loop runs stops the loop" to ::closingTheClientWhileItsLoopRunsStopsTheLoop,
+        "the library's threads stay attached to the JVM between calls" to ::theLibrarysThreadsStayAttachedToTheJvmBetweenCalls,
     )
     val only = System.getenv("COURIER_TEST_FILTER")
     var passed = 0
