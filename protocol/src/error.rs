@@ -13,7 +13,6 @@ macro_rules! error_codes {
     ($( $(#[doc = $doc:literal])* $variant:ident = ($code:literal, $status:literal), )*) => {
         /// A stable, machine-readable error code. Its string form is the wire form.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[non_exhaustive]
         pub enum ErrorCode {
             $( $(#[doc = $doc])* #[serde(rename = $code)] $variant, )*
@@ -181,6 +180,27 @@ error_codes! {
     /// The server cannot serve right now (its database is unreachable).
     ServiceUnavailable = ("service_unavailable", 503),
 }
+
+/// The schema by hand: utoipa's derive ignores the `serde(rename)` that the macro puts
+/// on each variant and listed the Rust names, which no response carries. The document
+/// lists exactly the wire forms the server sends (`Unknown` is the client's fallback,
+/// never sent).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .description(Some(
+                "A stable, machine-readable error code. Its string form is the wire form.",
+            ))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|code| code.as_str())))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ErrorCode {}
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

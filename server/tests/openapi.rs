@@ -97,3 +97,68 @@ fn api_docs_explain_every_error_code() {
         );
     }
 }
+
+/// The error codes the document lists are the wire forms the server sends: a generated
+/// client decodes every error body (it listed the Rust names once).
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_documented_error_codes_are_the_ones_responses_carry(pool: PgPool) {
+    let server = TestServer::start(pool).await;
+    let (_, served) = server.call(Method::GET, "/openapi.json", None, None).await;
+    let documented: Vec<&str> = served["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode is an enum")
+        .iter()
+        .map(|code| code.as_str().expect("a string"))
+        .collect();
+    let sent: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(documented, sent);
+
+    // Real responses: no token, and a route that does not exist.
+    for path in ["/v1/inbox", "/v1/no-such-route"] {
+        let (status, body) = server.call(Method::GET, path, None, None).await;
+        assert!(status.is_client_error(), "{path}: {status}");
+        let code = body["error"]["code"].as_str().expect("an error code");
+        assert!(
+            documented.contains(&code),
+            "{path} answered {code}, which the document does not list"
+        );
+    }
+}
+
+/// A read state's conversation is documented with the property names it is sent with.
+#[test]
+fn the_conversation_schema_names_the_wire_properties() {
+    use courier_protocol::api::receipts::Conversation;
+    let document = serde_json::to_value(courier_server::router::openapi()).unwrap();
+    let variants = document["components"]["schemas"]["Conversation"]["oneOf"]
+        .as_array()
+        .expect("Conversation is a oneOf");
+    let values = [
+        Conversation::Direct {
+            user_id: courier_protocol::UserId::from(uuid::Uuid::nil()),
+        },
+        Conversation::Channel {
+            channel_id: uuid::Uuid::nil(),
+        },
+    ];
+    for value in values {
+        let wire = serde_json::to_value(value).unwrap();
+        let kind = wire["kind"].as_str().unwrap();
+        let schema = variants
+            .iter()
+            .find(|variant| variant["properties"]["kind"]["enum"][0] == kind)
+            .unwrap_or_else(|| panic!("no variant for {kind}"));
+        for property in wire.as_object().unwrap().keys() {
+            assert!(
+                schema["properties"].get(property).is_some(),
+                "{kind}: the wire sends {property}, the document does not name it"
+            );
+        }
+        for required in schema["required"].as_array().unwrap() {
+            assert!(
+                wire.get(required.as_str().unwrap()).is_some(),
+                "{kind}: the document requires {required}, the wire does not send it"
+            );
+        }
+    }
+}

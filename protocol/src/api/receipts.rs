@@ -28,11 +28,14 @@ pub enum Conversation {
     /// The one-to-one conversation with `userId` (from the reader's point of view).
     Direct {
         /// The other user.
+        // utoipa does not read `rename_all_fields`: named here for the document too.
+        #[serde(rename = "userId")]
         user_id: UserId,
     },
     /// A channel.
     Channel {
         /// The channel.
+        #[serde(rename = "channelId")]
         channel_id: Uuid,
     },
 }
