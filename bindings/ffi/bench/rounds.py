@@ -5,8 +5,9 @@ then all stay open, and each round asks each of them, one at a time in a rotated
 order, for one block of sends. Whatever drifts during the run (the database growing,
 autovacuum, the machine) reaches all three alike, and no language always goes first.
 
-Usage: rounds.py ROUNDS RESULTS -- NAME=COMMAND... (COMMAND run by bash, which sees exported functions). Appends
-"RESULT ROUND LANGUAGE METRIC VALUE" lines to RESULTS and echoes them.
+Usage: rounds.py ROUNDS RESULTS -- NAME=COMMAND... (each COMMAND run by bash, which
+sees the caller's exported functions). Appends "RESULT ROUND LANGUAGE METRIC VALUE"
+lines to RESULTS and echoes them.
 """
 
 import subprocess

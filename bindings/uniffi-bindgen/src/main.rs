@@ -35,8 +35,13 @@ fn main() -> ExitCode {
     if !generates_kotlin(&arguments) {
         return ExitCode::SUCCESS;
     }
+    // Library mode (the only one the scripts use) needs --out-dir; without it the Kotlin
+    // would go out unpatched, so that is refused rather than passed over.
     let Some(out_dir) = option_value(&arguments, "--out-dir", "-o") else {
-        return ExitCode::SUCCESS;
+        eprintln!(
+            "uniffi-bindgen: generating Kotlin needs --out-dir (the sources get patched there)"
+        );
+        return ExitCode::FAILURE;
     };
     match patch_kotlin_sources(Path::new(&out_dir)) {
         Ok(()) => ExitCode::SUCCESS,
