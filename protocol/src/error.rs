@@ -33,6 +33,14 @@ macro_rules! error_codes {
                 }
             }
 
+            /// What the code means (its documentation, one line), for the OpenAPI document.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => concat!($($doc),*),)*
+                    ErrorCode::Unknown => " A code this version of the protocol does not know.",
+                }
+            }
+
             /// The HTTP status the server answers this code with.
             pub fn http_status(self) -> u16 {
                 match self {

@@ -20,10 +20,10 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use courier_protocol::ErrorCode;
+use courier_protocol::api::errors::RateLimitDetails;
 use courier_protocol::api::keys::DeviceRef;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -467,7 +467,10 @@ fn rate_limited(limit: Limit, wait: Duration) -> ApiError {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
     ApiError::new(ErrorCode::RateLimited, limit.message())
-        .with_details(json!({ "limit": limit.as_str(), "retryAfterSeconds": seconds }))
+        .with_details(RateLimitDetails {
+            limit: limit.as_str().to_owned(),
+            retry_after_seconds: seconds,
+        })
         .with_retry_after(seconds)
 }
 

@@ -7,6 +7,7 @@ use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use courier_protocol::ErrorCode;
+use courier_protocol::api::errors;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -22,10 +23,29 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "Courier",
-        description = "End-to-end-encrypted multi-device messaging. Every error answers with ErrorBody; see docs/api.md for the model and every error code.",
+        description = "End-to-end-encrypted multi-device messaging: the HTTP API (docs/api.md), the WebSocket stream (`GET /v1/ws`; its frames are the ServerFrame and ClientFrame schemas) and, for the encryption inside the opaque ciphertexts, docs/protocol.md.\n\nEvery error answers with ErrorBody; each operation lists the codes it answers with per status. Besides those, any request may be answered by the HTTP layer before it reaches an operation: `invalid_http_request` (400), `request_timeout` (408), `headers_too_large` (431), `too_many_connections` (503), `not_found` (404, no such route) and `method_not_allowed` (405).",
     ),
     modifiers(&BearerAuth),
-    components(schemas(ErrorCode, courier_protocol::api::devices::DeviceLimitDetails)),
+    components(schemas(
+        ErrorCode,
+        courier_protocol::ErrorBody,
+        courier_protocol::api::devices::DeviceLimitDetails,
+        courier_protocol::api::messages::DeviceListMismatch,
+        courier_protocol::api::channels::MissingSenderKeys,
+        courier_protocol::api::keys::DeviceRef,
+        errors::FieldDetails,
+        errors::SignatureDetails,
+        errors::KeyLengthDetails,
+        errors::FieldLimitDetails,
+        errors::CountLimitDetails,
+        errors::DuplicateKeyIdDetails,
+        errors::KeyConflictDetails,
+        errors::StoredKeysDetails,
+        errors::SupportedVersionsDetails,
+        errors::UnknownUsersDetails,
+        errors::DevicesDetails,
+        errors::RateLimitDetails,
+    )),
     tags(
         (name = tags::ACCOUNTS, description = "Accounts and login (device registration)"),
         (name = tags::DEVICES, description = "The caller's own devices"),
@@ -87,15 +107,17 @@ fn api_router() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document of the API, as `/openapi.json` serves it.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+pub fn openapi() -> serde_json::Value {
+    crate::api_doc::finish(&api_router().split_for_parts().1)
 }
 
 pub(crate) fn build(state: AppState) -> axum::Router {
     let (router, openapi) = api_router().split_for_parts();
     // Serialized once; every answer shares the bytes. (A handler capturing the document
     // itself copied all of it for each request.)
-    let openapi = bytes::Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default());
+    let openapi = bytes::Bytes::from(
+        serde_json::to_vec(&crate::api_doc::finish(&openapi)).unwrap_or_default(),
+    );
     let max_body_bytes = state.settings.max_body_bytes;
     router
         .route(

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod channels;
 pub mod devices;
+pub mod errors;
 pub mod keys;
 pub mod messages;
 pub mod receipts;

@@ -8,8 +8,9 @@ use courier_protocol::api::accounts::{
 };
 use courier_protocol::api::devices::DeviceLimitDetails;
 use courier_protocol::api::keys::DeviceRef;
-use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
+use courier_protocol::{ErrorCode, UserId, limits};
 
+use crate::api_doc::operation_errors;
 use crate::db;
 use crate::db::devices::Registration;
 use crate::error::ApiError;
@@ -24,9 +25,7 @@ use crate::tokens::new_access_token;
     request_body = CreateAccountRequest,
     responses(
         (status = 201, body = CreateAccountResponse),
-        (status = 400, body = ErrorBody, description = "invalid_username, invalid_password, malformed_json, invalid_request_body"),
-        (status = 409, body = ErrorBody, description = "username_taken"),
-        (status = 429, body = ErrorBody, description = "rate_limited (accounts_per_address), with Retry-After"),
+        CreateAccountErrors,
     ),
 )]
 pub async fn create_account(
@@ -71,11 +70,7 @@ fn username_taken() -> ApiError {
     request_body = LoginRequest,
     responses(
         (status = 200, body = LoginResponse),
-        (status = 400, body = ErrorBody, description = "invalid_device_name, invalid_request_body, malformed_json"),
-        (status = 401, body = ErrorBody, description = "invalid_credentials"),
-        (status = 404, body = ErrorBody, description = "device_not_found: the device to log in as, or to replace, is not an active device of the user"),
-        (status = 409, body = ErrorBody, description = "device_limit_reached, with DeviceLimitDetails"),
-        (status = 429, body = ErrorBody, description = "rate_limited (login_per_address, login_per_account), with Retry-After; the password was not checked"),
+        LoginErrors,
     ),
 )]
 pub async fn login(
@@ -185,3 +180,12 @@ pub(crate) fn device_not_found() -> ApiError {
         "no such active device for this user",
     )
 }
+
+operation_errors!(
+    /// The errors of [`create_account`].
+    CreateAccountErrors: JSON_BODY + DATABASE + [InvalidUsername, InvalidPassword, UsernameTaken, RateLimited]
+);
+operation_errors!(
+    /// The errors of [`login`].
+    LoginErrors: JSON_BODY + DATABASE + [InvalidDeviceName, InvalidCredentials, DeviceNotFound, DeviceLimitReached, RateLimited]
+);

@@ -7,13 +7,14 @@ use courier_protocol::api::channels::{
     AddMembersRequest, Channel, CreateChannelRequest, SendGroupMessageRequest,
     UploadSenderKeysRequest, UploadSenderKeysResponse,
 };
+use courier_protocol::api::errors::{CountLimitDetails, DevicesDetails, UnknownUsersDetails};
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::SendMessageResponse;
-use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
-use serde_json::json;
+use courier_protocol::{ErrorCode, UserId, limits};
 use uuid::Uuid;
 
 use super::messages::{answer, decode_ciphertext, decode_per_device};
+use crate::api_doc::operation_errors;
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::db::channels::{NewSenderKey, Refusal};
@@ -33,12 +34,12 @@ fn refused(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::ChannelNotFound => channel_not_found(),
         Refusal::UsersNotFound(users) => ApiError::new(ErrorCode::UserNotFound, "no such user")
-            .with_details(json!({ "userIds": users })),
+            .with_details(UnknownUsersDetails { user_ids: users }),
         Refusal::TooManyMembers(max) => ApiError::new(
             ErrorCode::TooManyMembers,
             format!("a channel has at most {max} members"),
         )
-        .with_details(json!({ "max": max })),
+        .with_details(CountLimitDetails { max: max as u64 }),
         Refusal::NotAMember => ApiError::new(
             ErrorCode::NotAMember,
             "the user is not a member of this channel",
@@ -51,7 +52,7 @@ fn refused(refusal: Refusal) -> ApiError {
             ErrorCode::NotAMemberDevice,
             "sender keys are for current member devices (other than the sending one) only",
         )
-        .with_details(json!({ "devices": devices })),
+        .with_details(DevicesDetails { devices }),
     }
 }
 
@@ -80,9 +81,7 @@ fn check_session_id(session_id: &str) -> Result<(), ApiError> {
     request_body = CreateChannelRequest,
     responses(
         (status = 201, body = Channel),
-        (status = 400, body = ErrorBody, description = "invalid_request_body, too_many_members"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "user_not_found (details: userIds)"),
+        CreateChannelErrors,
     ),
 )]
 pub async fn create_channel(
@@ -108,7 +107,7 @@ pub async fn create_channel(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Vec<Channel>),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        ListChannelsErrors,
     ),
 )]
 pub async fn list_channels(
@@ -125,9 +124,7 @@ pub async fn list_channels(
     params(("channelId" = Uuid, Path, description = "The channel")),
     responses(
         (status = 200, body = Channel),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "channel_not_found"),
+        GetChannelErrors,
     ),
 )]
 pub async fn get_channel(
@@ -150,9 +147,7 @@ pub async fn get_channel(
     request_body = AddMembersRequest,
     responses(
         (status = 200, body = Channel),
-        (status = 400, body = ErrorBody, description = "invalid_request_body, invalid_path_parameter, too_many_members"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "channel_not_found, user_not_found (details: userIds)"),
+        AddMembersErrors,
     ),
 )]
 pub async fn add_members(
@@ -191,10 +186,7 @@ pub async fn add_members(
     ),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 403, body = ErrorBody, description = "not_channel_creator"),
-        (status = 404, body = ErrorBody, description = "channel_not_found, not_a_member"),
+        RemoveMemberErrors,
     ),
 )]
 pub async fn remove_member(
@@ -219,11 +211,7 @@ pub async fn remove_member(
     request_body = UploadSenderKeysRequest,
     responses(
         (status = 200, body = UploadSenderKeysResponse),
-        (status = 400, body = ErrorBody, description = "invalid_request_body, invalid_session_id, invalid_base64, invalid_envelope, duplicate_envelope, too_many_envelopes"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "channel_not_found"),
-        (status = 409, body = ErrorBody, description = "not_a_member_device (details: devices)"),
-        (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
+        UploadSenderKeysErrors,
     ),
 )]
 pub async fn upload_sender_keys(
@@ -275,12 +263,7 @@ pub async fn upload_sender_keys(
     responses(
         (status = 201, body = SendMessageResponse, description = "Stored (committed durably) and pushed to online member devices"),
         (status = 200, body = SendMessageResponse, description = "A retry: the original answer; nothing new stored"),
-        (status = 400, body = ErrorBody, description = "invalid_request_body, invalid_client_message_id, invalid_session_id, invalid_base64, invalid_envelope"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "channel_not_found"),
-        (status = 409, body = ErrorBody, description = "missing_sender_keys (details: sessionId, devices), recipient_unreachable (no other member device)"),
-        (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
-        (status = 429, body = ErrorBody, description = "rate_limited (sends_per_device, shared with direct sends), with Retry-After; nothing was stored"),
+        SendGroupMessageErrors,
     ),
 )]
 pub async fn send_group_message(
@@ -310,3 +293,32 @@ pub async fn send_group_message(
         .await?;
     Ok(answer(&sent))
 }
+
+operation_errors!(
+    /// The errors of [`create_channel`].
+    CreateChannelErrors: AUTH + JSON_BODY + DATABASE + [TooManyMembers, UserNotFound]
+);
+operation_errors!(
+    /// The errors of [`list_channels`].
+    ListChannelsErrors: AUTH + DATABASE + []
+);
+operation_errors!(
+    /// The errors of [`get_channel`].
+    GetChannelErrors: AUTH + DATABASE + [InvalidPathParameter, ChannelNotFound]
+);
+operation_errors!(
+    /// The errors of [`add_members`].
+    AddMembersErrors: AUTH + JSON_BODY + DATABASE + [InvalidPathParameter, TooManyMembers, ChannelNotFound, UserNotFound]
+);
+operation_errors!(
+    /// The errors of [`remove_member`].
+    RemoveMemberErrors: AUTH + DATABASE + [InvalidPathParameter, NotChannelCreator, ChannelNotFound, NotAMember]
+);
+operation_errors!(
+    /// The errors of [`upload_sender_keys`].
+    UploadSenderKeysErrors: AUTH + JSON_BODY + DATABASE + [InvalidPathParameter, InvalidSessionId, InvalidBase64, InvalidEnvelope, DuplicateEnvelope, TooManyEnvelopes, ChannelNotFound, NotAMemberDevice, EnvelopeTooLarge]
+);
+operation_errors!(
+    /// The errors of [`send_group_message`].
+    SendGroupMessageErrors: AUTH + JSON_BODY + DATABASE + [InvalidPathParameter, InvalidClientMessageId, InvalidSessionId, InvalidBase64, InvalidEnvelope, ChannelNotFound, MissingSenderKeys, RecipientUnreachable, ClientMessageIdReused, EnvelopeTooLarge, RateLimited]
+);

@@ -3,10 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use courier_protocol::DeviceId;
 use courier_protocol::api::devices::OwnDevicesResponse;
-use courier_protocol::{DeviceId, ErrorBody};
 
 use super::accounts::device_not_found;
+use crate::api_doc::operation_errors;
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::error::ApiError;
@@ -17,7 +18,7 @@ use crate::state::AppState;
 #[utoipa::path(
     get, path = "/v1/devices", tag = super::tags::DEVICES,
     security(("bearer" = [])),
-    responses((status = 200, body = OwnDevicesResponse), (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed")),
+    responses((status = 200, body = OwnDevicesResponse), ListDevicesErrors),
 )]
 pub async fn list_devices(
     State(state): State<AppState>,
@@ -39,9 +40,7 @@ pub async fn list_devices(
     params(("deviceId" = u32, Path, description = "One of the caller's devices")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "device_not_found: not an active device of the caller's user"),
+        RemoveDeviceErrors,
     ),
 )]
 pub async fn remove_device(
@@ -56,3 +55,12 @@ pub async fn remove_device(
     tracing::info!(user_id = %caller.user_id, %device_id, by = %caller.device_id, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }
+
+operation_errors!(
+    /// The errors of [`list_devices`].
+    ListDevicesErrors: AUTH + DATABASE + []
+);
+operation_errors!(
+    /// The errors of [`remove_device`].
+    RemoveDeviceErrors: AUTH + DATABASE + [InvalidPathParameter, DeviceNotFound]
+);

@@ -8,6 +8,7 @@ use courier_protocol::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::api_doc::operation_errors;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,7 +28,7 @@ pub async fn healthz() -> Json<HealthStatus> {
 /// The process can reach its database.
 #[utoipa::path(
     get, path = "/readyz", tag = super::tags::OPERATIONS,
-    responses((status = 200, body = HealthStatus), (status = 503, body = courier_protocol::ErrorBody, description = "service_unavailable")),
+    responses((status = 200, body = HealthStatus), ReadyzErrors),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     let ping = sqlx::query("SELECT 1").execute(&state.pool);
@@ -39,3 +40,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>,
         )),
     }
 }
+
+operation_errors!(
+    /// The errors of [`readyz`].
+    ReadyzErrors: [ServiceUnavailable]
+);

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, State};
 use axum::response::Response;
+use courier_protocol::ErrorCode;
+use courier_protocol::api::errors::FieldLimitDetails;
 use courier_protocol::api::messages::{AckRequest, AckResponse};
 use courier_protocol::api::stream::{InboxPage, StreamItem, client_seq};
-use courier_protocol::{ErrorBody, ErrorCode};
 use serde::Deserialize;
-use serde_json::json;
 
+use crate::api_doc::operation_errors;
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::db::stream::AckRange;
@@ -54,8 +55,7 @@ pub struct InboxQuery {
     params(InboxQuery),
     responses(
         (status = 200, body = InboxPage),
-        (status = 400, body = ErrorBody, description = "invalid_query_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        ListInboxErrors,
     ),
 )]
 pub async fn list_inbox(
@@ -69,7 +69,10 @@ pub async fn list_inbox(
             ErrorCode::InvalidQueryParameter,
             format!("limit is 1 to {MAX_PAGE}"),
         )
-        .with_details(json!({ "field": "limit", "max": MAX_PAGE })));
+        .with_details(FieldLimitDetails {
+            field: "limit".to_owned(),
+            max: u64::from(MAX_PAGE),
+        }));
     }
     // One more than asked tells whether another page follows.
     let page = db::stream::undelivered_after(
@@ -99,8 +102,7 @@ pub async fn list_inbox(
     request_body = AckRequest,
     responses(
         (status = 200, body = AckResponse),
-        (status = 400, body = ErrorBody, description = "invalid_request_body"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        AckInboxErrors,
     ),
 )]
 pub async fn ack_inbox(
@@ -141,9 +143,7 @@ pub struct SocketQuery {
     params(SocketQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
-        (status = 400, body = ErrorBody, description = "invalid_query_parameter; a request that is not a WebSocket upgrade"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 429, body = ErrorBody, description = "rate_limited (sockets_per_address, sockets_per_device), with Retry-After"),
+        OpenSocketErrors,
     ),
 )]
 pub async fn open_socket(
@@ -175,3 +175,16 @@ pub async fn open_socket(
             )
         }))
 }
+
+operation_errors!(
+    /// The errors of [`list_inbox`].
+    ListInboxErrors: AUTH + DATABASE + [InvalidQueryParameter]
+);
+operation_errors!(
+    /// The errors of [`ack_inbox`].
+    AckInboxErrors: AUTH + JSON_BODY + DATABASE + []
+);
+operation_errors!(
+    /// The errors of [`open_socket`].
+    OpenSocketErrors: AUTH + DATABASE + [InvalidQueryParameter, NotWebSocket, RateLimited]
+);

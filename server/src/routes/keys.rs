@@ -6,15 +6,19 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use courier_protocol::api::errors::{
+    CountLimitDetails, DuplicateKeyIdDetails, FieldDetails, KeyConflictDetails, KeyLengthDetails,
+    SignatureDetails, StoredKeysDetails,
+};
 use courier_protocol::api::keys::{
     ClaimKeysRequest, ClaimKeysResponse, ClaimedKey, DirectoryDevice, IdentityKeys,
     KeyCountResponse, SignedKey, UploadOneTimeKeysRequest, UserDevicesResponse,
 };
 use courier_protocol::keys::{KeyDecodeError, decode_fixed, encode_base64};
 use courier_protocol::signing::{self, SignatureError};
-use courier_protocol::{ErrorBody, ErrorCode, UserId, limits};
-use serde_json::json;
+use courier_protocol::{ErrorCode, UserId, limits};
 
+use crate::api_doc::operation_errors;
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::db::keys::{IdentityPublish, OneTimeUpload, StoredIdentityKeys, VerifiedKey};
@@ -29,12 +33,18 @@ fn decode_field<const N: usize>(field: &str, text: &str) -> Result<[u8; N], ApiE
             ErrorCode::InvalidBase64,
             format!("{field} is not valid base64"),
         )
-        .with_details(json!({ "field": field })),
+        .with_details(FieldDetails {
+            field: field.to_owned(),
+        }),
         KeyDecodeError::WrongLength { expected, actual } => ApiError::new(
             ErrorCode::InvalidKeyLength,
             format!("{field} must decode to {expected} bytes, not {actual}"),
         )
-        .with_details(json!({ "field": field, "expected": expected, "actual": actual })),
+        .with_details(KeyLengthDetails {
+            field: field.to_owned(),
+            expected: u32::try_from(expected).unwrap_or(u32::MAX),
+            actual: u32::try_from(actual).unwrap_or(u32::MAX),
+        }),
     })
 }
 
@@ -44,18 +54,17 @@ fn signature_error(error: SignatureError, field: &str, key_id: Option<&str>) -> 
             ErrorCode::InvalidPublicKey,
             "the Ed25519 key is not a valid public key",
         )
-        .with_details(json!({ "field": "ed25519" })),
-        SignatureError::BadSignature => {
-            let mut details = json!({ "field": field });
-            if let Some(key_id) = key_id {
-                details["keyId"] = json!(key_id);
-            }
-            ApiError::new(
-                ErrorCode::InvalidSignature,
-                format!("{field} does not verify"),
-            )
-            .with_details(details)
-        }
+        .with_details(FieldDetails {
+            field: "ed25519".to_owned(),
+        }),
+        SignatureError::BadSignature => ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!("{field} does not verify"),
+        )
+        .with_details(SignatureDetails {
+            field: field.to_owned(),
+            key_id: key_id.map(str::to_owned),
+        }),
     }
 }
 
@@ -80,7 +89,9 @@ fn verify_signed_key(
             ErrorCode::InvalidKeyId,
             "a key ID is 1 to 64 characters of [A-Za-z0-9_+/=-]",
         )
-        .with_details(json!({ "field": format!("{field}.keyId") })));
+        .with_details(FieldDetails {
+            field: format!("{field}.keyId"),
+        }));
     }
     let public_key = decode_field::<32>(&format!("{field}.key"), &key.key)?;
     let signature = decode_field::<64>(&format!("{field}.signature"), &key.signature)?;
@@ -119,9 +130,7 @@ async fn signing_key_of(
     responses(
         (status = 201, body = DirectoryDevice, description = "Published"),
         (status = 200, body = DirectoryDevice, description = "The same keys were already published"),
-        (status = 400, body = ErrorBody, description = "invalid_base64, invalid_key_length, invalid_public_key, invalid_signature"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 409, body = ErrorBody, description = "identity_keys_conflict"),
+        PublishIdentityKeysErrors,
     ),
 )]
 pub async fn publish_identity_keys(
@@ -179,9 +188,7 @@ pub async fn publish_identity_keys(
     request_body = UploadOneTimeKeysRequest,
     responses(
         (status = 200, body = KeyCountResponse),
-        (status = 400, body = ErrorBody, description = "too_many_keys, duplicate_key_id, invalid_key_id, invalid_base64, invalid_key_length, invalid_signature"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 409, body = ErrorBody, description = "identity_keys_required, one_time_key_conflict, one_time_key_limit_reached"),
+        UploadOneTimeKeysErrors,
     ),
 )]
 pub async fn upload_one_time_keys(
@@ -195,7 +202,7 @@ pub async fn upload_one_time_keys(
             ErrorCode::TooManyKeys,
             format!("at most {max} one-time keys per upload"),
         )
-        .with_details(json!({ "max": max })));
+        .with_details(CountLimitDetails { max: max as u64 }));
     }
     let mut seen = HashSet::with_capacity(request.one_time_keys.len());
     if let Some(duplicate) = request
@@ -205,7 +212,9 @@ pub async fn upload_one_time_keys(
     {
         return Err(
             ApiError::new(ErrorCode::DuplicateKeyId, "the upload names a key ID twice")
-                .with_details(json!({ "keyId": duplicate.key_id })),
+                .with_details(DuplicateKeyIdDetails {
+                    key_id: duplicate.key_id.clone(),
+                }),
         );
     }
 
@@ -246,14 +255,17 @@ pub async fn upload_one_time_keys(
             ErrorCode::OneTimeKeyConflict,
             "key IDs already uploaded with a different key; nothing was stored",
         )
-        .with_details(json!({ "keyIds": key_ids }))),
+        .with_details(KeyConflictDetails { key_ids })),
         OneTimeUpload::LimitReached { unclaimed } => Err(ApiError::new(
             ErrorCode::OneTimeKeyLimitReached,
             format!(
                 "a device holds at most {max_stored} unclaimed one-time keys; nothing was stored"
             ),
         )
-        .with_details(json!({ "stored": unclaimed, "max": max_stored }))),
+        .with_details(StoredKeysDetails {
+            stored: u64::from(unclaimed),
+            max: max_stored as u64,
+        })),
     }
 }
 
@@ -265,9 +277,7 @@ pub async fn upload_one_time_keys(
     request_body = SignedKey,
     responses(
         (status = 200, body = KeyCountResponse),
-        (status = 400, body = ErrorBody, description = "invalid_key_id, invalid_base64, invalid_key_length, invalid_signature"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 409, body = ErrorBody, description = "identity_keys_required"),
+        SetFallbackKeyErrors,
     ),
 )]
 pub async fn set_fallback_key(
@@ -288,7 +298,7 @@ pub async fn set_fallback_key(
 #[utoipa::path(
     get, path = "/v1/keys/count", tag = super::tags::KEYS,
     security(("bearer" = [])),
-    responses((status = 200, body = KeyCountResponse), (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed")),
+    responses((status = 200, body = KeyCountResponse), KeyCountErrors),
 )]
 pub async fn key_count(
     State(state): State<AppState>,
@@ -310,9 +320,7 @@ pub async fn key_count(
     params(("userId" = String, Path, format = Uuid, description = "The user whose devices to list")),
     responses(
         (status = 200, body = UserDevicesResponse),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "user_not_found"),
+        UserDevicesErrors,
     ),
 )]
 pub async fn user_devices(
@@ -346,9 +354,7 @@ pub async fn user_devices(
     request_body = ClaimKeysRequest,
     responses(
         (status = 200, body = ClaimKeysResponse),
-        (status = 400, body = ErrorBody, description = "too_many_devices, invalid_request_body"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 429, body = ErrorBody, description = "rate_limited (claims_per_device: one per device named), with Retry-After; nothing was claimed"),
+        ClaimKeysErrors,
     ),
 )]
 pub async fn claim_keys(
@@ -362,7 +368,7 @@ pub async fn claim_keys(
             ErrorCode::TooManyDevices,
             format!("a claim names at most {max} devices"),
         )
-        .with_details(json!({ "max": max })));
+        .with_details(CountLimitDetails { max: max as u64 }));
     }
     let mut seen = HashSet::with_capacity(request.devices.len());
     let devices: Vec<_> = request
@@ -392,3 +398,28 @@ pub async fn claim_keys(
         .collect();
     Ok(Json(ClaimKeysResponse { keys, unavailable }))
 }
+
+operation_errors!(
+    /// The errors of [`publish_identity_keys`].
+    PublishIdentityKeysErrors: AUTH + JSON_BODY + DATABASE + [InvalidBase64, InvalidKeyLength, InvalidPublicKey, InvalidSignature, IdentityKeysConflict]
+);
+operation_errors!(
+    /// The errors of [`upload_one_time_keys`].
+    UploadOneTimeKeysErrors: AUTH + JSON_BODY + DATABASE + [TooManyKeys, DuplicateKeyId, InvalidKeyId, InvalidBase64, InvalidKeyLength, InvalidSignature, IdentityKeysRequired, OneTimeKeyConflict, OneTimeKeyLimitReached]
+);
+operation_errors!(
+    /// The errors of [`set_fallback_key`].
+    SetFallbackKeyErrors: AUTH + JSON_BODY + DATABASE + [InvalidKeyId, InvalidBase64, InvalidKeyLength, InvalidSignature, IdentityKeysRequired]
+);
+operation_errors!(
+    /// The errors of [`key_count`].
+    KeyCountErrors: AUTH + DATABASE + []
+);
+operation_errors!(
+    /// The errors of [`user_devices`].
+    UserDevicesErrors: AUTH + DATABASE + [InvalidPathParameter, UserNotFound]
+);
+operation_errors!(
+    /// The errors of [`claim_keys`].
+    ClaimKeysErrors: AUTH + JSON_BODY + DATABASE + [TooManyDevices, RateLimited]
+);

@@ -5,17 +5,20 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use courier_protocol::api::errors::{
+    CountLimitDetails, FieldDetails, FieldLimitDetails, SupportedVersionsDetails,
+};
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{
     DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
 };
 use courier_protocol::api::stream::Envelope;
 use courier_protocol::keys::{KeyDecodeError, decode_base64};
-use courier_protocol::{DeviceId, ErrorBody, ErrorCode, limits};
+use courier_protocol::{DeviceId, ErrorCode, limits};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
+use crate::api_doc::operation_errors;
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::db::messages::NewEnvelope;
@@ -42,15 +45,20 @@ pub(crate) fn decode_ciphertext(
             ErrorCode::InvalidBase64,
             format!("{field} is not valid base64"),
         )
-        .with_details(json!({ "field": field }))
+        .with_details(FieldDetails {
+            field: field.to_owned(),
+        })
     })?;
     if bytes.len() > max {
         return Err(envelope_too_large(field, max));
     }
     if bytes.is_empty() {
         return Err(
-            ApiError::new(ErrorCode::InvalidEnvelope, format!("{field} is empty"))
-                .with_details(json!({ "field": field })),
+            ApiError::new(ErrorCode::InvalidEnvelope, format!("{field} is empty")).with_details(
+                FieldDetails {
+                    field: field.to_owned(),
+                },
+            ),
         );
     }
     Ok(bytes)
@@ -61,7 +69,10 @@ fn envelope_too_large(field: &str, max: usize) -> ApiError {
         ErrorCode::EnvelopeTooLarge,
         format!("{field} is larger than {max} bytes"),
     )
-    .with_details(json!({ "field": field, "max": max }))
+    .with_details(FieldLimitDetails {
+        field: field.to_owned(),
+        max: max as u64,
+    })
 }
 
 /// Sends a message. V2: one envelope per reachable device of the recipient and of the
@@ -75,12 +86,7 @@ fn envelope_too_large(field: &str, max: usize) -> ApiError {
     responses(
         (status = 201, body = SendMessageResponse, description = "Stored (committed durably) and pushed to online devices"),
         (status = 200, body = SendMessageResponse, description = "A retry: the original answer; nothing new stored"),
-        (status = 400, body = ErrorBody, description = "invalid_client_message_id, unsupported_protocol_version, invalid_request_body, invalid_base64, invalid_envelope, duplicate_envelope, too_many_envelopes"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "user_not_found"),
-        (status = 409, body = ErrorBody, description = "device_list_mismatch (details: missing, extra, stale), recipient_unreachable"),
-        (status = 413, body = ErrorBody, description = "envelope_too_large, payload_too_large"),
-        (status = 429, body = ErrorBody, description = "rate_limited (sends_per_device), with Retry-After; nothing was stored"),
+        SendMessageErrors,
     ),
 )]
 pub async fn send_message(
@@ -111,7 +117,9 @@ pub async fn send_message(
                 ErrorCode::UnsupportedProtocolVersion,
                 format!("protocol version {version} is not supported"),
             )
-            .with_details(json!({ "supported": [1, 2] })));
+            .with_details(SupportedVersionsDetails {
+                supported: vec![1, 2],
+            }));
         }
         _ => {
             return Err(ApiError::new(
@@ -190,7 +198,7 @@ pub(crate) fn decode_per_device<'a>(
             ErrorCode::TooManyEnvelopes,
             format!("{field} carries at most {max} entries"),
         )
-        .with_details(json!({ "max": max })));
+        .with_details(CountLimitDetails { max: max as u64 }));
     }
     let mut seen = HashSet::with_capacity(items.len());
     let mut decoded = Vec::with_capacity(items.len());
@@ -200,14 +208,16 @@ pub(crate) fn decode_per_device<'a>(
                 ErrorCode::DuplicateEnvelope,
                 format!("{field} has two entries for one device"),
             )
-            .with_details(json!({ "userId": device.user_id, "deviceId": device.device_id })));
+            .with_details(device));
         }
         if envelope_type == EnvelopeType::Legacy {
             return Err(ApiError::new(
                 ErrorCode::InvalidEnvelope,
                 "a per-device ciphertext is an Olm preKey or normal message",
             )
-            .with_details(json!({ "field": format!("{field}[{index}].envelopeType") })));
+            .with_details(FieldDetails {
+                field: format!("{field}[{index}].envelopeType"),
+            }));
         }
         let bytes = decode_ciphertext(state, &format!("{field}[{index}].ciphertext"), ciphertext)?;
         decoded.push((device, envelope_type, bytes));
@@ -249,10 +259,7 @@ fn not_found() -> ApiError {
     params(("messageId" = Uuid, Path, description = "The message"), EnvelopeQuery),
     responses(
         (status = 200, body = Envelope),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter, invalid_query_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "message_not_found: no envelope of this message for the calling device (another device's or user's included)"),
-        (status = 410, body = ErrorBody, description = "envelope_delivered: delivered, ciphertext purged"),
+        GetEnvelopeErrors,
     ),
 )]
 pub async fn get_envelope(
@@ -286,9 +293,7 @@ pub async fn get_envelope(
     params(("messageId" = Uuid, Path, description = "The message"), EnvelopeQuery),
     responses(
         (status = 204, description = "Delivered (now or before)"),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter, invalid_query_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "message_not_found"),
+        MarkDeliveredErrors,
     ),
 )]
 pub async fn mark_delivered(
@@ -314,3 +319,16 @@ pub async fn mark_delivered(
         }
     }
 }
+
+operation_errors!(
+    /// The errors of [`send_message`].
+    SendMessageErrors: AUTH + JSON_BODY + DATABASE + [InvalidClientMessageId, UnsupportedProtocolVersion, InvalidBase64, InvalidEnvelope, DuplicateEnvelope, TooManyEnvelopes, UserNotFound, DeviceListMismatch, RecipientUnreachable, ClientMessageIdReused, EnvelopeTooLarge, RateLimited]
+);
+operation_errors!(
+    /// The errors of [`get_envelope`].
+    GetEnvelopeErrors: AUTH + DATABASE + [InvalidPathParameter, InvalidQueryParameter, MessageNotFound, EnvelopeDelivered]
+);
+operation_errors!(
+    /// The errors of [`mark_delivered`].
+    MarkDeliveredErrors: AUTH + DATABASE + [InvalidPathParameter, InvalidQueryParameter, MessageNotFound]
+);

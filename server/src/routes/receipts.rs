@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::extract::State;
+use courier_protocol::ErrorCode;
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::receipts::{
     DeliveryState, MarkReadRequest, MarkReadResponse, PrivacySettings, UpdatePrivacySettings,
 };
-use courier_protocol::{ErrorBody, ErrorCode};
 use uuid::Uuid;
 
+use crate::api_doc::operation_errors;
 use crate::auth::AuthenticatedDevice;
 use crate::db;
 use crate::error::ApiError;
@@ -28,9 +29,7 @@ fn message_not_found() -> ApiError {
     request_body = MarkReadRequest,
     responses(
         (status = 200, body = MarkReadResponse),
-        (status = 400, body = ErrorBody, description = "invalid_request_body"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "message_not_found: the caller's user neither received nor sent it"),
+        MarkReadErrors,
     ),
 )]
 pub async fn mark_read(
@@ -60,9 +59,7 @@ pub async fn mark_read(
     params(("messageId" = Uuid, Path, description = "A message the caller's user sent")),
     responses(
         (status = 200, body = DeliveryState),
-        (status = 400, body = ErrorBody, description = "invalid_path_parameter"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
-        (status = 404, body = ErrorBody, description = "message_not_found: no such message sent by the caller's user"),
+        DeliveryStateErrors,
     ),
 )]
 pub async fn delivery_state(
@@ -82,7 +79,7 @@ pub async fn delivery_state(
     security(("bearer" = [])),
     responses(
         (status = 200, body = PrivacySettings),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        GetPrivacyErrors,
     ),
 )]
 pub async fn get_privacy(
@@ -103,8 +100,7 @@ pub async fn get_privacy(
     request_body = UpdatePrivacySettings,
     responses(
         (status = 200, body = PrivacySettings, description = "The settings now"),
-        (status = 400, body = ErrorBody, description = "invalid_request_body"),
-        (status = 401, body = ErrorBody, description = "missing_token, invalid_token, device_removed"),
+        UpdatePrivacyErrors,
     ),
 )]
 pub async fn update_privacy(
@@ -117,3 +113,20 @@ pub async fn update_privacy(
         .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, "no such user"))?;
     Ok(Json(settings))
 }
+
+operation_errors!(
+    /// The errors of [`mark_read`].
+    MarkReadErrors: AUTH + JSON_BODY + DATABASE + [MessageNotFound]
+);
+operation_errors!(
+    /// The errors of [`delivery_state`].
+    DeliveryStateErrors: AUTH + DATABASE + [InvalidPathParameter, MessageNotFound]
+);
+operation_errors!(
+    /// The errors of [`get_privacy`].
+    GetPrivacyErrors: AUTH + DATABASE + []
+);
+operation_errors!(
+    /// The errors of [`update_privacy`].
+    UpdatePrivacyErrors: AUTH + JSON_BODY + DATABASE + []
+);
