@@ -500,33 +500,6 @@ async fn sends_are_limited_per_device_and_a_refused_send_stores_nothing(pool: Pg
     assert!(texts.iter().all(|text| !text.ends_with(":m3")), "{texts:?}");
 }
 
-/// Tries to open `token`'s socket: `Ok` when it opened, else the HTTP answer.
-async fn try_connect(
-    server: &TestServer,
-    token: &str,
-) -> Result<(), (StatusCode, Option<String>, Value)> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!("{}/v1/ws", server.base.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok(_) => Ok(()),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .map(|value| value.to_str().unwrap().to_owned());
-            let body = serde_json::from_slice(response.body().as_deref().unwrap_or_default())
-                .unwrap_or(Value::Null);
-            Err((status, retry_after, body))
-        }
-        Err(error) => panic!("the connection failed: {error}"),
-    }
-}
-
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn websocket_connects_are_limited_per_device(pool: PgPool) {
     let server = start(
@@ -541,13 +514,13 @@ async fn websocket_connects_are_limited_per_device(pool: PgPool) {
     let device = server.new_published_device("kate").await;
     let other = server.new_published_device("kate").await;
     for _ in 0..2 {
-        try_connect(&server, &device.token).await.unwrap();
+        server.try_connect(&device.token).await.unwrap();
     }
     assert_rate_limited(
-        &try_connect(&server, &device.token).await.unwrap_err(),
+        &server.try_connect(&device.token).await.unwrap_err(),
         "sockets_per_device",
     );
-    try_connect(&server, &other.token).await.unwrap();
+    server.try_connect(&other.token).await.unwrap();
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
@@ -563,10 +536,10 @@ async fn websocket_connects_are_limited_per_address(pool: PgPool) {
     server.create_account("liam").await;
     let first = server.new_published_device("liam").await;
     let second = server.new_published_device("liam").await;
-    try_connect(&server, &first.token).await.unwrap();
-    try_connect(&server, &second.token).await.unwrap();
+    server.try_connect(&first.token).await.unwrap();
+    server.try_connect(&second.token).await.unwrap();
     assert_rate_limited(
-        &try_connect(&server, &first.token).await.unwrap_err(),
+        &server.try_connect(&first.token).await.unwrap_err(),
         "sockets_per_address",
     );
 }
@@ -591,6 +564,6 @@ async fn off_turns_every_limit_off(pool: PgPool) {
     let device = server.new_published_device("mona").await;
     server.new_published_device("mona").await;
     for _ in 0..2 {
-        try_connect(&server, &device.token).await.unwrap();
+        server.try_connect(&device.token).await.unwrap();
     }
 }

@@ -262,8 +262,40 @@ pub enum Received {
 }
 
 impl TestServer {
+    /// Tries to open `token`'s socket: `Ok` when it opened, else the HTTP answer.
+    pub async fn try_connect(
+        &self,
+        token: &str,
+    ) -> Result<(), (StatusCode, Option<String>, Value)> {
+        match tokio_tungstenite::connect_async(self.socket_request(token, None)).await {
+            Ok(_) => Ok(()),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|value| value.to_str().unwrap().to_owned());
+                let body = serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .unwrap_or(Value::Null);
+                Err((status, retry_after, body))
+            }
+            Err(error) => panic!("the connection failed: {error}"),
+        }
+    }
+
     /// Opens `device`'s stream socket, optionally resuming after a cursor.
     pub async fn connect(&self, token: &str, after: Option<u64>) -> Socket {
+        let request = self.socket_request(token, after);
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Socket { stream }
+    }
+
+    /// The WebSocket upgrade request of `token`'s stream.
+    fn socket_request(
+        &self,
+        token: &str,
+        after: Option<u64>,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut url = format!("{}/v1/ws", self.base.replacen("http", "ws", 1));
         if let Some(after) = after {
@@ -273,8 +305,7 @@ impl TestServer {
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        Socket { stream }
+        request
     }
 }
 
