@@ -17,6 +17,17 @@ pub const KEY_ID_MAX_CHARS: usize = 64;
 pub const MAX_ONE_TIME_KEYS_PER_UPLOAD: usize = 100;
 /// A device holds at most this many unclaimed one-time keys on the server.
 pub const MAX_STORED_ONE_TIME_KEYS: usize = 500;
+/// A claim that leaves a device with fewer unclaimed one-time keys than this tells the
+/// device so, once (a `oneTimeKeysLow` stream item), until an upload brings it back to at
+/// least this many.
+///
+/// Why 12: a quarter of the SDK's target (`ONE_TIME_KEY_TARGET`, 50 keys, topped up
+/// whenever fewer than half, 25, remain). Below half, so the SDK's top-up always uploads
+/// when the notice comes (at 25 or more it would find enough and do nothing); low enough
+/// that a device which tops up at each connection rarely needs a notice at all; high
+/// enough that the dozen keys left cover the claims that arrive while the device is
+/// uploading, so new sessions keep getting one-time keys rather than the fallback key.
+pub const ONE_TIME_KEYS_LOW_THRESHOLD: u32 = 12;
 /// One claim names at most this many devices.
 pub const MAX_DEVICES_PER_CLAIM: usize = 1000;
 /// A channel has at most this many members (the creator included).

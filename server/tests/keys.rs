@@ -1,16 +1,18 @@
-//! The key directory: signature checks, one-time keys, fallback keys, claims.
+//! The key directory: signature checks, one-time keys, fallback keys, claims, and the
+//! notice a device gets when claims take its one-time keys low.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashSet;
 
-use common::{TestServer, assert_error, random_key};
+use common::{Received, TestDevice, TestServer, assert_error, random_key};
 use courier_protocol::api::keys::{
     ClaimKeysResponse, KeyCountResponse, SignedKey, UserDevicesResponse,
 };
+use courier_protocol::api::stream::StreamItem;
 use courier_protocol::keys::{decode_fixed, encode_base64};
-use courier_protocol::{DeviceId, signing};
+use courier_protocol::{DeviceId, limits, signing};
 use courier_server::rate_limits::RateLimitSettings;
 use courier_server::{MIGRATOR, Settings};
 use ed25519_dalek::{Signer, SigningKey};
@@ -595,4 +597,150 @@ async fn keys_with_bad_encodings_get_field_level_errors(pool: PgPool) {
         .call(Method::GET, "/v1/keys/count", Some(&device.token), None)
         .await;
     assert_eq!(count["oneTimeKeyCount"], 0);
+}
+
+/// The `oneTimeKeysLow` notices in a device's undelivered stream, as `(seq, count)`.
+async fn low_notices(server: &TestServer, device: &TestDevice) -> Vec<(u64, u32)> {
+    server
+        .inbox(device)
+        .await
+        .into_iter()
+        .filter_map(|item| match item {
+            StreamItem::OneTimeKeysLow { seq, count } => Some((seq, count)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One claim of `target` by `claimer`; whether it was served a one-time key.
+async fn claim_one(server: &TestServer, claimer: &TestDevice, target: &TestDevice) -> bool {
+    let claim = json!({ "devices": [{ "userId": target.user_id, "deviceId": target.device_id }] });
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/keys/claim",
+            Some(&claimer.token),
+            Some(claim),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: ClaimKeysResponse = serde_json::from_value(body).unwrap();
+    answer.keys.first().is_some_and(|key| !key.fallback)
+}
+
+async fn upload_keys(server: &TestServer, device: &TestDevice, ids: std::ops::Range<u32>) -> u32 {
+    let keys: Vec<SignedKey> = ids
+        .map(|i| device.one_time_key(&format!("otk{i}")))
+        .collect();
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/keys/one-time",
+            Some(&device.token),
+            Some(upload_body(&keys)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value::<KeyCountResponse>(body)
+        .unwrap()
+        .one_time_key_count
+}
+
+fn without_rate_limits() -> Settings {
+    // Claims past the per-target rate limit are served the fallback key first; these
+    // tests count one-time keys, so without limits.
+    Settings {
+        rate_limits: RateLimitSettings::off(),
+        ..Settings::default()
+    }
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_claim_below_the_threshold_tells_the_device_once_until_an_upload_rearms(pool: PgPool) {
+    let threshold = limits::ONE_TIME_KEYS_LOW_THRESHOLD;
+    let server = TestServer::start_with(pool, without_rate_limits()).await;
+    server.create_account("dana").await;
+    server.create_account("eve").await;
+    let target = server.new_published_device("dana").await;
+    let claimer = server.new_published_device("eve").await;
+    assert_eq!(
+        upload_keys(&server, &target, 0..threshold + 2).await,
+        threshold + 2
+    );
+    let mut socket = server.connect(&target.token, None).await;
+    assert!(matches!(socket.next().await, Received::CaughtUp(_)));
+
+    // Down to exactly the threshold: nothing.
+    for _ in 0..2 {
+        assert!(claim_one(&server, &claimer, &target).await);
+    }
+    assert_eq!(low_notices(&server, &target).await, []);
+
+    // The claim that crosses it: one item, with the count left, pushed to the socket.
+    assert!(claim_one(&server, &claimer, &target).await);
+    let notices = low_notices(&server, &target).await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].1, threshold - 1);
+    match socket.next().await {
+        Received::Item(item) => assert_eq!(
+            item,
+            StreamItem::OneTimeKeysLow {
+                seq: notices[0].0,
+                count: threshold - 1
+            }
+        ),
+        other => panic!("expected the notice on the socket, got {other:?}"),
+    }
+
+    // Further claims, and an upload that stays below the threshold: no second notice.
+    assert!(claim_one(&server, &claimer, &target).await);
+    assert_eq!(upload_keys(&server, &target, 100..101).await, threshold - 1);
+    assert!(claim_one(&server, &claimer, &target).await);
+    assert_eq!(low_notices(&server, &target).await, notices);
+
+    // An upload back to the threshold re-arms it: the next crossing tells again.
+    assert_eq!(upload_keys(&server, &target, 200..202).await, threshold);
+    assert!(claim_one(&server, &claimer, &target).await);
+    let again = low_notices(&server, &target).await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(again[0], notices[0]);
+    assert_eq!(again[1].1, threshold - 1);
+    assert!(again[1].0 > notices[0].0);
+
+    // Claims of a device with no one-time keys left (the fallback, or nothing) send none.
+    while claim_one(&server, &claimer, &target).await {}
+    assert_eq!(low_notices(&server, &target).await.len(), 2);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn concurrent_claims_across_the_threshold_send_one_notice(pool: PgPool) {
+    let threshold = limits::ONE_TIME_KEYS_LOW_THRESHOLD;
+    let server = TestServer::start_with(pool, without_rate_limits()).await;
+    server.create_account("dana").await;
+    let target = server.new_published_device("dana").await;
+    let mut claimers = Vec::new();
+    for name in ["eve", "finn", "gale", "hugo", "iris"] {
+        server.create_account(name).await;
+        claimers.push(server.new_published_device(name).await);
+    }
+    let stored = threshold + 8;
+    assert_eq!(upload_keys(&server, &target, 0..stored).await, stored);
+
+    // 40 claims at once from five users, of one device with 20 keys.
+    let served = futures::future::join_all(
+        (0..40).map(|i| claim_one(&server, &claimers[i % claimers.len()], &target)),
+    )
+    .await;
+    assert_eq!(
+        served.iter().filter(|served| **served).count(),
+        stored as usize
+    );
+
+    let notices = low_notices(&server, &target).await;
+    assert_eq!(notices.len(), 1, "one notice for one crossing: {notices:?}");
+    assert_eq!(
+        notices[0].1,
+        threshold - 1,
+        "the claim that crossed counted every earlier claim"
+    );
 }

@@ -895,6 +895,16 @@ async fn every_documented_answer_is_given_and_every_answer_is_documented(pool: P
 
     // The inbox.
     let page = success(&api.get("/v1/inbox?limit=50", &bob.token).await).clone();
+    // Alice's claim left Bob 2 of his 3 one-time keys: the page holds the notice, so it
+    // validated against StreamItemOneTimeKeysLow too.
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["type"] == "oneTimeKeysLow" && item["count"] == 2),
+        "{page}"
+    );
     api.refuse_get("/v1/inbox?limit=0", &bob.token, "invalid_query_parameter")
         .await;
     api.refuse_get("/v1/inbox?after=x", &bob.token, "invalid_query_parameter")

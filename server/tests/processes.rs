@@ -359,6 +359,27 @@ impl Socket {
         }
     }
 
+    /// Reads frames until a `oneTimeKeysLow` item, waiting at most [`EVENT_TIMEOUT`] for
+    /// each; its `(seq, count)`.
+    async fn next_low_key_notice(&mut self) -> (u64, u32) {
+        loop {
+            let message = tokio::time::timeout(EVENT_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame within the timeout");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    if let ServerFrame::Item(StreamItem::OneTimeKeysLow { seq, count }) =
+                        serde_json::from_str::<ServerFrame>(text.as_str()).unwrap()
+                    {
+                        return (seq, count);
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended before the notice: {other:?}"),
+            }
+        }
+    }
+
     async fn expect_closed(&mut self, code: u16) {
         match self.next().await {
             Received::Closed(Some(got)) if got == code => {}
@@ -601,6 +622,62 @@ impl Drop for NatsLink {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// A claim through one process that takes a device's one-time keys low reaches the
+/// device's socket on the other, in real time (the item is stored, then signalled).
+async fn a_low_key_notice_reaches_another_process(pool: PgPool, fabric: Fabric) {
+    if matches!(fabric, Fabric::Nats) {
+        require_nats().await;
+    }
+    let url = database_url(&pool.connect_options());
+    let (a, b) = tokio::join!(
+        Process::spawn("A", &url, fabric),
+        Process::spawn("B", &url, fabric)
+    );
+    let dana = User::new(&a, "dana", 1).await;
+    let eve = User::new(&b, "eve", 1).await;
+    let target = &dana.devices[0];
+    let threshold = courier_protocol::limits::ONE_TIME_KEYS_LOW_THRESHOLD;
+    let keys: Vec<_> = (0..threshold)
+        .map(|i| target.one_time_key(&format!("otk{i}")))
+        .collect();
+    let (status, body) = a
+        .call(
+            Method::POST,
+            "/v1/keys/one-time",
+            Some(&target.token),
+            Some(json!({ "oneTimeKeys": keys })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut on_a = a.connect(&target.token).await;
+    on_a.caught_up().await;
+
+    let claim = json!({ "devices": [{ "userId": dana.id, "deviceId": target.device_id }] });
+    let (status, body) = b
+        .call(
+            Method::POST,
+            "/v1/keys/claim",
+            Some(&eve.devices[0].token),
+            Some(claim),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"][0]["fallback"], false, "{body}");
+
+    let (_, count) = on_a.next_low_key_notice().await;
+    assert_eq!(count, threshold - 1);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_low_key_notice_reaches_another_process_over_postgres(pool: PgPool) {
+    a_low_key_notice_reaches_another_process(pool, Fabric::Postgres).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_low_key_notice_reaches_another_process_over_nats(pool: PgPool) {
+    a_low_key_notice_reaches_another_process(pool, Fabric::Nats).await;
 }
 
 /// A process whose NATS connection drops misses the signals sent meanwhile; once it is

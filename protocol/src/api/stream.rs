@@ -3,8 +3,8 @@
 //! Every device has one ordered stream. Each item carries `seq`, a sequence number that
 //! strictly increases, in commit order, per device (normally by one; a number can be
 //! skipped when a send fails in a race). Items are envelopes, group messages, sender
-//! keys, channel membership changes and receipts; a client ignores (and acknowledges) an
-//! item type it does not know. A device acknowledges items by `seq`.
+//! keys, channel membership changes, receipts and the notice that the device's one-time
+//! keys run low; a client ignores (and acknowledges) an item type it does not know. A device acknowledges items by `seq`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,15 @@ pub enum StreamItem {
     Delivered(DeliveredReceipt),
     /// This user (on another device) or a recipient read messages.
     Read(ReadReceipt),
+    /// A key claim left this device with fewer than 12 (`ONE_TIME_KEYS_LOW_THRESHOLD`)
+    /// unclaimed one-time keys: upload more (`POST /v1/keys/one-time`). Sent once when the
+    /// count drops below 12, not again until an upload has brought it back to 12 or more.
+    OneTimeKeysLow {
+        /// The item's position in this device's stream.
+        seq: u64,
+        /// Unclaimed one-time keys the device had left when the claim committed.
+        count: u32,
+    },
 }
 
 impl StreamItem {
@@ -67,6 +76,7 @@ impl StreamItem {
             StreamItem::Membership(item) => item.seq,
             StreamItem::Delivered(item) => item.seq,
             StreamItem::Read(item) => item.seq,
+            StreamItem::OneTimeKeysLow { seq, .. } => *seq,
         }
     }
 
@@ -79,6 +89,7 @@ impl StreamItem {
             StreamItem::Membership(item) => item.seq = seq,
             StreamItem::Delivered(item) => item.seq = seq,
             StreamItem::Read(item) => item.seq = seq,
+            StreamItem::OneTimeKeysLow { seq: item_seq, .. } => *item_seq = seq,
         }
     }
 }
@@ -292,6 +303,20 @@ mod tests {
                 seqs: vec![]
             }
         );
+    }
+
+    #[test]
+    fn a_one_time_keys_low_item_has_its_wire_form() {
+        let item = StreamItem::OneTimeKeysLow { seq: 5, count: 11 };
+        let json = serde_json::to_value(&item).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "oneTimeKeysLow", "seq": 5, "count": 11})
+        );
+        let mut back: StreamItem = serde_json::from_value(json).unwrap();
+        assert_eq!(back, item);
+        back.set_seq(6);
+        assert_eq!(back.seq(), 6);
     }
 
     #[test]

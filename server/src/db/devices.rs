@@ -241,7 +241,12 @@ async fn remove_in(
             .execute(&mut *conn)
             .await?;
     }
-    for table in ["device_identity_keys", "one_time_keys", "fallback_keys"] {
+    for table in [
+        "device_identity_keys",
+        "one_time_keys",
+        "fallback_keys",
+        "one_time_keys_low_notices",
+    ] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
         ))

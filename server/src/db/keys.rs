@@ -1,10 +1,13 @@
-//! The key directory: identity keys, one-time keys, fallback keys and claims.
+//! The key directory: identity keys, one-time keys, fallback keys, claims, and the
+//! notice a device gets when claims leave it few one-time keys.
 
 use std::collections::{HashMap, HashSet};
 
 use courier_protocol::api::keys::DeviceRef;
+use courier_protocol::api::stream::StreamItem;
+use courier_protocol::limits::ONE_TIME_KEYS_LOW_THRESHOLD;
 use courier_protocol::{DeviceId, UserId};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::device_id;
@@ -133,7 +136,9 @@ pub enum OneTimeUpload {
     LimitReached { unclaimed: u32 },
 }
 
-/// Stores a batch of verified one-time keys in one transaction.
+/// Stores a batch of verified one-time keys in one transaction; one that leaves the device
+/// with at least [`ONE_TIME_KEYS_LOW_THRESHOLD`] unclaimed keys re-arms its
+/// `oneTimeKeysLow` notice.
 pub async fn upload_one_time_keys(
     pool: &PgPool,
     user_id: UserId,
@@ -194,12 +199,21 @@ pub async fn upload_one_time_keys(
             unclaimed: unclaimed - u32::try_from(keys.len()).unwrap_or(0),
         });
     }
+    if unclaimed >= ONE_TIME_KEYS_LOW_THRESHOLD {
+        // Back up: the next claim that takes the device below the threshold tells it
+        // again. Under the device row lock, as claims decide (see `claim`).
+        sqlx::query("DELETE FROM one_time_keys_low_notices WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id.as_uuid())
+            .bind(device_id.as_i32())
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(OneTimeUpload::Stored { unclaimed })
 }
 
 async fn count_unclaimed(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     user_id: UserId,
     device_id: DeviceId,
 ) -> Result<u32, sqlx::Error> {
@@ -306,23 +320,43 @@ pub struct Claimed {
     pub fallback: bool,
 }
 
+/// What [`claim`] did.
+#[derive(Debug)]
+pub struct ClaimOutcome {
+    /// The keys handed out, by device.
+    pub claimed: Vec<Claimed>,
+    /// The devices that had neither a one-time nor a fallback key.
+    pub unavailable: Vec<DeviceRef>,
+    /// `oneTimeKeysLow` items stored for devices this claim took below
+    /// [`ONE_TIME_KEYS_LOW_THRESHOLD`], to deliver after the commit.
+    pub notices: Vec<(DeviceRef, StreamItem)>,
+}
+
 /// Claims one key for each device: for `one_time` devices an unclaimed one-time key if it
 /// has one (marked claimed, so never handed out again), else its fallback key; for
 /// `fallback_first` devices (claimed too often) its fallback key, else a one-time key.
-/// Returns the claimed keys and the devices that had neither.
+/// Returns the claimed keys, the devices that had neither, and the notices for devices
+/// whose one-time keys this claim took below [`ONE_TIME_KEYS_LOW_THRESHOLD`].
 ///
-/// One statement claims the one-time keys of all devices. `FOR UPDATE SKIP LOCKED` makes
-/// concurrent claims pick different rows instead of waiting and then finding their row
-/// gone; a row claimed by a transaction that committed meanwhile fails the re-check of
-/// `claimed_at IS NULL` and the next row is taken.
+/// One transaction. Lock order (the same as every other writer of a device's keys, so
+/// concurrent claims, uploads, removals and sends never deadlock): first the named
+/// devices' rows (`devices ... FOR UPDATE`, in (user, device) order, as a send locks its
+/// recipients), then their one-time key rows, then their `one_time_keys_low_notices` rows,
+/// then the stream (`numbered_stream_items!` takes the same device rows again). Uploads
+/// and removals lock the one device row first too. Holding the device rows, claims of one
+/// device take turns, so each counts the keys left after every earlier claim has
+/// committed: the claim that crosses the threshold is the one that sees it crossed, and
+/// the notice row's primary key is inserted once however many claims race.
 pub async fn claim(
     pool: &PgPool,
     one_time: &[&DeviceRef],
     fallback_first: &[&DeviceRef],
-) -> Result<(Vec<Claimed>, Vec<DeviceRef>), sqlx::Error> {
+) -> Result<ClaimOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    lock_devices(&mut tx, one_time.iter().chain(fallback_first).copied()).await?;
     let mut claimed = Vec::with_capacity(one_time.len() + fallback_first.len());
     let mut served = HashSet::with_capacity(one_time.len() + fallback_first.len());
-    for claim in claim_one_time(pool, one_time).await? {
+    for claim in claim_one_time(&mut tx, one_time).await? {
         served.insert(claim.device);
         claimed.push(claim);
     }
@@ -332,7 +366,7 @@ pub async fn claim(
         .filter(|device| !served.contains(**device))
         .copied()
         .collect();
-    for claim in claim_fallback(pool, &rest).await? {
+    for claim in claim_fallback(&mut tx, &rest).await? {
         served.insert(claim.device);
         claimed.push(claim);
     }
@@ -343,10 +377,18 @@ pub async fn claim(
         .filter(|device| !served.contains(**device))
         .copied()
         .collect();
-    for claim in claim_one_time(pool, &rest).await? {
+    for claim in claim_one_time(&mut tx, &rest).await? {
         served.insert(claim.device);
         claimed.push(claim);
     }
+
+    let drawn: Vec<&DeviceRef> = claimed
+        .iter()
+        .filter(|claim| !claim.fallback)
+        .map(|claim| &claim.device)
+        .collect();
+    let notices = notify_low(&mut tx, &drawn).await?;
+    tx.commit().await?;
 
     let unavailable = one_time
         .iter()
@@ -355,12 +397,90 @@ pub async fn claim(
         .map(|device| **device)
         .collect();
     claimed.sort_by_key(|claim| claim.device);
-    Ok((claimed, unavailable))
+    Ok(ClaimOutcome {
+        claimed,
+        unavailable,
+        notices,
+    })
+}
+
+/// Locks the rows of these devices (`FOR UPDATE`, in (user, device) order).
+async fn lock_devices(
+    conn: &mut PgConnection,
+    devices: impl Iterator<Item = &DeviceRef>,
+) -> Result<(), sqlx::Error> {
+    let mut devices: Vec<&DeviceRef> = devices.collect();
+    if devices.is_empty() {
+        return Ok(());
+    }
+    devices.sort();
+    devices.dedup();
+    let (user_ids, device_ids) = super::device_columns(devices);
+    sqlx::query(
+        "SELECT d.device_id
+         FROM (SELECT * FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
+               ORDER BY user_id, device_id) w
+         CROSS JOIN LATERAL (
+             SELECT d.device_id FROM devices d
+             WHERE d.user_id = w.user_id AND d.device_id = w.device_id
+             OFFSET 0 FOR UPDATE
+         ) d",
+    )
+    .bind(&user_ids)
+    .bind(&device_ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Of these devices (whose rows the caller holds locked), those now below
+/// [`ONE_TIME_KEYS_LOW_THRESHOLD`] unclaimed one-time keys that have no outstanding
+/// notice get one: a `one_time_keys_low_notices` row and a `oneTimeKeysLow` stream item.
+async fn notify_low(
+    conn: &mut PgConnection,
+    devices: &[&DeviceRef],
+) -> Result<Vec<(DeviceRef, StreamItem)>, sqlx::Error> {
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (user_ids, device_ids) = super::device_columns(devices.iter().copied());
+    let threshold = i64::from(ONE_TIME_KEYS_LOW_THRESHOLD);
+    let crossed: Vec<(Uuid, i32, i32)> = sqlx::query_as(
+        "INSERT INTO one_time_keys_low_notices (user_id, device_id, count)
+         SELECT w.user_id, w.device_id, c.n::int4
+         FROM unnest($1::uuid[], $2::int4[]) AS w (user_id, device_id)
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS n FROM one_time_keys o
+             WHERE o.user_id = w.user_id AND o.device_id = w.device_id AND o.claimed_at IS NULL
+         ) c
+         WHERE c.n < $3
+         ORDER BY w.user_id, w.device_id
+         ON CONFLICT (user_id, device_id) DO NOTHING
+         RETURNING user_id, device_id, count",
+    )
+    .bind(&user_ids)
+    .bind(&device_ids)
+    .bind(threshold)
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = crossed
+        .into_iter()
+        .map(|(user, device, count)| {
+            Ok((
+                DeviceRef::new(UserId::from(user), device_id(device)?),
+                StreamItem::OneTimeKeysLow {
+                    seq: 0,
+                    count: u32::try_from(count).unwrap_or(0),
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    super::stream::append_to_devices(conn, &items).await
 }
 
 /// One unclaimed one-time key of each device that has one, marked claimed.
 async fn claim_one_time(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     devices: &[&DeviceRef],
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     if devices.is_empty() {
@@ -389,7 +509,7 @@ async fn claim_one_time(
     )
     .bind(&user_ids)
     .bind(&device_ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     one_time
         .into_iter()
@@ -399,7 +519,7 @@ async fn claim_one_time(
 
 /// The fallback key of each device that has one.
 async fn claim_fallback(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     devices: &[&DeviceRef],
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     if devices.is_empty() {
@@ -413,7 +533,7 @@ async fn claim_fallback(
     )
     .bind(&user_ids)
     .bind(&device_ids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     fallbacks
         .into_iter()

@@ -1,10 +1,10 @@
-//! A device's stream: reading undelivered items in order, appending receipts and
-//! membership changes, marking items delivered (which sends delivered receipts).
+//! A device's stream: reading undelivered items in order, appending receipts, membership
+//! changes and notices, marking items delivered (which sends delivered receipts).
 //!
 //! A device's stream lives in three tables that share its sequence
 //! (`devices.next_stream_seq`): `message_envelopes` (one-to-one envelopes and group
 //! message rows), `sender_key_distributions`, and `stream_events` (receipts, membership
-//! changes; stored as the item's JSON).
+//! changes, one-time-keys-low notices; stored as the item's JSON).
 
 use std::collections::BTreeMap;
 
@@ -362,6 +362,54 @@ pub async fn append_to_users(
             continue;
         };
         let mut item = source.item.clone();
+        item.set_seq(seq_of(seq)?);
+        placed.push((DeviceRef::new(UserId::from(user), device_id(device)?), item));
+    }
+    Ok(placed)
+}
+
+/// Appends one item to each named device's stream, in one statement (inside the caller's
+/// transaction), numbered as every stream item is (`numbered_stream_items!`, which locks
+/// the devices' rows in (user, device) order; a caller that holds them already just keeps
+/// them). Removed devices get nothing. Returns each stored item with its seq, to hand to
+/// [`crate::delivery::deliver`] after the commit.
+pub async fn append_to_devices(
+    conn: &mut PgConnection,
+    items: &[(DeviceRef, StreamItem)],
+) -> Result<Vec<(DeviceRef, StreamItem)>, sqlx::Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (users, devices) = super::device_columns(items.iter().map(|(device, _)| device));
+    let mut bodies = Vec::with_capacity(items.len());
+    for (_, item) in items {
+        bodies.push(
+            serde_json::to_string(item).map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
+        );
+    }
+    let rows: Vec<(i64, Uuid, i32, i64)> = sqlx::query_as(concat!(
+        "WITH targets AS (
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[])
+                 WITH ORDINALITY AS t (user_id, device_id, body, ord)
+         ), ",
+        numbered_stream_items!(),
+        ", ins AS (
+             INSERT INTO stream_events (recipient_user_id, recipient_device_id, seq, body)
+             SELECT user_id, device_id, seq, body FROM numbered
+         )
+         SELECT ord, user_id, device_id, seq FROM numbered",
+    ))
+    .bind(&users)
+    .bind(&devices)
+    .bind(&bodies)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut placed = Vec::with_capacity(rows.len());
+    for (ord, user, device, seq) in rows {
+        let Some((_, source)) = usize::try_from(ord - 1).ok().and_then(|i| items.get(i)) else {
+            continue;
+        };
+        let mut item = source.clone();
         item.set_seq(seq_of(seq)?);
         placed.push((DeviceRef::new(UserId::from(user), device_id(device)?), item));
     }

@@ -347,7 +347,9 @@ pub async fn user_devices(
 /// key (flagged). Devices with neither are listed as unavailable. A device whose one-time
 /// keys are being claimed faster than the per-target rate limit is served its fallback key
 /// instead (a one-time key only when it has no fallback key), so that no one can drain its
-/// one-time keys.
+/// one-time keys. A claim that leaves a device with fewer than 12 unclaimed one-time keys
+/// appends a `oneTimeKeysLow` item to that device's stream (once, until an upload brings
+/// it back to 12 or more), so a connected device tops up.
 #[utoipa::path(
     post, path = "/v1/keys/claim", tag = super::tags::KEYS,
     security(("bearer" = [])),
@@ -382,8 +384,11 @@ pub async fn claim_keys(
     let (one_time, fallback_first): (Vec<_>, Vec<_>) = devices
         .iter()
         .partition(|device| !state.rate_limits.target_over_limit(**device));
-    let (claimed, unavailable) = db::keys::claim(&state.pool, &one_time, &fallback_first).await?;
-    let keys = claimed
+    let outcome = db::keys::claim(&state.pool, &one_time, &fallback_first).await?;
+    crate::delivery::deliver(&state.hub, &state.fabric, outcome.notices);
+    let unavailable = outcome.unavailable;
+    let keys = outcome
+        .claimed
         .into_iter()
         .map(|claim| ClaimedKey {
             user_id: claim.device.user_id,

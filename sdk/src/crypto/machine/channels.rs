@@ -388,7 +388,10 @@ impl CryptoMachine {
             StreamItem::Membership(change) => vec![Event::Membership {
                 change: change.clone(),
             }],
-            StreamItem::Envelope(_) | StreamItem::GroupMessage(_) | StreamItem::SenderKey(_) => {
+            StreamItem::Envelope(_)
+            | StreamItem::GroupMessage(_)
+            | StreamItem::SenderKey(_)
+            | StreamItem::OneTimeKeysLow { .. } => {
                 return Ok(ItemOutcome::Duplicate);
             }
         };
