@@ -177,7 +177,8 @@ impl Client {
 
     /// Stores one stream item other than an envelope (no acknowledgement: acknowledge it
     /// after this returns). Items from a device this device does not know make it fetch
-    /// the sender's device list first.
+    /// the sender's device list first. A `oneTimeKeysLow` notice tops up the one-time keys
+    /// ([`Client::maintain_keys`]) before this returns.
     pub async fn process_item(&self, item: &StreamItem) -> Result<ItemOutcome, ClientError> {
         match item {
             StreamItem::Envelope(envelope) => Ok(match self.process_envelope(envelope).await? {
@@ -187,6 +188,13 @@ impl Client {
             }),
             StreamItem::GroupMessage(message) => self.process_group_message(message).await,
             StreamItem::SenderKey(key) => self.process_sender_key(key).await,
+            // Claims took this device's one-time keys low while it stays connected (the
+            // top-ups at login and at `caughtUp` would not come until it reconnects).
+            // No app event; a redelivery tops up again, which uploads only if needed.
+            StreamItem::OneTimeKeysLow { .. } => {
+                self.maintain_keys().await?;
+                Ok(ItemOutcome::Stored)
+            }
             other => {
                 let item = other.clone();
                 Ok(self
