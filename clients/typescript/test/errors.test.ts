@@ -72,6 +72,57 @@ test("a one-time key signed for another device is refused with invalid_signature
   assert.equal(count.data?.oneTimeKeyCount, 0);
 });
 
+test("a login past the device limit is refused with device_limit_reached; replaceDeviceId makes room", async () => {
+  const carol = await registerDevice("carol");
+  const own = await carol.api.GET("/v1/devices");
+  assert.ok(own.data);
+  const { deviceLimit } = own.data;
+  const anonymous = courierApi(serverUrl());
+  const login = (deviceName: string, replaceDeviceId?: number) =>
+    anonymous.POST("/v1/login", {
+      body: {
+        username: carol.username,
+        password: PASSWORD,
+        deviceId: 0,
+        deviceName,
+        replaceDeviceId: replaceDeviceId ?? null,
+      },
+    });
+  const deviceIds = [carol.deviceId];
+  while (deviceIds.length < deviceLimit) {
+    const added = await login(`device ${deviceIds.length + 1}`);
+    assert.equal(added.response.status, 200, JSON.stringify(added.error));
+    assert.ok(added.data);
+    deviceIds.push(added.data.deviceId);
+  }
+
+  const refused = await login("one too many");
+  assert.equal(refused.response.status, 409);
+  assert.ok(refused.error);
+  const { error } = refused.error;
+  if (error.code !== "device_limit_reached") {
+    assert.fail(`expected device_limit_reached, got ${JSON.stringify(error)}`);
+  }
+  const details: Schemas["DeviceLimitDetails"] = error.details;
+  assert.equal(details.count, deviceLimit);
+  assert.equal(details.limit, deviceLimit);
+  assert.deepEqual(
+    details.devices.map((device) => device.deviceId),
+    deviceIds,
+  );
+  assert.equal(details.devices[0]?.deviceName, "carol's laptop");
+
+  // The user picks the first device to remove: the login replaces it in one step.
+  const replacing = await login("replacement", carol.deviceId);
+  assert.equal(replacing.response.status, 200, JSON.stringify(replacing.error));
+  assert.ok(replacing.data);
+  const after = await courierApi(serverUrl(), replacing.data.accessToken).GET("/v1/devices");
+  assert.deepEqual(
+    after.data?.devices.map((device) => device.deviceId),
+    [...deviceIds.slice(1), replacing.data.deviceId],
+  );
+});
+
 test("a body of the wrong shape is refused with invalid_request_body (and does not compile)", async () => {
   const alice = await registerDevice("alice");
   const refused = await courierApi(serverUrl()).POST("/v1/login", {
