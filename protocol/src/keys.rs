@@ -20,6 +20,12 @@ pub const ED25519_KEY_LEN: usize = 32;
 /// Length of an Ed25519 signature, in bytes.
 pub const ED25519_SIGNATURE_LEN: usize = 64;
 
+/// The longest base64 text of `bytes` bytes: the padded encoding (the unpadded one is at
+/// most two characters shorter). Longer text cannot decode to `bytes` bytes or fewer.
+pub const fn max_base64_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
+}
+
 /// Encodes bytes as unpadded standard base64.
 pub fn encode_base64(bytes: &[u8]) -> String {
     BASE64.encode(bytes)

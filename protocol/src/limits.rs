@@ -23,6 +23,10 @@ pub const MAX_DEVICES_PER_CLAIM: usize = 1000;
 pub const MAX_CHANNEL_MEMBERS: usize = 256;
 /// A Megolm session ID is at most this many characters (vodozemac's are 43).
 pub const SESSION_ID_MAX_CHARS: usize = 64;
+/// An inbox page (`GET /v1/inbox?limit=`) holds at most this many items.
+pub const MAX_INBOX_PAGE_ITEMS: u32 = 1000;
+/// An inbox page holds this many items when the request names no `limit`.
+pub const DEFAULT_INBOX_PAGE_ITEMS: u32 = 100;
 
 /// Checks a username against the documented rules and returns its canonical form.
 ///

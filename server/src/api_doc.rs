@@ -1,11 +1,16 @@
 //! The OpenAPI document: the handlers' annotations, each operation's error responses (one
 //! per status, listing exactly the codes it answers with, an example of each), and the
-//! finishing touches utoipa cannot express (servers, the code-to-details rules,
-//! discriminators on tagged unions).
+//! finishing touches utoipa cannot express (servers, details per code as a discriminated
+//! union, discriminators on tagged unions, the schemas' limits, the WebSocket's frames,
+//! examples).
 //!
 //! Each handler names its errors with [`operation_errors!`]: the codes, grouped by their
 //! status here. `server/tests/openapi_responses.rs` runs every operation and checks that
 //! every documented code is answered and every answer is documented.
+
+mod examples;
+mod frames;
+mod limits;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +21,8 @@ use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, SchemaType, Type};
 use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
+
+use crate::config::Settings;
 
 /// Every authenticated route answers these.
 pub(crate) const AUTH: &[ErrorCode] = &[
@@ -89,8 +96,10 @@ fn error_response(codes: &[ErrorCode]) -> Response {
             "error",
             ObjectBuilder::new()
                 .schema_type(SchemaType::new(Type::Object))
-                .property("code", code_schema),
-        );
+                .property("code", code_schema)
+                .required("code"),
+        )
+        .required("error");
     let schema = AllOfBuilder::new()
         .item(Ref::from_schema_name("ErrorBody"))
         .item(narrowed);
@@ -194,68 +203,208 @@ fn example_details(code: ErrorCode) -> Option<Value> {
 /// at its own URL.
 const LOCAL_SERVER: &str = "http://127.0.0.1:8080";
 
-/// The generated document, finished: what `/openapi.json` serves.
-pub(crate) fn finish(openapi: &utoipa::openapi::OpenApi) -> Value {
+/// The generated document, finished: what `/openapi.json` serves. The configurable
+/// limits it states are `settings`'.
+pub(crate) fn finish(openapi: &utoipa::openapi::OpenApi, settings: &Settings) -> Value {
     let mut document = serde_json::to_value(openapi).unwrap_or_default();
     document["servers"] = json!([{
         "url": LOCAL_SERVER,
         "description": "A local server as `scripts/run.sh` starts it; a deployment serves the same paths at its own URL",
     }]);
     split_summaries(&mut document);
+    strip_doc_links(&mut document);
     if let Some(schemas) = document
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
     {
-        schemas.insert("ErrorDetail".to_owned(), error_detail_schema());
         add_discriminators(schemas);
+        add_error_details(schemas);
     }
+    frames::apply(&mut document);
+    limits::apply(&mut document, settings);
+    add_examples(&mut document);
     document
 }
 
-/// `ErrorDetail` with `details` typed: a union of every details schema for generators,
-/// and for validators the rule tying each code to its details (or to none).
-fn error_detail_schema() -> Value {
-    let mut names: Vec<&str> = Vec::new();
-    let mut rules = Vec::new();
-    let mut without = Vec::new();
-    for code in ErrorCode::ALL {
-        match code.details() {
-            DetailsPresence::Never => without.push(code.as_str()),
-            DetailsPresence::Always(name) | DetailsPresence::Sometimes(name) => {
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-                let mut then = json!({
-                    "properties": { "details": { "$ref": format!("#/components/schemas/{name}") } }
-                });
-                if matches!(code.details(), DetailsPresence::Always(_)) {
-                    then["required"] = json!(["details"]);
-                }
-                rules.push(json!({
-                    "if": { "properties": { "code": { "const": code.as_str() } } },
-                    "then": then,
-                }));
+/// Sets each operation's request and success examples (`examples.rs`).
+fn add_examples(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let Some(id) = operation
+            .get("operationId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if let (Some(content), Some(example)) = (
+            operation.pointer_mut("/requestBody/content/application~1json"),
+            examples::request(&id),
+        ) {
+            content["example"] = example;
+        }
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for (status, response) in responses.iter_mut() {
+            let Ok(status) = status.parse::<u16>() else {
+                continue;
+            };
+            if status >= 400 {
+                continue;
+            }
+            if let (Some(content), Some(example)) = (
+                response.pointer_mut("/content/application~1json"),
+                examples::response(&id, status),
+            ) {
+                content["example"] = example;
             }
         }
     }
-    rules.push(json!({
-        "if": { "properties": { "code": { "enum": without } } },
-        "then": { "not": { "required": ["details"] } },
-    }));
-    json!({
-        "type": "object",
-        "description": "What went wrong: a stable code, a human-readable message, and details where a client can act on more than the code (which codes carry which details: see each code in docs/api.md).",
-        "required": ["code", "message"],
-        "properties": {
-            "code": { "$ref": "#/components/schemas/ErrorCode" },
+}
+
+/// Rust intra-doc links in the doc comments utoipa copies (`` [`Foo`] ``,
+/// `` [`Foo`](crate::foo) ``, `[text](crate::foo)`) become their text: the paths mean
+/// nothing to a reader of the document.
+fn strip_doc_links(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    Value::String(text) if key == "description" || key == "summary" => {
+                        *text = without_doc_links(text);
+                    }
+                    _ => strip_doc_links(value),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_doc_links),
+        _ => {}
+    }
+}
+
+fn without_doc_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('[') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find(']') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let label = &after[..end];
+        let tail = &after[end + 1..];
+        // A link target in parentheses is a Rust path when it names no URL.
+        let target = tail.strip_prefix('(').and_then(|inner| {
+            inner
+                .find(')')
+                .map(|close| (&inner[..close], &inner[close + 1..]))
+        });
+        match target {
+            Some((path, remaining)) if !path.contains("://") && !path.starts_with('#') => {
+                out.push_str(label);
+                rest = remaining;
+            }
+            Some(_) => {
+                out.push('[');
+                rest = after;
+            }
+            None if label.starts_with('`') && label.ends_with('`') && label.len() > 1 => {
+                out.push_str(label);
+                rest = tail;
+            }
+            None => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `ErrorDetail` as a union discriminated by `code`: one variant per details shape (and
+/// one for the codes without details), its `code` an enum of the codes that carry it, so
+/// a generated client narrows `details` by `code`.
+fn add_error_details(schemas: &mut serde_json::Map<String, Value>) {
+    // (component, details schema, details always present, codes), in ErrorCode order.
+    let mut variants: Vec<(String, Option<&str>, bool, Vec<&str>)> = Vec::new();
+    for code in ErrorCode::ALL {
+        let (component, details, always) = match code.details() {
+            DetailsPresence::Never => ("ErrorDetailPlain".to_owned(), None, false),
+            DetailsPresence::Always(name) => (format!("ErrorDetail{name}"), Some(name), true),
+            DetailsPresence::Sometimes(name) => {
+                (format!("ErrorDetailOptional{name}"), Some(name), false)
+            }
+        };
+        match variants.iter_mut().find(|variant| variant.0 == component) {
+            Some(variant) => variant.3.push(code.as_str()),
+            None => variants.push((component, details, always, vec![code.as_str()])),
+        }
+    }
+    let mut one_of = Vec::new();
+    let mut mapping = serde_json::Map::new();
+    for (component, details, always, codes) in variants {
+        let listed = codes
+            .iter()
+            .map(|code| format!("`{code}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut required = vec!["code", "message"];
+        let mut properties = json!({
+            "code": { "type": "string", "enum": &codes },
             "message": { "type": "string", "description": "A human-readable explanation (not for matching)." },
-            "details": {
-                "description": "Structured details; their schema depends on `code`.",
-                "anyOf": names.iter().map(|name| json!({ "$ref": format!("#/components/schemas/{name}") })).collect::<Vec<_>>(),
-            },
-        },
-        "allOf": rules,
-    })
+        });
+        let (description, mut schema) = match details {
+            None => (
+                format!("An error without details: {listed}."),
+                json!({ "not": { "required": ["details"] } }),
+            ),
+            Some(name) => {
+                properties["details"] = json!({ "$ref": format!("#/components/schemas/{name}") });
+                if always {
+                    required.push("details");
+                }
+                let presence = if always {
+                    "always"
+                } else {
+                    "sometimes (see each code in docs/api.md)"
+                };
+                (
+                    format!("An error whose details are `{name}`, {presence}: {listed}."),
+                    json!({}),
+                )
+            }
+        };
+        schema["type"] = json!("object");
+        schema["description"] = json!(description);
+        schema["required"] = json!(required);
+        schema["properties"] = properties;
+        let reference = format!("#/components/schemas/{component}");
+        for code in &codes {
+            mapping.insert((*code).to_owned(), Value::String(reference.clone()));
+        }
+        one_of.push(json!({ "$ref": reference }));
+        schemas.insert(component, schema);
+    }
+    schemas.insert(
+        "ErrorDetail".to_owned(),
+        json!({
+            "description": "What went wrong: a stable code, a human-readable message, and details where a client can act on more than the code. One variant per details shape, chosen by `code`.",
+            "oneOf": one_of,
+            "discriminator": { "propertyName": "code", "mapping": mapping },
+        }),
+    );
 }
 
 /// utoipa puts a handler's whole doc comment in `summary`: keep the first sentence there

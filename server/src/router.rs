@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::Settings;
 use crate::error::ApiError;
 use crate::routes::{accounts, channels, devices, health, inbox, keys, messages, receipts, tags};
 use crate::state::AppState;
@@ -23,7 +24,7 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "Courier",
-        description = "End-to-end-encrypted multi-device messaging: the HTTP API (docs/api.md), the WebSocket stream (`GET /v1/ws`; its frames are the ServerFrame and ClientFrame schemas) and, for the encryption inside the opaque ciphertexts, docs/protocol.md.\n\nEvery error answers with ErrorBody; each operation lists the codes it answers with per status. Besides those, any request may be answered by the HTTP layer before it reaches an operation: `invalid_http_request` (400), `request_timeout` (408), `headers_too_large` (431), `too_many_connections` (503), `not_found` (404, no such route) and `method_not_allowed` (405).",
+        description = "End-to-end-encrypted multi-device messaging: the HTTP API (docs/api.md), the WebSocket stream (`GET /v1/ws`; its frames are the ServerFrame and ClientFrame schemas, its close codes WebSocketCloseCode) and, for the encryption inside the opaque ciphertexts, docs/protocol.md.\n\nEvery error answers with ErrorBody; each operation lists the codes it answers with per status. Besides those, any request may be answered by the HTTP layer before it reaches an operation: `invalid_http_request` (400), `request_timeout` (408), `headers_too_large` (431), `too_many_connections` (503), `not_found` (404, no such route) and `method_not_allowed` (405).",
     ),
     modifiers(&BearerAuth),
     components(schemas(
@@ -45,6 +46,9 @@ use crate::state::AppState;
         errors::UnknownUsersDetails,
         errors::DevicesDetails,
         errors::RateLimitDetails,
+        courier_protocol::api::stream::ServerFrame,
+        courier_protocol::api::stream::ControlFrame,
+        courier_protocol::api::stream::ClientFrame,
     )),
     tags(
         (name = tags::ACCOUNTS, description = "Accounts and login (device registration)"),
@@ -106,9 +110,16 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(channels::send_group_message))
 }
 
-/// The OpenAPI document of the API, as `/openapi.json` serves it.
+/// The OpenAPI document of the API, as `/openapi.json` serves it with the default
+/// settings (`docs/openapi.json`).
 pub fn openapi() -> serde_json::Value {
-    crate::api_doc::finish(&api_router().split_for_parts().1)
+    openapi_for(&Settings::default())
+}
+
+/// The OpenAPI document as a server with `settings` serves it: the configurable limits
+/// (envelope size, envelopes per message) are that server's.
+pub fn openapi_for(settings: &Settings) -> serde_json::Value {
+    crate::api_doc::finish(&api_router().split_for_parts().1, settings)
 }
 
 pub(crate) fn build(state: AppState) -> axum::Router {
@@ -116,7 +127,7 @@ pub(crate) fn build(state: AppState) -> axum::Router {
     // Serialized once; every answer shares the bytes. (A handler capturing the document
     // itself copied all of it for each request.)
     let openapi = bytes::Bytes::from(
-        serde_json::to_vec(&crate::api_doc::finish(&openapi)).unwrap_or_default(),
+        serde_json::to_vec(&crate::api_doc::finish(&openapi, &state.settings)).unwrap_or_default(),
     );
     let max_body_bytes = state.settings.max_body_bytes;
     router

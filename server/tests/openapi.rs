@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/schema.rs"]
+mod schema;
 
 use common::TestServer;
 use courier_protocol::ErrorCode;
@@ -167,6 +169,187 @@ fn the_conversation_schema_names_the_wire_properties() {
                 wire.get(required.as_str().unwrap()).is_some(),
                 "{kind}: the document requires {required}, the wire does not send it"
             );
+        }
+    }
+}
+
+/// Every operation's request body and success answer carries an example, and each
+/// validates against its schema (generators and readers show them).
+#[test]
+fn every_request_and_success_answer_has_a_valid_example() {
+    let schemas = schema::Schemas::new(courier_server::router::openapi());
+    let paths = schemas.document["paths"].as_object().unwrap().clone();
+    let mut checked = 0;
+    for (template, item) in &paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let base = schema::operation_pointer(method, template);
+            let id = operation["operationId"].as_str().unwrap();
+            if operation.get("requestBody").is_some() {
+                let example = operation
+                    .pointer("/requestBody/content/application~1json/example")
+                    .unwrap_or_else(|| panic!("{id}: the request body has no example"));
+                schemas.assert_valid(
+                    &schema::request_schema(method, template),
+                    example,
+                    &format!("{id}'s request example"),
+                );
+                checked += 1;
+            }
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.parse::<u16>().unwrap() >= 400 || response.get("content").is_none() {
+                    continue;
+                }
+                let content = &response["content"]["application/json"];
+                let example = content
+                    .get("example")
+                    .unwrap_or_else(|| panic!("{id}: the {status} answer has no example"));
+                schemas.assert_valid(
+                    &format!("{base}/responses/{status}/content/application~1json/schema"),
+                    example,
+                    &format!("{id}'s {status} example"),
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} examples");
+}
+
+/// Every description in the document, with where it is.
+fn descriptions(value: &serde_json::Value, at: &str, found: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let here = format!("{at}/{key}");
+                match value {
+                    serde_json::Value::String(text) if key == "description" || key == "summary" => {
+                        found.push((here, text.clone()));
+                    }
+                    _ => descriptions(value, &here, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                descriptions(item, &format!("{at}/{index}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Doc comments become descriptions: Rust intra-doc links (`[`Foo`]`, `(crate::...)`)
+/// mean nothing to a reader of the document and are gone.
+#[test]
+fn no_description_carries_a_rust_doc_link() {
+    let mut found = Vec::new();
+    descriptions(&courier_server::router::openapi(), "", &mut found);
+    assert!(found.len() > 100, "only {} descriptions", found.len());
+    for (at, text) in found {
+        assert!(!text.contains("crate::"), "{at}: {text}");
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("[`") {
+            let after = &rest[start + 2..];
+            let closed = after
+                .find('`')
+                .is_some_and(|end| after[end + 1..].starts_with(']'));
+            assert!(!closed, "{at}: an intra-doc link in {text:?}");
+            rest = after;
+        }
+    }
+}
+
+/// Every response says what it is: generators make doc comments of the descriptions.
+#[test]
+fn every_response_has_a_description() {
+    let document = courier_server::router::openapi();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    !description.trim().is_empty(),
+                    "{method} {template} {status} has no description"
+                );
+            }
+        }
+    }
+}
+
+/// Error details are a union discriminated by `code`: every code maps to exactly one
+/// variant, whose `code` enum lists it and whose `details` is the code's schema; the
+/// per-status narrowing schemas require the code they narrow.
+#[test]
+fn error_details_are_a_union_discriminated_by_code() {
+    use courier_protocol::api::errors::DetailsPresence;
+    let document = courier_server::router::openapi();
+    let detail = &document["components"]["schemas"]["ErrorDetail"];
+    assert_eq!(detail["discriminator"]["propertyName"], "code");
+    let mapping = detail["discriminator"]["mapping"].as_object().unwrap();
+    assert_eq!(mapping.len(), ErrorCode::ALL.len());
+    for code in ErrorCode::ALL {
+        let reference = mapping[code.as_str()].as_str().unwrap();
+        assert!(
+            detail["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|variant| variant["$ref"] == reference),
+            "{reference} is not a variant"
+        );
+        let variant = document.pointer(reference.trim_start_matches('#')).unwrap();
+        let codes = variant["properties"]["code"]["enum"].as_array().unwrap();
+        assert!(
+            codes.iter().any(|listed| listed == code.as_str()),
+            "{code:?}"
+        );
+        let required: Vec<&str> = variant["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| name.as_str().unwrap())
+            .collect();
+        let details = variant["properties"]["details"]["$ref"].as_str();
+        match code.details() {
+            DetailsPresence::Never => {
+                assert_eq!(details, None, "{code:?}");
+                assert_eq!(variant["not"]["required"][0], "details", "{code:?}");
+            }
+            DetailsPresence::Always(name) => {
+                assert_eq!(
+                    details,
+                    Some(format!("#/components/schemas/{name}").as_str())
+                );
+                assert!(required.contains(&"details"), "{code:?}");
+            }
+            DetailsPresence::Sometimes(name) => {
+                assert_eq!(
+                    details,
+                    Some(format!("#/components/schemas/{name}").as_str())
+                );
+                assert!(!required.contains(&"details"), "{code:?}");
+            }
+        }
+    }
+
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.parse::<u16>().unwrap() < 400 {
+                    continue;
+                }
+                let narrowed = &response["content"]["application/json"]["schema"]["allOf"][1];
+                assert_eq!(
+                    narrowed["required"],
+                    serde_json::json!(["error"]),
+                    "{method} {template} {status}"
+                );
+                assert_eq!(
+                    narrowed["properties"]["error"]["required"],
+                    serde_json::json!(["code"]),
+                    "{method} {template} {status}"
+                );
+            }
         }
     }
 }

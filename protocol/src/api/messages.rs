@@ -61,6 +61,9 @@ pub struct DeviceEnvelope {
     pub ciphertext: String,
 }
 
+/// The protocol versions the server speaks (`protocolVersion` of a send and of an envelope).
+pub const PROTOCOL_VERSIONS: [u8; 2] = [1, 2];
+
 /// Sends a message: protocol V2 (`protocolVersion: 2`, `deviceEnvelopes`) or V1
 /// (`protocolVersion: 1` or absent, `encryptedEnvelope`).
 ///
@@ -78,7 +81,8 @@ pub struct SendMessageRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "any_integer"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u8>, minimum = 1, maximum = 2))]
+    // Its range is set in the document from `PROTOCOL_VERSIONS` (the server's api_doc).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u8>))]
     pub protocol_version: Option<i128>,
     /// The client's ID for this message (1 to 64 characters of `[A-Za-z0-9_-]`). The same
     /// ID from the same device returns the original answer and stores nothing new.
@@ -168,10 +172,6 @@ pub struct AckRequest {
     /// Everything in the stream with a sequence number up to this one (at most 2⁶³−1) is
     /// delivered.
     #[serde(deserialize_with = "client_seq::deserialize")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(minimum = 0, maximum = 9223372036854775807_i64)
-    )]
     pub up_to: u64,
 }
 

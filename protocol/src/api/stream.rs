@@ -97,8 +97,10 @@ pub struct InboxPage {
     pub has_more: bool,
 }
 
-/// What the server sends on the WebSocket (text frames, JSON).
+/// What the server sends on the WebSocket (text frames, JSON): a stream item or a
+/// control frame, told apart by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum ServerFrame {
     /// A stream item.
@@ -109,6 +111,7 @@ pub enum ServerFrame {
 
 /// Control messages on the WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -123,15 +126,19 @@ pub enum ControlFrame {
     },
     /// The server could not use a frame the client sent. The connection stays open.
     Error {
-        /// A stable code (`invalid_frame`).
+        /// A stable code: `invalid_frame` (the only one so far).
         code: String,
         /// What was wrong.
         message: String,
     },
 }
 
+/// The code of an error frame: the server could not use a frame the client sent.
+pub const INVALID_FRAME: &str = "invalid_frame";
+
 /// What the client sends on the WebSocket (text frames, JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -143,7 +150,9 @@ pub enum ClientFrame {
     /// delivered and are not sent again.
     Ack {
         /// Cumulative: every item with `seq <= upTo` (at most [`MAX_SEQ`]).
+        // utoipa does not read `rename_all_fields`: named here for the document too.
         #[serde(
+            rename = "upTo",
             default,
             skip_serializing_if = "Option::is_none",
             deserialize_with = "client_seq::option"

@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use courier_protocol::api::stream::{ClientFrame, ControlFrame, ServerFrame, close_code};
+use courier_protocol::api::stream::{
+    ClientFrame, ControlFrame, INVALID_FRAME, ServerFrame, close_code,
+};
 use futures::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -431,7 +433,7 @@ impl Connection {
                 }
                 Err(error) => {
                     self.send_control(ControlFrame::Error {
-                        code: "invalid_frame".into(),
+                        code: INVALID_FRAME.into(),
                         message: error.to_string(),
                     })
                     .await
@@ -439,7 +441,7 @@ impl Connection {
             },
             Message::Binary(_) => {
                 self.send_control(ControlFrame::Error {
-                    code: "invalid_frame".into(),
+                    code: INVALID_FRAME.into(),
                     message: "frames are JSON text".into(),
                 })
                 .await

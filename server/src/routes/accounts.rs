@@ -24,7 +24,7 @@ use crate::tokens::new_access_token;
     post, path = "/v1/accounts", tag = super::tags::ACCOUNTS,
     request_body = CreateAccountRequest,
     responses(
-        (status = 201, body = CreateAccountResponse),
+        (status = 201, body = CreateAccountResponse, description = "The account was created"),
         CreateAccountErrors,
     ),
 )]
@@ -69,7 +69,7 @@ fn username_taken() -> ApiError {
     post, path = "/v1/login", tag = super::tags::ACCOUNTS,
     request_body = LoginRequest,
     responses(
-        (status = 200, body = LoginResponse),
+        (status = 200, body = LoginResponse, description = "Logged in: the device and its new access token"),
         LoginErrors,
     ),
 )]

@@ -80,7 +80,7 @@ fn check_session_id(session_id: &str) -> Result<(), ApiError> {
     security(("bearer" = [])),
     request_body = CreateChannelRequest,
     responses(
-        (status = 201, body = Channel),
+        (status = 201, body = Channel, description = "The channel was created"),
         CreateChannelErrors,
     ),
 )]
@@ -89,6 +89,13 @@ pub async fn create_channel(
     caller: AuthenticatedDevice,
     ApiJson(request): ApiJson<CreateChannelRequest>,
 ) -> Result<(StatusCode, Json<Channel>), ApiError> {
+    // The caller is always a member: a request names at most the limit less one (the
+    // document's maxItems), whether or not entries repeat.
+    if request.members.len() > limits::MAX_CHANNEL_MEMBERS - 1 {
+        return Err(refused(Refusal::TooManyMembers(
+            limits::MAX_CHANNEL_MEMBERS,
+        )));
+    }
     let changed = db::channels::create(
         &state.pool,
         caller.device(),
@@ -106,7 +113,7 @@ pub async fn create_channel(
     get, path = "/v1/channels", tag = super::tags::CHANNELS,
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Vec<Channel>),
+        (status = 200, body = Vec<Channel>, description = "The caller's channels"),
         ListChannelsErrors,
     ),
 )]
@@ -123,7 +130,7 @@ pub async fn list_channels(
     security(("bearer" = [])),
     params(("channelId" = Uuid, Path, description = "The channel")),
     responses(
-        (status = 200, body = Channel),
+        (status = 200, body = Channel, description = "The channel"),
         GetChannelErrors,
     ),
 )]
@@ -146,7 +153,7 @@ pub async fn get_channel(
     params(("channelId" = Uuid, Path, description = "The channel")),
     request_body = AddMembersRequest,
     responses(
-        (status = 200, body = Channel),
+        (status = 200, body = Channel, description = "The channel with its members now"),
         AddMembersErrors,
     ),
 )]
@@ -156,7 +163,9 @@ pub async fn add_members(
     ApiPath(channel_id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<AddMembersRequest>,
 ) -> Result<Json<Channel>, ApiError> {
-    if request.user_ids.len() > limits::MAX_CHANNEL_MEMBERS {
+    // A channel has at least one member (the caller), so a request adds at most the limit
+    // less one (the document's maxItems).
+    if request.user_ids.len() > limits::MAX_CHANNEL_MEMBERS - 1 {
         return Err(refused(Refusal::TooManyMembers(
             limits::MAX_CHANNEL_MEMBERS,
         )));
@@ -210,7 +219,7 @@ pub async fn remove_member(
     params(("channelId" = Uuid, Path, description = "The channel")),
     request_body = UploadSenderKeysRequest,
     responses(
-        (status = 200, body = UploadSenderKeysResponse),
+        (status = 200, body = UploadSenderKeysResponse, description = "Stored: how many distributions were new"),
         UploadSenderKeysErrors,
     ),
 )]

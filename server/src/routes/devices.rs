@@ -18,7 +18,10 @@ use crate::state::AppState;
 #[utoipa::path(
     get, path = "/v1/devices", tag = super::tags::DEVICES,
     security(("bearer" = [])),
-    responses((status = 200, body = OwnDevicesResponse), ListDevicesErrors),
+    responses(
+        (status = 200, body = OwnDevicesResponse, description = "The caller's active devices"),
+        ListDevicesErrors,
+    ),
 )]
 pub async fn list_devices(
     State(state): State<AppState>,

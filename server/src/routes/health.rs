@@ -20,7 +20,7 @@ pub struct HealthStatus {
 }
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = super::tags::OPERATIONS, responses((status = 200, body = HealthStatus)))]
+#[utoipa::path(get, path = "/healthz", tag = super::tags::OPERATIONS, responses((status = 200, body = HealthStatus, description = "The process is alive")))]
 pub async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok" })
 }
@@ -28,7 +28,10 @@ pub async fn healthz() -> Json<HealthStatus> {
 /// The process can reach its database.
 #[utoipa::path(
     get, path = "/readyz", tag = super::tags::OPERATIONS,
-    responses((status = 200, body = HealthStatus), ReadyzErrors),
+    responses(
+        (status = 200, body = HealthStatus, description = "The database answered"),
+        ReadyzErrors,
+    ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     let ping = sqlx::query("SELECT 1").execute(&state.pool);

@@ -11,6 +11,9 @@ use courier_protocol::ErrorCode;
 use courier_protocol::api::errors::FieldLimitDetails;
 use courier_protocol::api::messages::{AckRequest, AckResponse};
 use courier_protocol::api::stream::{InboxPage, StreamItem, client_seq};
+use courier_protocol::limits::{
+    DEFAULT_INBOX_PAGE_ITEMS as DEFAULT_PAGE, MAX_INBOX_PAGE_ITEMS as MAX_PAGE,
+};
 use serde::Deserialize;
 
 use crate::api_doc::operation_errors;
@@ -25,9 +28,6 @@ use crate::rate_limits::ClientAddress;
 use crate::serve::ConnectionShared;
 use crate::state::AppState;
 
-/// Default and largest inbox page.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
 /// Most ciphertext (and event body) bytes in one inbox page: past it the page ends early,
 /// with `hasMore`, so a page of large envelopes stays about 1.4 MiB of JSON.
 const INBOX_PAGE_BYTES: i64 = 1024 * 1024;
@@ -40,11 +40,10 @@ const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
 #[serde(rename_all = "camelCase")]
 pub struct InboxQuery {
     /// Items after this sequence number (default 0: from the start).
+    // Its range is set in the document from `MAX_SEQ` (api_doc::limits).
     #[serde(default, deserialize_with = "client_seq::deserialize")]
-    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: u64,
     /// Page size, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -54,7 +53,7 @@ pub struct InboxQuery {
     security(("bearer" = [])),
     params(InboxQuery),
     responses(
-        (status = 200, body = InboxPage),
+        (status = 200, body = InboxPage, description = "A page of undelivered items"),
         ListInboxErrors,
     ),
 )]
@@ -101,7 +100,7 @@ pub async fn list_inbox(
     security(("bearer" = [])),
     request_body = AckRequest,
     responses(
-        (status = 200, body = AckResponse),
+        (status = 200, body = AckResponse, description = "Acknowledged (written before this answer)"),
         AckInboxErrors,
     ),
 )]
@@ -127,16 +126,16 @@ pub struct SocketQuery {
     /// The device has stored everything up to this sequence number: an implicit
     /// acknowledgement; the socket starts after it.
     #[serde(default, deserialize_with = "client_seq::option")]
-    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<u64>,
 }
 
 /// Opens the calling device's stream as a WebSocket (token in the `Authorization`
 /// header). Server frames: stream items (`{"type": "envelope", "seq", ...}`), then
 /// `{"type": "caughtUp", "cursor"}` once the backlog is out. Client frames:
-/// `{"type": "ack", "upTo": n}` or `{"type": "ack", "seqs": [...]}`. Close codes: 4001
+/// `{"type": "ack", "upTo": n}` or `{"type": "ack", "seqs": [...]}`; a frame the server
+/// cannot use is answered `{"type": "error", "code": "invalid_frame"}`. Close codes: 4001
 /// replaced by a newer connection, 4002 idle timeout, 4003 device removed, 4004 too slow,
-/// 1001 server shutting down.
+/// 4005 token revoked, 1001 server shutting down, 1011 server error.
 #[utoipa::path(
     get, path = "/v1/ws", tag = super::tags::MESSAGES,
     security(("bearer" = [])),

@@ -187,7 +187,7 @@ pub async fn publish_identity_keys(
     security(("bearer" = [])),
     request_body = UploadOneTimeKeysRequest,
     responses(
-        (status = 200, body = KeyCountResponse),
+        (status = 200, body = KeyCountResponse, description = "Stored: the device's key counts now"),
         UploadOneTimeKeysErrors,
     ),
 )]
@@ -276,7 +276,7 @@ pub async fn upload_one_time_keys(
     security(("bearer" = [])),
     request_body = SignedKey,
     responses(
-        (status = 200, body = KeyCountResponse),
+        (status = 200, body = KeyCountResponse, description = "Published: the device's key counts now"),
         SetFallbackKeyErrors,
     ),
 )]
@@ -298,7 +298,10 @@ pub async fn set_fallback_key(
 #[utoipa::path(
     get, path = "/v1/keys/count", tag = super::tags::KEYS,
     security(("bearer" = [])),
-    responses((status = 200, body = KeyCountResponse), KeyCountErrors),
+    responses(
+        (status = 200, body = KeyCountResponse, description = "The device's key counts"),
+        KeyCountErrors,
+    ),
 )]
 pub async fn key_count(
     State(state): State<AppState>,
@@ -319,7 +322,7 @@ pub async fn key_count(
     security(("bearer" = [])),
     params(("userId" = String, Path, format = Uuid, description = "The user whose devices to list")),
     responses(
-        (status = 200, body = UserDevicesResponse),
+        (status = 200, body = UserDevicesResponse, description = "The user's reachable devices"),
         UserDevicesErrors,
     ),
 )]
@@ -353,7 +356,7 @@ pub async fn user_devices(
     security(("bearer" = [])),
     request_body = ClaimKeysRequest,
     responses(
-        (status = 200, body = ClaimKeysResponse),
+        (status = 200, body = ClaimKeysResponse, description = "One key per device that had one, and the devices that had none"),
         ClaimKeysErrors,
     ),
 )]

@@ -10,10 +10,10 @@ use courier_protocol::api::errors::{
 };
 use courier_protocol::api::keys::DeviceRef;
 use courier_protocol::api::messages::{
-    DeviceEnvelope, EnvelopeType, SendMessageRequest, SendMessageResponse,
+    DeviceEnvelope, EnvelopeType, PROTOCOL_VERSIONS, SendMessageRequest, SendMessageResponse,
 };
 use courier_protocol::api::stream::Envelope;
-use courier_protocol::keys::{KeyDecodeError, decode_base64};
+use courier_protocol::keys::{KeyDecodeError, decode_base64, max_base64_len};
 use courier_protocol::{DeviceId, ErrorCode, limits};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -36,8 +36,9 @@ pub(crate) fn decode_ciphertext(
     text: &str,
 ) -> Result<Vec<u8>, ApiError> {
     let max = state.settings.max_envelope_bytes;
-    // Checked before decoding, so an oversized envelope costs no allocation.
-    if text.len() > max.div_ceil(3) * 4 + 4 {
+    // Checked before decoding, so an oversized envelope costs no allocation (and text
+    // longer than the document's maxLength is refused as too large, not as bad base64).
+    if text.len() > max_base64_len(max) {
         return Err(envelope_too_large(field, max));
     }
     let bytes = decode_base64(text).map_err(|_: KeyDecodeError| {
@@ -118,7 +119,7 @@ pub async fn send_message(
                 format!("protocol version {version} is not supported"),
             )
             .with_details(SupportedVersionsDetails {
-                supported: vec![1, 2],
+                supported: PROTOCOL_VERSIONS.to_vec(),
             }));
         }
         _ => {
@@ -258,7 +259,7 @@ fn not_found() -> ApiError {
     security(("bearer" = [])),
     params(("messageId" = Uuid, Path, description = "The message"), EnvelopeQuery),
     responses(
-        (status = 200, body = Envelope),
+        (status = 200, body = Envelope, description = "The undelivered envelope"),
         GetEnvelopeErrors,
     ),
 )]

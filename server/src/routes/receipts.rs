@@ -28,7 +28,7 @@ fn message_not_found() -> ApiError {
     security(("bearer" = [])),
     request_body = MarkReadRequest,
     responses(
-        (status = 200, body = MarkReadResponse),
+        (status = 200, body = MarkReadResponse, description = "Marked read (or it was already)"),
         MarkReadErrors,
     ),
 )]
@@ -58,7 +58,7 @@ pub async fn mark_read(
     security(("bearer" = [])),
     params(("messageId" = Uuid, Path, description = "A message the caller's user sent")),
     responses(
-        (status = 200, body = DeliveryState),
+        (status = 200, body = DeliveryState, description = "The message's delivery state"),
         DeliveryStateErrors,
     ),
 )]
@@ -78,7 +78,7 @@ pub async fn delivery_state(
     get, path = "/v1/settings/privacy", tag = super::tags::RECEIPTS,
     security(("bearer" = [])),
     responses(
-        (status = 200, body = PrivacySettings),
+        (status = 200, body = PrivacySettings, description = "The settings"),
         GetPrivacyErrors,
     ),
 )]

@@ -261,6 +261,13 @@ pub enum Received {
     Closed(Option<u16>),
 }
 
+/// A socket read, unparsed.
+#[derive(Debug)]
+pub enum RawFrame {
+    Text(String),
+    Closed(Option<u16>),
+}
+
 impl TestServer {
     /// Tries to open `token`'s socket: `Ok` when it opened, else the HTTP answer.
     pub async fn try_connect(
@@ -391,6 +398,27 @@ impl Socket {
                 Received::Item(item) => items.push(item),
                 Received::CaughtUp(cursor) => return (items, cursor),
                 other => panic!("expected the backlog, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next text frame as it arrived, or the close (its code), waiting at most 10 s
+    /// (a bound, not a timing assertion).
+    pub async fn next_raw(&mut self) -> RawFrame {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.next())
+                    .await
+                    .expect("a frame within 10 s");
+            match message {
+                Some(Ok(Message::Text(text))) => return RawFrame::Text(text.as_str().to_owned()),
+                Some(Ok(Message::Close(frame))) => {
+                    return RawFrame::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return RawFrame::Closed(None),
             }
         }
     }
