@@ -1363,7 +1363,7 @@ fn vectors_plaintexts_decode_to_their_fields_and_re_encode_to_their_bytes() {
 #[test]
 fn vectors_ciphertexts_decrypt_with_the_committed_state_to_the_committed_plaintexts() {
     let file = vectors();
-    let sender = sender_curve25519(&file);
+    let sender = sender_curve25519(file);
     for vector in &file.envelopes {
         let plaintext = decrypt_committed(
             &file.recipient.account_pickle,
@@ -1413,7 +1413,7 @@ fn vectors_items_end_as_stated_through_the_machine() {
     let file = vectors();
     let mut reasons = std::collections::BTreeSet::new();
     for vector in &file.envelopes {
-        let mut machine = recipient_machine(&file, &vector.recipient_sessions);
+        let mut machine = recipient_machine(file, &vector.recipient_sessions);
         let outcome = machine
             .decrypt_envelope(&vector.item)
             .unwrap_or_else(|e| panic!("{}: {e}", vector.name));
@@ -1451,7 +1451,7 @@ fn vectors_items_end_as_stated_through_the_machine() {
     }
 
     for vector in &file.group_messages {
-        let mut machine = recipient_machine(&file, &[]);
+        let mut machine = recipient_machine(file, &[]);
         assert_eq!(
             machine
                 .process_sender_key(&file.sender_key.item)
@@ -1483,7 +1483,7 @@ fn vectors_items_end_as_stated_through_the_machine() {
         };
         assert_eq!(actual, vector.expected, "{}", vector.name);
     }
-    let mut machine = recipient_machine(&file, &[]);
+    let mut machine = recipient_machine(file, &[]);
     let stored = machine
         .process_sender_key(&file.sender_key.item)
         .expect("the sender key");
