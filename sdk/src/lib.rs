@@ -44,4 +44,6 @@ pub mod app;
 pub mod client;
 pub mod crypto;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;

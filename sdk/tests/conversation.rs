@@ -513,3 +513,127 @@ async fn an_app_waiting_for_events_is_woken_when_a_message_arrives(pool: PgPool)
     .expect("pending events did not resolve the wait")
     .unwrap();
 }
+
+/// A V1 sender built by hand: a vodozemac account of its own (not the SDK's), sending
+/// V1 messages as docs/api.md describes them: `encryptedEnvelope` is the raw Olm message
+/// in base64, with nothing in front.
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_hand_built_v1_send_is_decrypted_by_an_sdk_device(pool: PgPool) {
+    use courier_protocol::api::keys::IdentityKeys;
+    use courier_protocol::api::messages::{EnvelopeType, SendMessageRequest};
+    use courier_protocol::keys::{decode_base64, decode_fixed, encode_base64};
+    use courier_protocol::signing;
+    use courier_sdk::testing::MessagePayload;
+    use courier_sdk::transport::SendOutcome;
+    use vodozemac::Curve25519PublicKey;
+    use vodozemac::olm::{Account, OlmMessage, SessionConfig};
+
+    let server = TestServer::start(pool).await;
+    let bob = Party::register(&server, "bob", 1).await;
+    let bob_device = bob.clients[0].own_device();
+    server.create_account("carol").await;
+    let carol = common::TestDevice::new(&server, server.try_login("carol").await.unwrap());
+    let carol_device = courier_protocol::api::keys::DeviceRef {
+        user_id: carol.user_id,
+        device_id: carol.device_id,
+    };
+    let account = Account::new();
+    let identity = account.identity_keys();
+    let (curve25519, ed25519) = (identity.curve25519.to_bytes(), *identity.ed25519.as_bytes());
+    let signed =
+        signing::identity_keys_payload(carol.user_id, carol.device_id, &curve25519, &ed25519);
+    carol
+        .client
+        .publish_identity_keys(&IdentityKeys {
+            curve25519: encode_base64(&curve25519),
+            ed25519: encode_base64(&ed25519),
+            signature: encode_base64(&account.sign(&signed).to_bytes()),
+        })
+        .await
+        .unwrap();
+
+    // Carol opens an Olm session with Bob's device from the directory and a claimed key.
+    let directory = carol.client.user_devices(bob.user()).await.unwrap();
+    let bob_identity: [u8; 32] =
+        decode_fixed(&directory.devices[0].identity_keys.curve25519).unwrap();
+    let claimed = carol
+        .client
+        .claim_keys(&ClaimKeysRequest {
+            devices: vec![bob_device],
+        })
+        .await
+        .unwrap();
+    let one_time_key: [u8; 32] = decode_fixed(&claimed.keys[0].key.key).unwrap();
+    let mut session = account
+        .create_outbound_session(
+            SessionConfig::version_1(),
+            Curve25519PublicKey::from_bytes(bob_identity),
+            Curve25519PublicKey::from_bytes(one_time_key),
+        )
+        .unwrap();
+    let v1_send = |session: &mut vodozemac::olm::Session, id: &str, body: &[u8]| {
+        let payload = MessagePayload {
+            sender: carol_device,
+            sender_ed25519: ed25519,
+            recipient: bob_device,
+            recipient_curve25519: bob_identity,
+            conversation: bob_device.user_id.as_uuid(),
+            client_message_id: id.into(),
+            timestamp_ms: u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap(),
+            body: body.to_vec(),
+        };
+        let message = session.encrypt(payload.encode().unwrap()).unwrap();
+        let kind = match &message {
+            OlmMessage::PreKey(_) => EnvelopeType::PreKey,
+            OlmMessage::Normal(_) => EnvelopeType::Normal,
+        };
+        let (_, raw) = message.to_parts();
+        let request = SendMessageRequest {
+            protocol_version: Some(1),
+            client_message_id: id.into(),
+            recipient_user_id: bob_device.user_id,
+            device_envelopes: None,
+            encrypted_envelope: Some(encode_base64(&raw)),
+        };
+        (kind, request)
+    };
+
+    // The first message of the session is a pre-key message.
+    let (kind, request) = v1_send(&mut session, "v1-first", b"hello from v1");
+    assert_eq!(kind, EnvelopeType::PreKey);
+    assert!(matches!(
+        carol.client.send_message(&request).await.unwrap(),
+        SendOutcome::Sent(_)
+    ));
+    assert_eq!(receive(&bob.clients[0]).await, vec!["hello from v1"]);
+
+    // Bob answers (a V2 envelope for Carol's device); once Carol has read it, her next
+    // message is a normal one.
+    bob.clients[0]
+        .send(carol.user_id, b"hello carol")
+        .await
+        .unwrap();
+    let page = carol.client.inbox(0, None).await.unwrap();
+    let answer = page
+        .items
+        .iter()
+        .find_map(|item| match item {
+            StreamItem::Envelope(envelope) => Some(envelope),
+            _ => None,
+        })
+        .expect("Bob's envelope in Carol's inbox");
+    let answer_type = match answer.envelope_type {
+        EnvelopeType::PreKey => 0,
+        _ => 1,
+    };
+    let answer =
+        OlmMessage::from_parts(answer_type, &decode_base64(&answer.ciphertext).unwrap()).unwrap();
+    session.decrypt(&answer).unwrap();
+    let (kind, request) = v1_send(&mut session, "v1-second", b"and again");
+    assert_eq!(kind, EnvelopeType::Normal);
+    assert!(matches!(
+        carol.client.send_message(&request).await.unwrap(),
+        SendOutcome::Sent(_)
+    ));
+    assert_eq!(receive(&bob.clients[0]).await, vec!["and again"]);
+}

@@ -175,7 +175,9 @@ pub enum AppEventKind {
         body: Vec<u8>,
     },
     /// An envelope could not be read; `reason` is one of `sender_blocked`,
-    /// `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `rejected`.
+    /// `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `wrong_sender`,
+    /// `wrong_recipient`, `wrong_conversation`, `client_message_id_mismatch`,
+    /// `timestamp_out_of_range`, `rejected`.
     DecryptionFailed {
         /// The server's message ID.
         message_id: String,

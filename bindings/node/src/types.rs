@@ -333,7 +333,9 @@ pub enum AppEvent {
         body: Buffer,
     },
     /// An envelope could not be read; `reason` is one of `sender_blocked`,
-    /// `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `rejected`.
+    /// `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `wrong_sender`,
+    /// `wrong_recipient`, `wrong_conversation`, `client_message_id_mismatch`,
+    /// `timestamp_out_of_range`, `rejected`.
     DecryptionFailed {
         /// The event's position in the queue.
         seq: f64,

@@ -327,10 +327,12 @@ impl From<TransportError> for CourierError {
                 message: problem,
             },
             TransportError::StreamClosed { reason, .. } => from_stream_closed(reason),
-            TransportError::UnexpectedFrame { .. } => Self::UnexpectedResponse {
-                status: 0,
-                message: error.to_string(),
-            },
+            TransportError::UnexpectedFrame { .. } | TransportError::UnknownItem { .. } => {
+                Self::UnexpectedResponse {
+                    status: 0,
+                    message: error.to_string(),
+                }
+            }
             TransportError::MissingToken => Self::NotLoggedIn,
             TransportError::MalformedToken => Self::StoreDamaged {
                 message: error.to_string(),
@@ -394,6 +396,11 @@ impl From<MachineError> for CourierError {
                 device: device.into(),
             },
             MachineError::Group(group) => group.into(),
+            // The directory's answer itself was wrong.
+            mismatch @ MachineError::DirectoryUserMismatch { .. } => Self::UnexpectedResponse {
+                status: 200,
+                message: mismatch.to_string(),
+            },
         }
     }
 }

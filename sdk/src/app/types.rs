@@ -315,7 +315,9 @@ pub enum AppEventKind {
         body: Vec<u8>,
     },
     /// An envelope could not be read; `reason` is one of `sender_blocked`,
-    /// `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `rejected`.
+    /// `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `wrong_sender`,
+    /// `wrong_recipient`, `wrong_conversation`, `client_message_id_mismatch`,
+    /// `timestamp_out_of_range`, `rejected`.
     DecryptionFailed {
         /// The server's message ID.
         message_id: String,
@@ -513,6 +515,11 @@ pub(crate) fn failure_code(reason: &FailureReason) -> String {
         FailureReason::UnknownSender => "unknown_sender",
         FailureReason::Malformed => "malformed",
         FailureReason::Undecryptable => "undecryptable",
+        FailureReason::WrongSender => "wrong_sender",
+        FailureReason::WrongRecipient => "wrong_recipient",
+        FailureReason::WrongConversation => "wrong_conversation",
+        FailureReason::ClientMessageIdMismatch => "client_message_id_mismatch",
+        FailureReason::TimestampOutOfRange => "timestamp_out_of_range",
         FailureReason::Rejected(_) => "rejected",
     }
     .to_owned()

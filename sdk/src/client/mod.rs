@@ -213,6 +213,9 @@ pub struct ReceiveSummary {
     pub duplicates: usize,
     /// Envelopes that could not be read (reported as events).
     pub failures: usize,
+    /// Socket items of a type this SDK does not know, acknowledged and skipped (the REST
+    /// inbox leaves them out of its pages, so they are not counted there).
+    pub skipped: usize,
 }
 
 /// Where [`Client::run`]'s connection is, for an observer (the app surface's listener).
@@ -531,7 +534,7 @@ impl Client {
     pub async fn refresh_devices(&self, user_id: UserId) -> Result<Vec<DeviceChange>, ClientError> {
         let listed = self.api.user_devices(user_id).await?;
         Ok(self
-            .with_machine(move |m| m.update_device_list(&listed))
+            .with_machine(move |m| m.update_device_list_of(user_id, &listed))
             .await??)
     }
 
@@ -800,7 +803,19 @@ impl Client {
         let mut stored_through = None;
         let ended = async {
             loop {
-                match stream.next_frame().await? {
+                let frame = match stream.next_frame().await {
+                    Ok(frame) => frame,
+                    // A newer server's item: nothing to store, and holding it back would
+                    // stall the stream (it would come first again on every connection).
+                    Err(TransportError::UnknownItem { seq, .. }) => {
+                        summary.skipped += 1;
+                        stored_through = Some(seq);
+                        stream.ack_up_to(seq).await?;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                match frame {
                     ServerFrame::Item(StreamItem::Envelope(envelope)) => {
                         self.take(&envelope, &mut summary).await?;
                         stored_through = Some(envelope.seq);
@@ -870,18 +885,21 @@ impl Client {
         let mut after = self.cursor().await?;
         loop {
             let page = self.api.inbox(after, None).await?;
-            let Some(last) = page.items.last().map(StreamItem::seq) else {
-                break;
-            };
             for item in &page.items {
                 match item {
                     StreamItem::Envelope(envelope) => self.take(envelope, &mut summary).await?,
                     other => self.take_item(other, &mut summary).await?,
                 }
             }
-            self.set_cursor(last).await?;
-            self.api.ack_inbox(last).await?;
-            after = last;
+            // Up to the page's cursor, not its last item: items of types this SDK does not
+            // know are left out of the page, and are acknowledged (skipped) with it.
+            let through = page.next_cursor;
+            if through <= after {
+                break;
+            }
+            self.set_cursor(through).await?;
+            self.api.ack_inbox(through).await?;
+            after = through;
         }
         Ok(summary)
     }

@@ -54,7 +54,7 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::devices::DeviceKeys;
 use super::payload::{
-    BoundDevice, Expected, Payload, PayloadError, PayloadKind, Reader, put_body,
+    BoundDevice, Expected, Payload, PayloadError, PayloadKind, Reader, check_sent, put_body,
     put_client_message_id,
 };
 use super::store::{self as records, RecordError};
@@ -94,6 +94,10 @@ pub enum GroupError {
     /// The channel named inside is not the channel it was delivered for.
     #[error("the channel named inside does not match the channel it was delivered for")]
     ChannelMismatch,
+    /// The session ID the sender key was delivered under is not the ID of the Megolm
+    /// session it carries.
+    #[error("the sender key's session ID does not match the session it carries")]
+    SessionIdMismatch,
     /// The session key does not decode, its signature does not verify, or it does not
     /// belong to the session ID it came with.
     #[error("the session key is invalid")]
@@ -475,6 +479,10 @@ pub struct IncomingGroupMessage {
     pub session_id: String,
     /// The server's message ID.
     pub message_id: Uuid,
+    /// The client message ID the server delivered it under.
+    pub client_message_id: String,
+    /// When the server stored it, milliseconds since the Unix epoch.
+    pub server_timestamp_ms: i64,
     /// The Megolm message.
     pub ciphertext: Vec<u8>,
 }
@@ -486,8 +494,9 @@ impl std::fmt::Debug for IncomingGroupMessage {
             .field("sender", &self.sender)
             .field("session_id", &self.session_id)
             .field("message_id", &self.message_id)
+            .field("client_message_id", &self.client_message_id)
             .field("ciphertext_len", &self.ciphertext.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -761,9 +770,10 @@ impl GroupSessions {
     }
 
     /// Takes in a sender key that arrived in an Olm message. `channel_id` is the channel
-    /// it was delivered for, `sender` the sending device with the Ed25519 key the Olm
-    /// layer verified it by, `payload` the decrypted Olm plaintext. The payload must be
-    /// a sender key for this device from that sender, for that channel.
+    /// it was delivered for, `session_id` the session ID it was delivered under, `sender`
+    /// the sending device with the Ed25519 key the Olm layer verified it by, `payload`
+    /// the decrypted Olm plaintext. The payload must be a sender key for this device from
+    /// that sender, for that channel, carrying that session.
     ///
     /// A second copy of a stored session (same sender, same ID) replaces it only if it
     /// reaches further back; a later copy never replaces an earlier one.
@@ -771,6 +781,7 @@ impl GroupSessions {
         &self,
         tx: &mut StoreTransaction<'_>,
         channel_id: Uuid,
+        session_id: &str,
         sender: BoundDevice,
         payload: &Payload,
     ) -> Result<InboundAdded, GroupError> {
@@ -794,6 +805,11 @@ impl GroupSessions {
             return Err(GroupError::ChannelMismatch);
         }
         let body = SenderKeyBody::decode(&payload.body)?;
+        // Stored under the ID it carries, looked up (for duplicates) under the one it was
+        // delivered with: the two must be one.
+        if body.session_id != session_id {
+            return Err(GroupError::SessionIdMismatch);
+        }
         let sender_ref = DeviceRef {
             user_id: sender.user_id,
             device_id: sender.device_id,
@@ -862,8 +878,10 @@ impl GroupSessions {
     }
 
     /// Decrypts a group message with the session stored for its channel, sender device
-    /// and session ID, checks that the plaintext names that channel and sender, and
-    /// records its index as seen with its server message ID (in `tx`).
+    /// and session ID, checks that the plaintext names that channel and sender, the client
+    /// message ID it was delivered under and a timestamp near the server's (see
+    /// [`check_sent`]), and records its index as seen with its server message ID (in
+    /// `tx`).
     pub fn decrypt_group(
         &self,
         tx: &mut StoreTransaction<'_>,
@@ -910,9 +928,20 @@ impl GroupSessions {
         let index_key = message_index.to_be_bytes();
         match records::tx_get::<Uuid>(tx, records::GROUP_SEEN, &seen_partition, &index_key)? {
             Some(seen) if seen == message.message_id => return Ok(GroupDecrypted::Duplicate),
+            // Said before the labels are checked: a replay is the more precise diagnosis
+            // (a replay is stored under another client message ID, as the server refuses
+            // one ID twice).
             Some(_) => return Err(GroupError::Replayed { message_index }),
             None => {}
         }
+        // Checked before the index is recorded: a relabelled message does not use up the
+        // index of the genuine one.
+        check_sent(
+            &plaintext.client_message_id,
+            plaintext.timestamp_ms,
+            &message.client_message_id,
+            message.server_timestamp_ms,
+        )?;
         records::put(
             tx,
             records::GROUP_SEEN,

@@ -103,8 +103,14 @@ impl Dev {
         plaintext: &[u8],
     ) -> Result<InboundAdded, GroupError> {
         let payload = Payload::decode(plaintext)?;
-        self.store
-            .transaction(|tx| self.groups.add_inbound(tx, channel, sender, &payload))
+        // Delivered under the session ID it carries (when it carries one).
+        let session_id = SenderKeyBody::decode(&payload.body)
+            .map(|body| body.session_id().to_owned())
+            .unwrap_or_default();
+        self.store.transaction(|tx| {
+            self.groups
+                .add_inbound(tx, channel, &session_id, sender, &payload)
+        })
     }
 
     fn has_inbound(&self, channel: Uuid, sender: &Dev, session_id: &str) -> bool {
@@ -175,6 +181,9 @@ fn delivered(from: &Dev, channel: Uuid, ciphertext: &GroupCiphertext) -> Incomin
         sender: from.own,
         session_id: ciphertext.session_id.clone(),
         message_id: Uuid::new_v4(),
+        // What `send` put inside.
+        client_message_id: format!("m{}", ciphertext.message_index),
+        server_timestamp_ms: i64::try_from(T0 + 5).unwrap(),
         ciphertext: ciphertext.ciphertext.clone(),
     }
 }
@@ -487,7 +496,7 @@ fn a_sender_key_naming_another_sender_channel_or_recipient_is_refused() {
     wrong_key.key = [1; 32];
     assert!(matches!(
         bob.add_inbound(CHANNEL, wrong_key, &plaintext),
-        Err(GroupError::SenderMismatch)
+        Err(GroupError::Plaintext(PayloadError::SenderKeyMismatch))
     ));
     // Carol's copy, handed to Bob.
     let for_carol = alice
@@ -520,6 +529,54 @@ fn a_sender_key_naming_another_sender_channel_or_recipient_is_refused() {
     bob.add_inbound(CHANNEL, alice.signer(), &plaintext)
         .unwrap();
     assert!(bob.has_inbound(CHANNEL, &alice, session.session_id()));
+}
+
+#[test]
+fn a_sender_key_delivered_under_another_session_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut bob, _) = trio(&dir);
+    let session = alice.create_outbound(CHANNEL, T0);
+    let other = alice.create_outbound(OTHER_CHANNEL, T0);
+    let payload = alice
+        .groups
+        .sender_key_payload(&session, bob.member(), T0)
+        .unwrap();
+    let plaintext = olm_transfer(&alice, &mut bob, &payload);
+    let payload = Payload::decode(&plaintext).unwrap();
+    let added = bob.store.transaction(|tx| {
+        bob.groups
+            .add_inbound(tx, CHANNEL, other.session_id(), alice.signer(), &payload)
+    });
+    assert!(matches!(added, Err(GroupError::SessionIdMismatch)));
+    assert!(!bob.has_inbound(CHANNEL, &alice, session.session_id()));
+    assert!(!bob.has_inbound(CHANNEL, &alice, other.session_id()));
+}
+
+#[test]
+fn a_message_under_another_client_message_id_or_far_from_the_server_time_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut bob, _) = trio(&dir);
+    let mut session = alice.create_outbound(CHANNEL, T0);
+    share(&alice, &mut bob, &mut session).unwrap();
+    let message = delivered(&alice, CHANNEL, &send(&alice, &mut session, b"hi"));
+
+    let mut relabelled = message.clone();
+    relabelled.client_message_id = "another-send".into();
+    assert!(matches!(
+        bob.receive(&relabelled),
+        Err(GroupError::Plaintext(PayloadError::ClientMessageIdMismatch))
+    ));
+    for server_ms in [T0 + 5 + 2 * DAY_MS, T0 - DAY_MS] {
+        let mut shifted = message.clone();
+        shifted.message_id = Uuid::new_v4();
+        shifted.server_timestamp_ms = i64::try_from(server_ms).unwrap();
+        assert!(matches!(
+            bob.receive(&shifted),
+            Err(GroupError::Plaintext(PayloadError::TimestampOutOfRange))
+        ));
+    }
+    // None of them used up the message's index.
+    assert_eq!(body_of(bob.receive(&message)), b"hi");
 }
 
 #[test]

@@ -21,12 +21,15 @@ use courier_protocol::keys::{decode_base64, decode_fixed, encode_base64};
 use courier_protocol::{DeviceId, UserId, signing};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use vodozemac::olm::{Account, AccountPickle, OlmMessage, Session, SessionConfig, SessionPickle};
+use vodozemac::olm::{
+    Account, AccountPickle, Message, OlmMessage, PreKeyMessage, Session, SessionConfig,
+    SessionPickle,
+};
 use vodozemac::{Curve25519PublicKey, KeyId};
 
 use super::devices::{DeviceChange, DeviceKeys, DeviceRecord, TrustState, reconcile};
 use super::group::{GroupError, ReceivedGroupMessage};
-use super::payload::{BoundDevice, Expected, Payload, PayloadError, PayloadKind};
+use super::payload::{BoundDevice, Expected, Payload, PayloadError, PayloadKind, check_sent};
 use super::store::{self as records, RecordError};
 use super::verification;
 use crate::store::SqliteStore;
@@ -77,6 +80,15 @@ pub enum MachineError {
     /// cannot be encoded, the store).
     #[error(transparent)]
     Group(#[from] GroupError),
+    /// The key directory answered with the devices of another user than the one asked
+    /// for; nothing of it was stored.
+    #[error("the key directory listed another user's devices than the ones asked for")]
+    DirectoryUserMismatch {
+        /// The user whose devices were asked for.
+        asked: UserId,
+        /// The user the answer names.
+        listed: UserId,
+    },
 }
 
 /// Why an envelope was not decrypted. Reported to the app; the envelope is acknowledged
@@ -95,8 +107,39 @@ pub enum FailureReason {
     Malformed,
     /// No session decrypts it: replayed, or encrypted for another device.
     Undecryptable,
-    /// It decrypted, but what is inside is not addressed as the envelope claims.
+    /// It decrypted, but the payload names another sender (user or device) than the one
+    /// the server authenticated for the stream item.
+    WrongSender,
+    /// It decrypted, but the payload names another recipient (user or device) than this
+    /// device.
+    WrongRecipient,
+    /// It decrypted, but the payload belongs to another conversation than the item's:
+    /// another user (one-to-one) or another channel (group).
+    WrongConversation,
+    /// It decrypted, but the client message ID inside differs from the item's
+    /// `clientMessageId`.
+    ClientMessageIdMismatch,
+    /// It decrypted, but the sender's timestamp inside is too far from the item's
+    /// `serverTimestamp` (see [`super::payload::MAX_TIMESTAMP_BEFORE_SERVER_MS`] and
+    /// [`super::payload::MAX_TIMESTAMP_AFTER_SERVER_MS`]).
+    TimestampOutOfRange,
+    /// It decrypted, but what is inside fails another check (it does not decode, is of
+    /// the wrong kind, names other keys than those on record, carries another session
+    /// than it was delivered under, ...); the text says which.
     Rejected(String),
+}
+
+impl From<PayloadError> for FailureReason {
+    fn from(error: PayloadError) -> Self {
+        match error {
+            PayloadError::SenderMismatch => FailureReason::WrongSender,
+            PayloadError::RecipientMismatch => FailureReason::WrongRecipient,
+            PayloadError::ConversationMismatch => FailureReason::WrongConversation,
+            PayloadError::ClientMessageIdMismatch => FailureReason::ClientMessageIdMismatch,
+            PayloadError::TimestampOutOfRange => FailureReason::TimestampOutOfRange,
+            other => FailureReason::Rejected(other.to_string()),
+        }
+    }
 }
 
 /// A message received and stored.
@@ -291,6 +334,16 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// A V1 (`legacy`) ciphertext: the raw Olm message, whose type the envelope does not say.
+/// A pre-key message does not parse as a normal one and the other way round (their
+/// encodings differ in field types), so parsing tells them apart.
+fn legacy_olm_message(bytes: &[u8]) -> Result<OlmMessage, vodozemac::DecodeError> {
+    match PreKeyMessage::from_bytes(bytes) {
+        Ok(pre_key) => Ok(OlmMessage::PreKey(pre_key)),
+        Err(_) => Message::from_bytes(bytes).map(OlmMessage::Normal),
+    }
 }
 
 fn device_key(device: DeviceRef) -> Vec<u8> {
@@ -519,10 +572,29 @@ impl CryptoMachine {
             .inspect_err(|_| self.reload_account())
     }
 
+    /// [`Self::update_device_list`] for the answer to asking the key directory for
+    /// `asked`'s devices: an answer that lists another user's devices is refused
+    /// ([`MachineError::DirectoryUserMismatch`]) and nothing is stored.
+    pub fn update_device_list_of(
+        &mut self,
+        asked: UserId,
+        listed: &UserDevicesResponse,
+    ) -> Result<Vec<DeviceChange>, MachineError> {
+        if listed.user_id != asked {
+            return Err(MachineError::DirectoryUserMismatch {
+                asked,
+                listed: listed.user_id,
+            });
+        }
+        self.update_device_list(listed)
+    }
+
     /// Takes in a user's device list from the key directory: records new devices (trusted
     /// on first use if this is the first list of that user, unverified otherwise), marks
     /// gone ones removed (and drops their sessions), blocks re-keyed ones, and queues an
-    /// event per change. Devices whose keys fail their self-signature are ignored.
+    /// event per change. Devices whose keys fail their self-signature are ignored. The
+    /// list is taken as `listed.user_id`'s; for an answer to a request, use
+    /// [`Self::update_device_list_of`], which checks it is the user asked for.
     pub fn update_device_list(
         &mut self,
         listed: &UserDevicesResponse,
@@ -898,7 +970,7 @@ impl CryptoMachine {
     }
 
     /// Stores the current sessions of these devices, in one transaction.
-    fn store_sessions(&mut self, devices: &[DeviceRef]) -> Result<(), MachineError> {
+    pub(crate) fn store_sessions(&mut self, devices: &[DeviceRef]) -> Result<(), MachineError> {
         let writes: Vec<(DeviceRef, SessionRecord)> = devices
             .iter()
             .filter_map(|device| Some((*device, self.current_session(*device)?)))
@@ -1068,11 +1140,7 @@ impl CryptoMachine {
         let message = match envelope.envelope_type {
             EnvelopeType::PreKey => OlmMessage::from_parts(0, &bytes),
             EnvelopeType::Normal => OlmMessage::from_parts(1, &bytes),
-            // V1: one ciphertext for every device, its Olm type in the first byte.
-            EnvelopeType::Legacy => match bytes.split_first() {
-                Some((kind, rest)) => OlmMessage::from_parts(usize::from(*kind), rest),
-                None => return Err(FailureReason::Malformed),
-            },
+            EnvelopeType::Legacy => legacy_olm_message(&bytes),
         }
         .map_err(|_| FailureReason::Malformed)?;
         let sender = record.device_ref();
@@ -1098,7 +1166,13 @@ impl CryptoMachine {
                     key: self.keys.curve25519,
                 },
             })
-            .map_err(|error| FailureReason::Rejected(error.to_string()))?;
+            .map_err(FailureReason::from)?;
+        check_sent(
+            &payload.client_message_id,
+            payload.timestamp_ms,
+            &envelope.client_message_id,
+            envelope.server_timestamp.timestamp_millis(),
+        )?;
         Ok((
             ReceivedMessage {
                 message_id: envelope.message_id,
@@ -1133,6 +1207,7 @@ impl CryptoMachine {
             OlmMessage::PreKey(pre_key) => Some(pre_key.session_id()),
             OlmMessage::Normal(_) => None,
         };
+        let mut session_exists = false;
         for index in 0..sessions.len() {
             let cached = &mut sessions[index];
             if pre_key_session_id
@@ -1141,6 +1216,7 @@ impl CryptoMachine {
             {
                 continue;
             }
+            session_exists |= pre_key_session_id.is_some();
             if let Ok(plaintext) = cached.session.decrypt(message) {
                 cached.last_used = counter;
                 // The session just used goes first: it is the one to answer with.
@@ -1152,6 +1228,12 @@ impl CryptoMachine {
         let OlmMessage::PreKey(pre_key) = message else {
             return Err(FailureReason::Undecryptable);
         };
+        // The session this pre-key message starts exists and did not decrypt it: a replay
+        // (its message key is used up). The fallback key would open the session a second
+        // time, from scratch, and hand the replayed plaintext over again.
+        if session_exists {
+            return Err(FailureReason::Undecryptable);
+        }
         let created = self
             .account
             .create_inbound_session(

@@ -37,3 +37,5 @@ pub use machine::{
 pub use store::RecordError;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;

@@ -127,16 +127,66 @@ pub enum PayloadError {
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("the payload body is too large")]
     BodyTooLarge,
-    /// The sender named inside differs from the sender the server reported, or its
-    /// signing key differs from the one known for that device.
+    /// The sender named inside (user or device) differs from the sender the server
+    /// authenticated.
     #[error("the payload's sender does not match the envelope's sender")]
     SenderMismatch,
-    /// The payload was encrypted for another device, user or identity key.
+    /// The sender named inside is the authenticated device, but with a signing key other
+    /// than the one on record for it (key substitution).
+    #[error("the payload's sender key does not match the sender's key on record")]
+    SenderKeyMismatch,
+    /// The payload names another recipient user or device than this device.
     #[error("the payload was addressed to another device")]
     RecipientMismatch,
+    /// The payload names this device, but with another identity key than its own.
+    #[error("the payload was addressed to another identity key of this device")]
+    RecipientKeyMismatch,
     /// A message from another user that names a conversation other than ours.
     #[error("the payload belongs to another conversation")]
     ConversationMismatch,
+    /// The client message ID inside differs from the one the server delivered it under.
+    #[error("the payload's client message ID does not match the stream item's")]
+    ClientMessageIdMismatch,
+    /// The sender's timestamp is outside the window around the server's timestamp (see
+    /// [`check_sent`]).
+    #[error("the payload's timestamp is too far from the server's timestamp")]
+    TimestampOutOfRange,
+}
+
+/// How far the sender's clock may be behind the server's commit time. A client stamps a
+/// message when it encrypts it, right before sending; retries (with backoff, across
+/// reconnects) and a slow clock make the server's commit later than that, so a day is
+/// allowed. Earlier than that, it is a stale or replayed plaintext re-labelled as new.
+pub const MAX_TIMESTAMP_BEFORE_SERVER_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How far the sender's clock may be ahead of the server's commit time. A message cannot
+/// be encrypted after the server stored it, so only a fast clock explains a later stamp;
+/// an hour covers real clocks, not a message back-dated or post-dated by the server or
+/// the sender.
+pub const MAX_TIMESTAMP_AFTER_SERVER_MS: u64 = 60 * 60 * 1000;
+
+/// Checks what the sender put inside against the stream item the server delivered it in:
+/// the same client message ID, and a timestamp from
+/// [`MAX_TIMESTAMP_BEFORE_SERVER_MS`] before to [`MAX_TIMESTAMP_AFTER_SERVER_MS`] after
+/// the server's timestamp (milliseconds since the Unix epoch; a server timestamp before
+/// the epoch admits nothing before the epoch).
+pub fn check_sent(
+    client_message_id: &str,
+    timestamp_ms: u64,
+    item_client_message_id: &str,
+    server_timestamp_ms: i64,
+) -> Result<(), PayloadError> {
+    if client_message_id != item_client_message_id {
+        return Err(PayloadError::ClientMessageIdMismatch);
+    }
+    let server = i128::from(server_timestamp_ms);
+    let sent = i128::from(timestamp_ms);
+    let earliest = server - i128::from(MAX_TIMESTAMP_BEFORE_SERVER_MS);
+    let latest = server + i128::from(MAX_TIMESTAMP_AFTER_SERVER_MS);
+    if sent < earliest || sent > latest {
+        return Err(PayloadError::TimestampOutOfRange);
+    }
+    Ok(())
 }
 
 /// What a received payload is checked against.
@@ -197,18 +247,30 @@ impl Payload {
 
     /// Checks a received payload against the envelope it came in and this device.
     ///
-    /// - the sender inside must be the sender the server authenticated, with the signing
-    ///   key on record for that device (no key substitution);
-    /// - the recipient inside must be this device and its identity key (no re-addressing);
+    /// - the sender inside must be the sender the server authenticated
+    ///   ([`PayloadError::SenderMismatch`]), with the signing key on record for that
+    ///   device (no key substitution: [`PayloadError::SenderKeyMismatch`]);
+    /// - the recipient inside must be this device ([`PayloadError::RecipientMismatch`])
+    ///   and its identity key ([`PayloadError::RecipientKeyMismatch`]);
     /// - a message from another user must name our user as the conversation (one sent by
     ///   our own other device may name anyone: it is a copy of what we sent). A sender
     ///   key names its channel instead, which [`super::group`] checks.
     pub fn check(&self, expected: &Expected) -> Result<(), PayloadError> {
-        if self.sender != expected.sender {
+        if (self.sender.user_id, self.sender.device_id)
+            != (expected.sender.user_id, expected.sender.device_id)
+        {
             return Err(PayloadError::SenderMismatch);
         }
-        if self.recipient != expected.recipient {
+        if self.sender.key != expected.sender.key {
+            return Err(PayloadError::SenderKeyMismatch);
+        }
+        if (self.recipient.user_id, self.recipient.device_id)
+            != (expected.recipient.user_id, expected.recipient.device_id)
+        {
             return Err(PayloadError::RecipientMismatch);
+        }
+        if self.recipient.key != expected.recipient.key {
+            return Err(PayloadError::RecipientKeyMismatch);
         }
         if self.kind == PayloadKind::Message
             && self.sender.user_id != self.recipient.user_id
@@ -369,23 +431,52 @@ mod tests {
         expected.sender.device_id = DeviceId::new(2).unwrap();
         assert_eq!(payload.check(&expected), Err(PayloadError::SenderMismatch));
         let mut expected = expected_for(&payload);
-        expected.sender.key = [0; 32];
+        expected.sender.user_id = UserId::from(Uuid::from_u128(9));
         assert_eq!(payload.check(&expected), Err(PayloadError::SenderMismatch));
+        let mut expected = expected_for(&payload);
+        expected.sender.key = [0; 32];
+        assert_eq!(
+            payload.check(&expected),
+            Err(PayloadError::SenderKeyMismatch)
+        );
     }
 
     #[test]
     fn another_recipient_device_user_or_identity_key_is_a_recipient_mismatch() {
         let payload = sample();
-        for change in 0..3 {
+        for (change, error) in [
+            (0, PayloadError::RecipientMismatch),
+            (1, PayloadError::RecipientMismatch),
+            (2, PayloadError::RecipientKeyMismatch),
+        ] {
             let mut expected = expected_for(&payload);
             match change {
                 0 => expected.recipient.device_id = DeviceId::new(4).unwrap(),
                 1 => expected.recipient.user_id = UserId::from(Uuid::from_u128(9)),
                 _ => expected.recipient.key = [0; 32],
             }
+            assert_eq!(payload.check(&expected), Err(error));
+        }
+    }
+
+    #[test]
+    fn the_client_message_id_and_timestamp_must_fit_the_stream_item() {
+        let server_ms: i64 = 1_700_000_000_000;
+        let at = |offset: i64| u64::try_from(server_ms + offset).unwrap();
+        let day = i64::try_from(MAX_TIMESTAMP_BEFORE_SERVER_MS).unwrap();
+        let hour = i64::try_from(MAX_TIMESTAMP_AFTER_SERVER_MS).unwrap();
+        assert_eq!(check_sent("msg-1", at(0), "msg-1", server_ms), Ok(()));
+        assert_eq!(check_sent("msg-1", at(-day), "msg-1", server_ms), Ok(()));
+        assert_eq!(check_sent("msg-1", at(hour), "msg-1", server_ms), Ok(()));
+        assert_eq!(
+            check_sent("msg-1", at(0), "msg-2", server_ms),
+            Err(PayloadError::ClientMessageIdMismatch)
+        );
+        for timestamp in [0, at(-day - 1), at(hour + 1), 4_102_444_800_000, u64::MAX] {
             assert_eq!(
-                payload.check(&expected),
-                Err(PayloadError::RecipientMismatch)
+                check_sent("msg-1", timestamp, "msg-1", server_ms),
+                Err(PayloadError::TimestampOutOfRange),
+                "{timestamp}"
             );
         }
     }
@@ -460,12 +551,15 @@ mod tests {
         assert_eq!(payload.check(&expected_for(&payload)), Ok(()));
         let mut expected = expected_for(&payload);
         expected.sender.key = [0; 32];
-        assert_eq!(payload.check(&expected), Err(PayloadError::SenderMismatch));
+        assert_eq!(
+            payload.check(&expected),
+            Err(PayloadError::SenderKeyMismatch)
+        );
         let mut expected = expected_for(&payload);
         expected.recipient.key = [0; 32];
         assert_eq!(
             payload.check(&expected),
-            Err(PayloadError::RecipientMismatch)
+            Err(PayloadError::RecipientKeyMismatch)
         );
     }
 

@@ -19,6 +19,12 @@ struct Device {
     machine: CryptoMachine,
 }
 
+/// The sender's clock now: receivers refuse timestamps far from the server's, and
+/// [`envelope_for`] stamps envelopes with the current time.
+fn sent_now() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap()
+}
+
 fn memory_store() -> Arc<SqliteStore> {
     Arc::new(SqliteStore::open_in_memory(&StoreKey::from_bytes([3; 32])).unwrap())
 }
@@ -62,13 +68,36 @@ fn claim(devices: &mut [&mut Device]) -> ClaimKeysResponse {
     }
 }
 
-fn envelope_for(sender: &Device, message_id: Uuid, envelope: &DeviceEnvelope) -> Envelope {
+/// The stream item the server would make of `message`'s envelope for `to`.
+fn envelope_for(
+    sender: &Device,
+    message_id: Uuid,
+    message: &OutgoingMessage,
+    to: &Device,
+) -> Envelope {
+    let client_message_id = &message.request.client_message_id;
+    envelope_from(
+        sender,
+        message_id,
+        client_message_id,
+        envelope_to(message, to),
+    )
+}
+
+/// The stream item the server would make of one device's envelope.
+fn envelope_from(
+    sender: &Device,
+    message_id: Uuid,
+    client_message_id: &str,
+    envelope: &DeviceEnvelope,
+) -> Envelope {
     let from = sender.machine.own_device();
     Envelope {
         seq: 1,
         message_id,
         sender_user_id: from.user_id,
         sender_device_id: from.device_id,
+        client_message_id: client_message_id.to_owned(),
         protocol_version: 2,
         envelope_type: envelope.envelope_type,
         ciphertext: envelope.ciphertext.clone(),
@@ -127,7 +156,10 @@ fn world_with(bob1_store: Option<Arc<SqliteStore>>) -> World {
 /// Alice's device 1 sends `body` to Bob, opening sessions first.
 fn alice_sends(w: &mut World, client_id: &str, body: &[u8]) -> OutgoingMessage {
     let (sender, rest) = w.a.split_first_mut().unwrap();
-    match sender.machine.encrypt_message(w.bob, client_id, body, 1) {
+    match sender
+        .machine
+        .encrypt_message(w.bob, client_id, body, sent_now())
+    {
         Err(MachineError::MissingSessions(missing)) => {
             let mut claimable: Vec<&mut Device> = rest
                 .iter_mut()
@@ -144,7 +176,7 @@ fn alice_sends(w: &mut World, client_id: &str, body: &[u8]) -> OutgoingMessage {
             );
             sender
                 .machine
-                .encrypt_message(w.bob, client_id, body, 1)
+                .encrypt_message(w.bob, client_id, body, sent_now())
                 .unwrap()
         }
         other => other.unwrap(),
@@ -158,7 +190,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
     assert_eq!(message.request.device_envelopes.as_ref().unwrap().len(), 4);
     let id = Uuid::new_v4();
     for d in &mut w.b {
-        let envelope = envelope_for(&w.a[0], id, envelope_to(&message, d));
+        let envelope = envelope_for(&w.a[0], id, &message, d);
         let Decrypted::Message(received) = d.machine.decrypt_envelope(&envelope).unwrap() else {
             panic!("Bob's device could not decrypt");
         };
@@ -167,7 +199,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
         assert!(!received.from_own_device);
         assert_eq!(received.client_message_id, "m1");
     }
-    let own = envelope_for(&w.a[0], id, envelope_to(&message, &w.a[1]));
+    let own = envelope_for(&w.a[0], id, &message, &w.a[1]);
     let Decrypted::Message(copy) = w.a[1].machine.decrypt_envelope(&own).unwrap() else {
         panic!("Alice's other device could not decrypt");
     };
@@ -180,7 +212,10 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
     // Bob answers on an established session (normal messages both ways).
     let answer = {
         let (b1, _) = w.b.split_first_mut().unwrap();
-        match b1.machine.encrypt_message(w.alice, "r1", b"hi alice", 2) {
+        match b1
+            .machine
+            .encrypt_message(w.alice, "r1", b"hi alice", sent_now())
+        {
             Err(MachineError::MissingSessions(missing)) => {
                 let mut claimable: Vec<&mut Device> =
                     w.a.iter_mut()
@@ -191,13 +226,13 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
                 w.b[0].machine.add_claimed_keys(&claimed).unwrap();
                 w.b[0]
                     .machine
-                    .encrypt_message(w.alice, "r1", b"hi alice", 2)
+                    .encrypt_message(w.alice, "r1", b"hi alice", sent_now())
                     .unwrap()
             }
             other => other.unwrap(),
         }
     };
-    let envelope = envelope_for(&w.b[0], Uuid::new_v4(), envelope_to(&answer, &w.a[0]));
+    let envelope = envelope_for(&w.b[0], Uuid::new_v4(), &answer, &w.a[0]);
     // Bob's device 1 already has the session Alice's device 1 opened: a normal message.
     assert_eq!(
         envelope.envelope_type,
@@ -213,7 +248,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
 fn a_redelivered_envelope_is_a_duplicate_and_a_replay_under_a_new_id_fails() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"once");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
         b"once"
@@ -235,20 +270,20 @@ fn a_re_addressed_or_re_attributed_ciphertext_is_rejected() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"for bob 1 only");
     // Bob's device 1's envelope handed to Bob's device 2.
-    let wrong_device = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let wrong_device = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     assert!(matches!(
         w.b[1].machine.decrypt_envelope(&wrong_device).unwrap(),
         Decrypted::Failed(_)
     ));
     // The right device, but the server claims Alice's other device sent it.
-    let mut wrong_sender = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let mut wrong_sender = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     wrong_sender.sender_device_id = w.a[1].machine.own_device().device_id;
     assert!(matches!(
         w.b[0].machine.decrypt_envelope(&wrong_sender).unwrap(),
         Decrypted::Failed(_)
     ));
     // Nothing was consumed by the forgeries: the genuine envelope still decrypts.
-    let genuine = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let genuine = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&genuine).unwrap()),
         b"for bob 1 only"
@@ -268,7 +303,10 @@ fn an_identity_change_blocks_sending_until_accepted() {
         changes,
         vec![DeviceChange::IdentityChanged { device: bob2 }]
     );
-    match w.a[0].machine.encrypt_message(w.bob, "m2", b"blocked", 2) {
+    match w.a[0]
+        .machine
+        .encrypt_message(w.bob, "m2", b"blocked", sent_now())
+    {
         Err(MachineError::BlockedDevices(devices)) => assert_eq!(devices, vec![bob2]),
         other => panic!("expected the send to be blocked, got {other:?}"),
     }
@@ -280,7 +318,10 @@ fn an_identity_change_blocks_sending_until_accepted() {
 
     w.a[0].machine.accept_identity_change(bob2).unwrap();
     // The new keys need a new session (the old one was with the old keys).
-    match w.a[0].machine.encrypt_message(w.bob, "m2", b"after", 2) {
+    match w.a[0]
+        .machine
+        .encrypt_message(w.bob, "m2", b"after", sent_now())
+    {
         Err(MachineError::MissingSessions(missing)) => assert_eq!(missing, vec![bob2]),
         other => panic!("expected a missing session, got {other:?}"),
     }
@@ -295,7 +336,7 @@ fn the_store_survives_a_restart_mid_conversation() {
     let bob = w.bob;
 
     let first = alice_sends(&mut w, "m1", b"one");
-    let first_envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&first, &w.b[0]));
+    let first_envelope = envelope_for(&w.a[0], Uuid::new_v4(), &first, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&first_envelope).unwrap()),
         b"one"
@@ -311,7 +352,7 @@ fn the_store_survives_a_restart_mid_conversation() {
     w.b[0].machine = reloaded;
 
     let second = alice_sends(&mut w, "m2", b"two");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&second, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &second, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
         b"two"
@@ -322,7 +363,9 @@ fn the_store_survives_a_restart_mid_conversation() {
         Decrypted::Duplicate
     );
     // And it answers Alice's device 1 on the restored session: no new session needed.
-    let answer = w.b[0].machine.encrypt_message(w.alice, "r", b"back", 3);
+    let answer = w.b[0]
+        .machine
+        .encrypt_message(w.alice, "r", b"back", sent_now());
     assert!(
         !matches!(&answer, Err(MachineError::MissingSessions(m)) if m.contains(&w.a[0].machine.own_device())),
         "the session with Alice's device 1 survived the restart"
@@ -397,12 +440,30 @@ fn one_time_keys_are_topped_up_and_the_fallback_key_still_opens_a_session() {
     w.a[1].machine.add_claimed_keys(&claimed).unwrap();
     let message = w.a[1]
         .machine
-        .encrypt_message(w.bob, "fb", b"via fallback", 5)
+        .encrypt_message(w.bob, "fb", b"via fallback", sent_now())
         .unwrap();
-    let envelope = envelope_for(&w.a[1], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[1], Uuid::new_v4(), &message, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
         b"via fallback"
+    );
+    // The same pre-key message again, under a new message ID: the fallback key would open
+    // the session anew and hand the plaintext over twice. It is a replay.
+    let mut replayed = envelope.clone();
+    replayed.message_id = Uuid::new_v4();
+    assert_eq!(
+        w.b[0].machine.decrypt_envelope(&replayed).unwrap(),
+        Decrypted::Failed(FailureReason::Undecryptable)
+    );
+    // The session it opened goes on.
+    let next = w.a[1]
+        .machine
+        .encrypt_message(w.bob, "fb2", b"still there", sent_now())
+        .unwrap();
+    let envelope = envelope_for(&w.a[1], Uuid::new_v4(), &next, &w.b[0]);
+    assert_eq!(
+        body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
+        b"still there"
     );
 }
 
@@ -419,7 +480,7 @@ fn a_claimed_key_with_a_bad_signature_opens_no_session() {
 fn events_stay_queued_until_confirmed() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"queued");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     w.b[0].machine.decrypt_envelope(&envelope).unwrap();
     let events = w.b[0].machine.pending_events(10).unwrap();
     let last = events.last().unwrap().clone();
@@ -483,7 +544,7 @@ fn both_users_see_the_same_safety_number() {
 fn debug_output_carries_no_message_text() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"very private words");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     let decrypted = w.b[0].machine.decrypt_envelope(&envelope).unwrap();
     let text = format!(
         "{decrypted:?} {:?} {:?}",
@@ -497,22 +558,29 @@ use super::machine::ONE_TIME_KEY_TARGET;
 
 #[test]
 fn a_legacy_v1_envelope_is_read_by_the_device_it_was_encrypted_for() {
+    use courier_protocol::api::messages::EnvelopeType;
+    use courier_protocol::keys::{decode_base64, encode_base64};
     let mut w = world();
     let message = alice_sends(&mut w, "legacy-1", b"from an old client");
     let envelope = envelope_to(&message, &w.b[0]);
-    // A V1 envelope carries the Olm message type in its first byte.
-    let mut bytes = vec![match envelope.envelope_type {
-        courier_protocol::api::messages::EnvelopeType::PreKey => 0u8,
-        _ => 1u8,
-    }];
-    bytes.extend(courier_protocol::keys::decode_base64(&envelope.ciphertext).unwrap());
+    assert_eq!(envelope.envelope_type, EnvelopeType::PreKey);
+    // A V1 envelope is the raw Olm message; the receiver finds its type by parsing.
     let legacy = DeviceEnvelope {
-        envelope_type: courier_protocol::api::messages::EnvelopeType::Legacy,
-        ciphertext: courier_protocol::keys::encode_base64(&bytes),
+        envelope_type: EnvelopeType::Legacy,
         ..envelope.clone()
     };
-    let mut received = envelope_for(&w.a[0], Uuid::new_v4(), &legacy);
+    let mut received = envelope_from(&w.a[0], Uuid::new_v4(), "legacy-1", &legacy);
     received.protocol_version = 1;
+    // The form this SDK used to read, with the Olm type in a first byte, is malformed.
+    let mut typed = received.clone();
+    typed.message_id = Uuid::new_v4();
+    let mut bytes = vec![0u8];
+    bytes.extend(decode_base64(&envelope.ciphertext).unwrap());
+    typed.ciphertext = encode_base64(&bytes);
+    assert_eq!(
+        w.b[0].machine.decrypt_envelope(&typed).unwrap(),
+        Decrypted::Failed(FailureReason::Malformed)
+    );
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&received).unwrap()),
         b"from an old client"
@@ -524,6 +592,47 @@ fn a_legacy_v1_envelope_is_read_by_the_device_it_was_encrypted_for() {
         w.b[1].machine.decrypt_envelope(&elsewhere).unwrap(),
         Decrypted::Failed(_)
     ));
+}
+
+#[test]
+fn the_client_message_id_and_time_must_be_those_of_the_stream_item() {
+    let mut w = world();
+    let message = alice_sends(&mut w, "m1", b"relabelled");
+    let mut relabelled = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
+    relabelled.client_message_id = "another-send".into();
+    assert_eq!(
+        w.b[0].machine.decrypt_envelope(&relabelled).unwrap(),
+        Decrypted::Failed(FailureReason::ClientMessageIdMismatch)
+    );
+    let message = alice_sends(&mut w, "m2", b"late");
+    let mut late = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
+    late.server_timestamp += chrono::Duration::days(2);
+    assert_eq!(
+        w.b[0].machine.decrypt_envelope(&late).unwrap(),
+        Decrypted::Failed(FailureReason::TimestampOutOfRange)
+    );
+}
+
+#[test]
+fn a_directory_answer_for_another_user_is_refused() {
+    let w = world();
+    let mut newcomer = device(UserId::new_random(), 1);
+    let bob_list = listing(w.bob, &w.b.iter().collect::<Vec<_>>());
+    assert!(matches!(
+        newcomer.machine.update_device_list_of(w.alice, &bob_list),
+        Err(MachineError::DirectoryUserMismatch { asked, listed })
+            if asked == w.alice && listed == w.bob
+    ));
+    assert!(newcomer.machine.devices(w.bob).unwrap().is_empty());
+    assert!(newcomer.machine.devices(w.alice).unwrap().is_empty());
+    assert_eq!(
+        newcomer
+            .machine
+            .update_device_list_of(w.bob, &bob_list)
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(newcomer.machine.devices(w.bob).unwrap().len(), 3);
 }
 
 #[test]

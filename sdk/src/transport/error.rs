@@ -73,6 +73,16 @@ pub enum TransportError {
         /// The frame's `type` tag, if it had a short one.
         frame_type: Option<String>,
     },
+    /// The server sent a stream item of a type this SDK does not know (a newer server).
+    /// The connection stays open: acknowledge `seq` (the item cannot be used, and keeping
+    /// it would stall the stream) and read the next frame.
+    #[error("the server sent a stream item of a type this SDK does not know (type {item_type})")]
+    UnknownItem {
+        /// The item's `type` tag (at most 64 characters are quoted).
+        item_type: String,
+        /// The item's position in the stream.
+        seq: u64,
+    },
     /// The call needs an access token and the client has none (log in first).
     #[error("this call needs an access token and the client has none")]
     MissingToken,
@@ -128,6 +138,7 @@ impl TransportError {
             | TransportError::UnexpectedResponse { status, .. } => retryable_status(*status),
             TransportError::StreamClosed { reason, .. } => reason.should_reconnect(),
             TransportError::UnexpectedFrame { .. }
+            | TransportError::UnknownItem { .. }
             | TransportError::MissingToken
             | TransportError::MalformedToken
             | TransportError::InvalidBaseUrl { .. }

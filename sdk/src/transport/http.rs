@@ -21,10 +21,11 @@ use courier_protocol::api::messages::{
 use courier_protocol::api::receipts::{
     DeliveryState, MarkReadRequest, MarkReadResponse, PrivacySettings, UpdatePrivacySettings,
 };
-use courier_protocol::api::stream::{Envelope, InboxPage};
+use courier_protocol::api::stream::{Envelope, InboxPage, StreamItem};
 use courier_protocol::{DeviceId, ErrorCode, UserId};
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, RequestBuilder, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 use uuid::Uuid;
@@ -275,7 +276,9 @@ impl ApiClient {
     }
 
     /// `GET /v1/inbox`: this device's undelivered stream items after `after`, in order;
-    /// `limit` 1 to 1,000 (the server's default, 100, when `None`).
+    /// `limit` 1 to 1,000 (the server's default, 100, when `None`). Items of a type this
+    /// SDK does not know (a newer server) are left out of the page; its `next_cursor`
+    /// still covers them, so acknowledging up to it skips them instead of stalling.
     pub async fn inbox(&self, after: u64, limit: Option<u32>) -> Result<InboxPage, TransportError> {
         let mut url = self.url(&["v1", "inbox"])?;
         {
@@ -285,7 +288,8 @@ impl ApiClient {
                 query.append_pair("limit", &limit.to_string());
             }
         }
-        self.call_json(self.authorized(Method::GET, url)?).await
+        let page: ArrivedInboxPage = self.call_json(self.authorized(Method::GET, url)?).await?;
+        page.known_items()
     }
 
     /// `POST /v1/inbox/ack`: marks everything up to `up_to` delivered (only after it is
@@ -484,6 +488,41 @@ impl ApiClient {
     }
 }
 
+/// An inbox page as it arrives, its items not yet read as [`StreamItem`]s.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArrivedInboxPage {
+    items: Vec<serde_json::Value>,
+    next_cursor: u64,
+    has_more: bool,
+}
+
+impl ArrivedInboxPage {
+    /// The page without the items whose `type` this SDK does not know. An item of a known
+    /// type that does not decode is an error (a broken server, not a newer one).
+    fn known_items(self) -> Result<InboxPage, TransportError> {
+        let mut items = Vec::with_capacity(self.items.len());
+        for item in self.items {
+            let unknown_type = item
+                .get("type")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|tag| !StreamItem::TYPES.contains(&tag));
+            if unknown_type {
+                continue;
+            }
+            items.push(
+                serde_json::from_value(item)
+                    .map_err(|error| TransportError::undecodable(200, &error))?,
+            );
+        }
+        Ok(InboxPage {
+            items,
+            next_cursor: self.next_cursor,
+            has_more: self.has_more,
+        })
+    }
+}
+
 /// Sends a request; a non-success answer becomes the error it carries.
 async fn successful(request: RequestBuilder) -> Result<Response, TransportError> {
     let response = request.send().await.map_err(TransportError::from_reqwest)?;
@@ -570,6 +609,35 @@ pub(crate) fn endpoint(base_url: &Url, segments: &[&str]) -> Result<Url, Transpo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inbox_page_leaves_out_items_of_unknown_types_and_keeps_its_cursor() {
+        let page: ArrivedInboxPage = serde_json::from_str(
+            r#"{"items": [
+                {"type": "reaction", "seq": 4, "emoji": "+1"},
+                {"type": "read", "seq": 5, "readerUserId": "00000000-0000-0000-0000-000000000001",
+                 "readerDeviceId": 1, "conversation": {"kind": "direct",
+                 "userId": "00000000-0000-0000-0000-000000000002"},
+                 "messageId": "00000000-0000-0000-0000-000000000003", "upTo": true,
+                 "readAt": "2026-01-01T00:00:00Z"},
+                {"type": "future", "seq": 6}
+            ], "nextCursor": 6, "hasMore": false}"#,
+        )
+        .unwrap();
+        let page = page.known_items().unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].seq(), 5);
+        assert_eq!(page.next_cursor, 6);
+        // A known type that does not decode is an error, not skipped.
+        let broken: ArrivedInboxPage = serde_json::from_str(
+            r#"{"items": [{"type": "envelope", "seq": 1}], "nextCursor": 1, "hasMore": false}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            broken.known_items(),
+            Err(TransportError::UnexpectedResponse { .. })
+        ));
+    }
 
     #[test]
     fn endpoints_keep_the_base_path_and_encode_segments() {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use courier_protocol::api::stream::{ClientFrame, ServerFrame, close_code};
+use courier_protocol::api::stream::{ClientFrame, ServerFrame, StreamItem, close_code};
 use futures::{SinkExt, StreamExt};
 use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
@@ -398,21 +398,46 @@ fn handshake_error(error: tungstenite::Error) -> TransportError {
     }
 }
 
+/// The control frames' `type` tags (see
+/// [`ControlFrame`](courier_protocol::api::stream::ControlFrame)).
+const CONTROL_TYPES: [&str; 2] = ["caughtUp", "error"];
+
 /// Decodes a text frame; one this SDK does not know is reported by its `type` tag only
-/// (frames carry ciphertexts, which stay out of errors).
+/// (frames carry ciphertexts, which stay out of errors): as
+/// [`TransportError::UnknownItem`] when it is a stream item (it has a `seq`) of a type
+/// neither [`StreamItem::TYPES`] nor a control frame, else as
+/// [`TransportError::UnexpectedFrame`] (a known type that does not decode is not skipped:
+/// that is a broken server, not a newer one).
 fn decode_frame(text: &str) -> Result<ServerFrame, TransportError> {
     serde_json::from_str(text).map_err(|_| {
         #[derive(Deserialize)]
         struct Tagged {
             #[serde(rename = "type")]
             frame_type: String,
+            #[serde(default)]
+            seq: Option<u64>,
         }
-        let frame_type = serde_json::from_str::<Tagged>(text)
-            .ok()
-            .map(|tagged| tagged.frame_type)
-            .filter(|tag| tag.len() <= MAX_QUOTED_FRAME_TYPE);
-        TransportError::UnexpectedFrame { frame_type }
+        let Ok(tagged) = serde_json::from_str::<Tagged>(text) else {
+            return TransportError::UnexpectedFrame { frame_type: None };
+        };
+        let known = StreamItem::TYPES.contains(&tagged.frame_type.as_str())
+            || CONTROL_TYPES.contains(&tagged.frame_type.as_str());
+        match tagged.seq {
+            Some(seq) if !known => TransportError::UnknownItem {
+                item_type: quoted(&tagged.frame_type),
+                seq,
+            },
+            _ => TransportError::UnexpectedFrame {
+                frame_type: Some(tagged.frame_type)
+                    .filter(|tag| tag.len() <= MAX_QUOTED_FRAME_TYPE),
+            },
+        }
     })
+}
+
+/// At most [`MAX_QUOTED_FRAME_TYPE`] characters of a `type` tag.
+fn quoted(tag: &str) -> String {
+    tag.chars().take(MAX_QUOTED_FRAME_TYPE).collect()
 }
 
 #[cfg(test)]
@@ -453,6 +478,33 @@ mod tests {
             stream_url(&local, None).unwrap().as_str(),
             "ws://127.0.0.1:8080/v1/ws"
         );
+    }
+
+    #[test]
+    fn an_item_of_an_unknown_type_is_reported_with_its_seq_to_acknowledge() {
+        let error =
+            decode_frame(r#"{"type":"reaction","seq":12,"secret":"ciphertext"}"#).unwrap_err();
+        assert!(matches!(
+            &error,
+            TransportError::UnknownItem { item_type, seq: 12 } if item_type == "reaction"
+        ));
+        assert!(!format!("{error:?} {error}").contains("ciphertext"));
+        // A known item type that does not decode is not skipped.
+        assert!(matches!(
+            decode_frame(r#"{"type":"envelope","seq":13}"#).unwrap_err(),
+            TransportError::UnexpectedFrame { frame_type: Some(tag) } if tag == "envelope"
+        ));
+        // Nor a control frame, which has no seq to acknowledge.
+        assert!(matches!(
+            decode_frame(r#"{"type":"caughtUp","seq":14}"#).unwrap_err(),
+            TransportError::UnexpectedFrame { .. }
+        ));
+        let long = "x".repeat(100);
+        let error = decode_frame(&format!(r#"{{"type":"{long}","seq":1}}"#)).unwrap_err();
+        assert!(matches!(
+            error,
+            TransportError::UnknownItem { item_type, seq: 1 } if item_type.len() == 64
+        ));
     }
 
     #[test]

@@ -49,12 +49,15 @@ fn bound(record: &DeviceRecord) -> BoundDevice {
     }
 }
 
-fn failure_of(error: &GroupError) -> FailureReason {
+fn failure_of(error: GroupError) -> FailureReason {
     match error {
         GroupError::Malformed => FailureReason::Malformed,
         GroupError::UnknownSession
         | GroupError::Undecryptable
         | GroupError::IndexBeforeFirstKnown { .. } => FailureReason::Undecryptable,
+        GroupError::SenderMismatch => FailureReason::WrongSender,
+        GroupError::ChannelMismatch => FailureReason::WrongConversation,
+        GroupError::Plaintext(error) => FailureReason::from(error),
         other => FailureReason::Rejected(other.to_string()),
     }
 }
@@ -222,6 +225,7 @@ impl CryptoMachine {
             key: record.keys.ed25519,
         };
         let channel_id = item.channel_id;
+        let session_id = item.session_id.as_str();
         let written = self.store.transaction(|tx| {
             if let Some(account) = &account {
                 records::put(tx, records::ACCOUNT, b"", b"account", account)?;
@@ -230,11 +234,13 @@ impl CryptoMachine {
                 put_session(tx, sender, session)?;
             }
             let reason = match decrypted {
-                Ok((payload, _)) => match group.add_inbound(tx, channel_id, signer, &payload) {
-                    Ok(_) => None,
-                    Err(GroupError::Store(error)) => return Err(GroupError::Store(error)),
-                    Err(error) => Some(failure_of(&error)),
-                },
+                Ok((payload, _)) => {
+                    match group.add_inbound(tx, channel_id, session_id, signer, &payload) {
+                        Ok(_) => None,
+                        Err(GroupError::Store(error)) => return Err(GroupError::Store(error)),
+                        Err(error) => Some(failure_of(error)),
+                    }
+                }
                 Err(reason) => Some(reason),
             };
             if let Some(reason) = &reason {
@@ -313,6 +319,8 @@ impl CryptoMachine {
                         sender,
                         session_id: item.session_id.clone(),
                         message_id: item.message_id,
+                        client_message_id: item.client_message_id.clone(),
+                        server_timestamp_ms: item.server_timestamp.timestamp_millis(),
                         ciphertext,
                     };
                     match group.decrypt_group(tx, &incoming) {
@@ -325,7 +333,7 @@ impl CryptoMachine {
                         Ok(GroupDecrypted::Message(_)) => Err(FailureReason::SenderBlocked),
                         Ok(GroupDecrypted::Duplicate) => Ok(None),
                         Err(GroupError::Store(error)) => return Err(GroupError::Store(error)),
-                        Err(error) => Err(failure_of(&error)),
+                        Err(error) => Err(failure_of(error)),
                     }
                 }
             };
@@ -433,7 +441,7 @@ impl CryptoMachine {
 
     /// Olm-encrypts `plaintext` for a device with its current session (advanced in
     /// memory; [`Self::store_sessions`] stores it).
-    fn olm_encrypt(
+    pub(crate) fn olm_encrypt(
         &mut self,
         device: DeviceRef,
         plaintext: &[u8],

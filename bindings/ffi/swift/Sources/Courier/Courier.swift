@@ -2356,7 +2356,9 @@ public enum AppEventKind: Equatable, Hashable {
     )
     /**
      * An envelope could not be read; `reason` is one of `sender_blocked`,
-     * `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `rejected`.
+     * `sender_removed`, `unknown_sender`, `malformed`, `undecryptable`, `wrong_sender`,
+     * `wrong_recipient`, `wrong_conversation`, `client_message_id_mismatch`,
+     * `timestamp_out_of_range`, `rejected`.
      */
     case decryptionFailed(
         /**
