@@ -20,8 +20,9 @@ use crate::ids::{DeviceId, UserId};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateChannelRequest {
-    /// The other members (at most [`MAX_CHANNEL_MEMBERS`](crate::limits::MAX_CHANNEL_MEMBERS)
-    /// with the caller). Channel names and topics belong in encrypted messages, not here.
+    /// The other members: at most 255, so 256 with the caller
+    /// ([`MAX_CHANNEL_MEMBERS`](crate::limits::MAX_CHANNEL_MEMBERS)). Channel names and
+    /// topics belong in encrypted messages, not here.
     pub members: Vec<UserId>,
 }
 

@@ -40,7 +40,7 @@ pub struct SignedKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UploadOneTimeKeysRequest {
-    /// At most [`MAX_ONE_TIME_KEYS_PER_UPLOAD`](crate::limits::MAX_ONE_TIME_KEYS_PER_UPLOAD).
+    /// At most 100 keys ([`MAX_ONE_TIME_KEYS_PER_UPLOAD`](crate::limits::MAX_ONE_TIME_KEYS_PER_UPLOAD)).
     pub one_time_keys: Vec<SignedKey>,
 }
 
@@ -101,8 +101,8 @@ impl DeviceRef {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimKeysRequest {
-    /// At most [`MAX_DEVICES_PER_CLAIM`](crate::limits::MAX_DEVICES_PER_CLAIM) devices;
-    /// repeats count once.
+    /// At most 1,000 devices ([`MAX_DEVICES_PER_CLAIM`](crate::limits::MAX_DEVICES_PER_CLAIM));
+    /// repeats are claimed once.
     pub devices: Vec<DeviceRef>,
 }
 

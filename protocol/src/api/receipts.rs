@@ -63,8 +63,8 @@ pub struct Delivery {
 pub struct DeliveredReceipt {
     /// The item's position in this device's stream.
     pub seq: u64,
-    /// What was delivered, one entry per message and recipient user (at most
-    /// [`MAX_DELIVERIES_PER_RECEIPT`] entries; a larger batch arrives as several items).
+    /// What was delivered, one entry per message and recipient user (at most 500 entries,
+    /// [`MAX_DELIVERIES_PER_RECEIPT`]; a larger batch arrives as several items).
     pub deliveries: Vec<Delivery>,
 }
 
@@ -147,10 +147,10 @@ impl Default for PrivacySettings {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UpdatePrivacySettings {
-    /// See [`PrivacySettings::send_read_receipts`].
+    /// Others learn when this user reads their messages (absent: unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_read_receipts: Option<bool>,
-    /// See [`PrivacySettings::show_read_receipts`].
+    /// This user learns when others read its messages (absent: unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub show_read_receipts: Option<bool>,
 }

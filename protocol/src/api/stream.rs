@@ -186,7 +186,7 @@ pub enum ClientFrame {
     /// (cumulative) and/or the listed `seqs` (per item). Acknowledged items are marked
     /// delivered and are not sent again.
     Ack {
-        /// Cumulative: every item with `seq <= upTo` (at most [`MAX_SEQ`]).
+        /// Cumulative: every item with `seq <= upTo` (at most 2⁶³−1, [`MAX_SEQ`]).
         // utoipa does not read `rename_all_fields`: named here for the document too.
         #[serde(
             rename = "upTo",
@@ -195,7 +195,7 @@ pub enum ClientFrame {
             deserialize_with = "client_seq::option"
         )]
         up_to: Option<u64>,
-        /// Per item (each at most [`MAX_SEQ`]).
+        /// Per item (each at most 2⁶³−1, [`MAX_SEQ`]).
         #[serde(
             default,
             skip_serializing_if = "Vec::is_empty",
