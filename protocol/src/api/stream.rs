@@ -72,13 +72,14 @@ pub enum StreamItem {
 impl StreamItem {
     /// The `type` tag of every item type this crate knows, as serialized. A client meeting
     /// another tag (a newer server) acknowledges the item by its `seq` and skips it.
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 7] = [
         "envelope",
         "groupMessage",
         "senderKey",
         "membership",
         "delivered",
         "read",
+        "oneTimeKeysLow",
     ];
 
     /// This item's `type` tag (one of [`Self::TYPES`]).
@@ -90,6 +91,7 @@ impl StreamItem {
             StreamItem::Membership(_) => "membership",
             StreamItem::Delivered(_) => "delivered",
             StreamItem::Read(_) => "read",
+            StreamItem::OneTimeKeysLow { .. } => "oneTimeKeysLow",
         }
     }
 
@@ -352,6 +354,9 @@ mod tests {
         assert_eq!(back, item);
         back.set_seq(6);
         assert_eq!(back.seq(), 6);
+        // A tag missing from TYPES would make the SDK skip the item as unknown.
+        assert_eq!(item.type_tag(), "oneTimeKeysLow");
+        assert!(StreamItem::TYPES.contains(&item.type_tag()));
     }
 
     #[test]
