@@ -459,23 +459,40 @@ pub async fn envelope_for_message(
     })
 }
 
-/// The highest sequence number committed to a device's stream (0 if none), if
-/// `token_hash` is the hash of the device's current token and the device is not removed.
-pub async fn committed_seq(
+/// Whether a device's stream may be opened with a token, and where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamAccess {
+    /// The token is the device's current one: the highest sequence number committed to
+    /// its stream (0 if none).
+    Open(u64),
+    /// The device exists but the token is no longer its current one (it logged in again).
+    TokenRevoked,
+    /// The device was removed (or never existed).
+    DeviceRemoved,
+}
+
+/// Whether `token_hash` may open `device`'s stream. Removal is told apart from a
+/// replaced token so that a socket racing its device's removal closes with the removal
+/// code, whichever of the two reaches it first.
+pub async fn stream_access(
     pool: &PgPool,
     device: DeviceRef,
     token_hash: &[u8; 32],
-) -> Result<Option<u64>, sqlx::Error> {
-    let next: Option<i64> = sqlx::query_scalar(
-        "SELECT next_stream_seq FROM devices
-         WHERE user_id = $1 AND device_id = $2 AND token_hash = $3 AND removed_at IS NULL",
+) -> Result<StreamAccess, sqlx::Error> {
+    let row: Option<(i64, bool, bool)> = sqlx::query_as(
+        "SELECT next_stream_seq, token_hash = $3, removed_at IS NOT NULL FROM devices
+         WHERE user_id = $1 AND device_id = $2",
     )
     .bind(device.user_id.as_uuid())
     .bind(device.device_id.as_i32())
     .bind(&token_hash[..])
     .fetch_optional(pool)
     .await?;
-    Ok(next.map(|next| u64::try_from(next - 1).unwrap_or(0)))
+    Ok(match row {
+        None | Some((_, _, true)) => StreamAccess::DeviceRemoved,
+        Some((_, false, false)) => StreamAccess::TokenRevoked,
+        Some((next, true, false)) => StreamAccess::Open(u64::try_from(next - 1).unwrap_or(0)),
+    })
 }
 
 /// Which items of a device an acknowledgement covers.

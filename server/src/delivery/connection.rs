@@ -224,7 +224,7 @@ impl Connection {
         // Read after registering, and only if the token is still the device's: a token
         // revoked before this read closes the socket here, one revoked after it finds the
         // socket registered (`close_revoked`).
-        let committed = db::stream::committed_seq(&self.state.pool, self.device, &token.0)
+        let access = db::stream::stream_access(&self.state.pool, self.device, &token.0)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "could not open a device stream");
@@ -232,11 +232,22 @@ impl Connection {
                     close_code::SERVER_ERROR,
                     "the server could not read the stream",
                 )
-            })?
-            .ok_or(End::Close(
-                close_code::TOKEN_REVOKED,
-                "the token this socket was opened with is no longer valid",
-            ))?;
+            })?;
+        let committed = match access {
+            db::stream::StreamAccess::Open(committed) => committed,
+            db::stream::StreamAccess::TokenRevoked => {
+                return Err(End::Close(
+                    close_code::TOKEN_REVOKED,
+                    "the token this socket was opened with is no longer valid",
+                ));
+            }
+            db::stream::StreamAccess::DeviceRemoved => {
+                return Err(End::Close(
+                    close_code::DEVICE_REMOVED,
+                    "this device was removed",
+                ));
+            }
+        };
         if let Some(after) = after {
             // The device says it has everything up to `after`: that is an acknowledgement.
             let after = after.min(committed);
