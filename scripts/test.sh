@@ -2,7 +2,8 @@
 # Runs every test: unit, integration (real server, real HTTP and WebSocket, real
 # PostgreSQL with one database per test), doc tests, the bindings (Kotlin, Python, Swift
 # generation, Node) and the libolm interop client against a real server. Starts
-# PostgreSQL if it is stopped, installs it if it is absent. Ends with one line: "tests: N passed, M failed".
+# PostgreSQL if it is stopped, installs it if it is absent. Ends with one line:
+# "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
