@@ -4,6 +4,7 @@ V2 and V1 sends, the REST inbox and its acknowledgement, channels with Megolm.
 
 It keeps everything in memory (a test client): no persistence, no retries."""
 
+import datetime
 import json
 import secrets
 import time
@@ -96,6 +97,18 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def timestamp_ms_of(text: str) -> int:
+    """A JSON timestamp (RFC 3339, openapi.json's `date-time`) in milliseconds since the
+    epoch, truncated: the unit the payload's timestamp is compared in."""
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ProtocolError(f"a timestamp without a time zone: {text}")
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
 def new_client_message_id() -> str:
     return secrets.token_hex(16)
 
@@ -109,6 +122,20 @@ def _decrypt_bytes(session, message) -> bytes:
 def _group_decrypt_bytes(session, ciphertext: str) -> tuple[bytes, int]:
     text, index = session.decrypt(ciphertext, unicode_errors="surrogateescape")
     return text.encode("utf-8", "surrogateescape"), index
+
+
+TIMESTAMP_BEFORE_MS = 24 * 3_600_000
+TIMESTAMP_AFTER_MS = 3_600_000
+
+
+def _check_bound_to_item(item, client_message_id: str, timestamp_ms: int):
+    """6.2 steps 15 and 16, 7.7 steps 12 and 13: the plaintext's client message ID is the
+    item's, and its timestamp within -24 h / +1 h of the item's serverTimestamp."""
+    if client_message_id != item["clientMessageId"]:
+        raise ProtocolError("client_message_id_mismatch")
+    server = timestamp_ms_of(item["serverTimestamp"])
+    if not server - TIMESTAMP_BEFORE_MS <= timestamp_ms <= server + TIMESTAMP_AFTER_MS:
+        raise ProtocolError("timestamp_out_of_range")
 
 
 class OlmDevice:
@@ -453,16 +480,20 @@ class OlmDevice:
             message = olm.OlmMessage(ciphertext)
         else:
             raise ProtocolError(f"malformed: envelopeType {envelope_type}")
+        matching = 0
         for session in list(self.sessions.get(peer.address, [])):
             if envelope_type == "preKey" and not session.matches(message, peer.curve25519):
                 continue
+            matching += 1
             try:
                 plaintext = _decrypt_bytes(session, message)
             except olm.OlmSessionError:
                 continue
             self._touch(peer.address, session)
             return plaintext
-        if envelope_type != "preKey":
+        # A pre-key message of a session already held that none decrypts is a replay:
+        # no second inbound session from it (3.7, 4.3).
+        if envelope_type != "preKey" or matching:
             raise ProtocolError("undecryptable")
         session = olm.InboundSession(self.account, message, peer.curve25519)
         self.account.remove_one_time_keys(session)
@@ -511,8 +542,7 @@ class OlmDevice:
         if payload.kind != wire.KIND_MESSAGE:
             raise ProtocolError("an envelope carries a payload that is not a message")
         self._check_payload(payload, peer, None if peer.user_id == self.user_id else self.user_id)
-        if "clientMessageId" in item and item["clientMessageId"] != payload.client_message_id:
-            raise ProtocolError("client message ID mismatch")
+        _check_bound_to_item(item, payload.client_message_id, payload.timestamp_ms)
         return Received("message", item, payload=payload)
 
     def _handle_sender_key(self, item) -> Received:
@@ -522,6 +552,8 @@ class OlmDevice:
             raise ProtocolError("the payload is not a sender key")
         self._check_payload(payload, peer, item["channelId"])
         session_id, session_key = wire.decode_sender_key_body(payload.body)
+        if session_id != item["sessionId"]:
+            raise ProtocolError("the sender key's session ID does not match the session it carries")
         inbound = olm.InboundGroupSession(b64encode(session_key))
         if inbound.id != session_id:
             raise ProtocolError("the session key is invalid")
@@ -544,8 +576,7 @@ class OlmDevice:
             raise ProtocolError("wrong channel")
         if (group.sender_user_id, group.sender_device_id) != peer.address:
             raise ProtocolError("wrong sender")
-        if "clientMessageId" in item and item["clientMessageId"] != group.client_message_id:
-            raise ProtocolError("client message ID mismatch")
+        _check_bound_to_item(item, group.client_message_id, group.timestamp_ms)
         return Received("groupMessage", item, group=group)
 
 
