@@ -57,7 +57,11 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # --- Rust: the server and the SDK's Python binding -----------------------------------
-cargo build --quiet --locked -p courier-server -p courier-ffi -p uniffi-bindgen
+# One package per build, as scripts/test-bindings-uniffi.sh builds them: the features
+# cargo unifies then match, and the artifacts are shared.
+cargo build --quiet --locked -p courier-server
+cargo build --quiet --locked -p courier-ffi
+cargo build --quiet --locked -p uniffi-bindgen
 target_dir=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 export COURIER_SERVER_BIN="$target_dir/debug/courier-server"
 # A directory of its own (not bindings-uniffi/), so a binding test run beside this one
