@@ -65,6 +65,11 @@ fn claim(machines: &mut [&mut CryptoMachine]) -> ClaimKeysResponse {
 }
 
 /// Alice's device 1 with sessions to Bob's 5 devices and Alice's 4 others: 9 targets.
+/// The sender's clock: receivers refuse timestamps far from the server's.
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
 fn sender_with_nine_sessions() -> (CryptoMachine, Vec<CryptoMachine>, UserId) {
     let (alice, bob) = (UserId::new_random(), UserId::new_random());
     let mut sender = machine(alice, 1);
@@ -138,8 +143,9 @@ fn decrypt(c: &mut Criterion) {
         b.iter_batched(
             || {
                 n += 1;
+                let client_message_id = format!("d{n}");
                 let message = sender
-                    .encrypt_message(bob, &format!("d{n}"), BODY, n)
+                    .encrypt_message(bob, &client_message_id, BODY, now_ms())
                     .unwrap();
                 let envelope = message
                     .request
@@ -155,6 +161,7 @@ fn decrypt(c: &mut Criterion) {
                     message_id: Uuid::new_v4(),
                     sender_user_id: sender.own_device().user_id,
                     sender_device_id: sender.own_device().device_id,
+                    client_message_id,
                     protocol_version: 2,
                     envelope_type: envelope.envelope_type,
                     ciphertext: envelope.ciphertext,

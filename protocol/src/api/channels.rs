@@ -184,6 +184,9 @@ pub struct GroupMessage {
     pub sender_user_id: UserId,
     /// Which device sent it (from the sender's token).
     pub sender_device_id: DeviceId,
+    /// The client message ID the sender gave when sending; the receiver checks the one
+    /// inside the ciphertext against it.
+    pub client_message_id: String,
     /// The Megolm session it is encrypted with.
     pub session_id: String,
     /// The Megolm ciphertext, base64.

@@ -28,6 +28,9 @@ pub struct Envelope {
     pub sender_user_id: UserId,
     /// Which device sent it (from the sender's token).
     pub sender_device_id: DeviceId,
+    /// The client message ID the sender gave when sending (`POST /v1/messages`); the
+    /// receiver checks the one inside the ciphertext against it.
+    pub client_message_id: String,
     /// `1` for a V1 message (one ciphertext for all devices), `2` for a per-device envelope.
     pub protocol_version: u8,
     /// The Olm message type (`legacy` for V1).
@@ -58,6 +61,29 @@ pub enum StreamItem {
 }
 
 impl StreamItem {
+    /// The `type` tag of every item type this crate knows, as serialized. A client meeting
+    /// another tag (a newer server) acknowledges the item by its `seq` and skips it.
+    pub const TYPES: [&'static str; 6] = [
+        "envelope",
+        "groupMessage",
+        "senderKey",
+        "membership",
+        "delivered",
+        "read",
+    ];
+
+    /// This item's `type` tag (one of [`Self::TYPES`]).
+    pub fn type_tag(&self) -> &'static str {
+        match self {
+            StreamItem::Envelope(_) => "envelope",
+            StreamItem::GroupMessage(_) => "groupMessage",
+            StreamItem::SenderKey(_) => "senderKey",
+            StreamItem::Membership(_) => "membership",
+            StreamItem::Delivered(_) => "delivered",
+            StreamItem::Read(_) => "read",
+        }
+    }
+
     /// The item's sequence number.
     pub fn seq(&self) -> u64 {
         match self {
@@ -301,14 +327,18 @@ mod tests {
             message_id: Uuid::nil(),
             sender_user_id: UserId::from(Uuid::nil()),
             sender_device_id: DeviceId::new(2).unwrap(),
+            client_message_id: "msg-1".into(),
             protocol_version: 2,
             envelope_type: EnvelopeType::PreKey,
             ciphertext: "AAAA".into(),
             server_timestamp: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
         };
-        let frame = ServerFrame::Item(StreamItem::Envelope(envelope));
+        let item = StreamItem::Envelope(envelope);
+        assert!(StreamItem::TYPES.contains(&item.type_tag()));
+        let frame = ServerFrame::Item(item);
         let json = serde_json::to_string(&frame).unwrap();
         assert!(json.starts_with(r#"{"type":"envelope","seq":9"#), "{json}");
+        assert!(json.contains(r#""clientMessageId":"msg-1""#), "{json}");
         assert_eq!(serde_json::from_str::<ServerFrame>(&json).unwrap(), frame);
     }
 }

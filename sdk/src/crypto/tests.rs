@@ -62,13 +62,36 @@ fn claim(devices: &mut [&mut Device]) -> ClaimKeysResponse {
     }
 }
 
-fn envelope_for(sender: &Device, message_id: Uuid, envelope: &DeviceEnvelope) -> Envelope {
+/// The stream item the server would make of `message`'s envelope for `to`.
+fn envelope_for(
+    sender: &Device,
+    message_id: Uuid,
+    message: &OutgoingMessage,
+    to: &Device,
+) -> Envelope {
+    let client_message_id = &message.request.client_message_id;
+    envelope_from(
+        sender,
+        message_id,
+        client_message_id,
+        envelope_to(message, to),
+    )
+}
+
+/// The stream item the server would make of one device's envelope.
+fn envelope_from(
+    sender: &Device,
+    message_id: Uuid,
+    client_message_id: &str,
+    envelope: &DeviceEnvelope,
+) -> Envelope {
     let from = sender.machine.own_device();
     Envelope {
         seq: 1,
         message_id,
         sender_user_id: from.user_id,
         sender_device_id: from.device_id,
+        client_message_id: client_message_id.to_owned(),
         protocol_version: 2,
         envelope_type: envelope.envelope_type,
         ciphertext: envelope.ciphertext.clone(),
@@ -158,7 +181,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
     assert_eq!(message.request.device_envelopes.as_ref().unwrap().len(), 4);
     let id = Uuid::new_v4();
     for d in &mut w.b {
-        let envelope = envelope_for(&w.a[0], id, envelope_to(&message, d));
+        let envelope = envelope_for(&w.a[0], id, &message, d);
         let Decrypted::Message(received) = d.machine.decrypt_envelope(&envelope).unwrap() else {
             panic!("Bob's device could not decrypt");
         };
@@ -167,7 +190,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
         assert!(!received.from_own_device);
         assert_eq!(received.client_message_id, "m1");
     }
-    let own = envelope_for(&w.a[0], id, envelope_to(&message, &w.a[1]));
+    let own = envelope_for(&w.a[0], id, &message, &w.a[1]);
     let Decrypted::Message(copy) = w.a[1].machine.decrypt_envelope(&own).unwrap() else {
         panic!("Alice's other device could not decrypt");
     };
@@ -197,7 +220,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
             other => other.unwrap(),
         }
     };
-    let envelope = envelope_for(&w.b[0], Uuid::new_v4(), envelope_to(&answer, &w.a[0]));
+    let envelope = envelope_for(&w.b[0], Uuid::new_v4(), &answer, &w.a[0]);
     // Bob's device 1 already has the session Alice's device 1 opened: a normal message.
     assert_eq!(
         envelope.envelope_type,
@@ -213,7 +236,7 @@ fn every_recipient_device_and_the_senders_other_device_decrypt_their_envelope() 
 fn a_redelivered_envelope_is_a_duplicate_and_a_replay_under_a_new_id_fails() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"once");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
         b"once"
@@ -235,20 +258,20 @@ fn a_re_addressed_or_re_attributed_ciphertext_is_rejected() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"for bob 1 only");
     // Bob's device 1's envelope handed to Bob's device 2.
-    let wrong_device = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let wrong_device = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     assert!(matches!(
         w.b[1].machine.decrypt_envelope(&wrong_device).unwrap(),
         Decrypted::Failed(_)
     ));
     // The right device, but the server claims Alice's other device sent it.
-    let mut wrong_sender = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let mut wrong_sender = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     wrong_sender.sender_device_id = w.a[1].machine.own_device().device_id;
     assert!(matches!(
         w.b[0].machine.decrypt_envelope(&wrong_sender).unwrap(),
         Decrypted::Failed(_)
     ));
     // Nothing was consumed by the forgeries: the genuine envelope still decrypts.
-    let genuine = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let genuine = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&genuine).unwrap()),
         b"for bob 1 only"
@@ -295,7 +318,7 @@ fn the_store_survives_a_restart_mid_conversation() {
     let bob = w.bob;
 
     let first = alice_sends(&mut w, "m1", b"one");
-    let first_envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&first, &w.b[0]));
+    let first_envelope = envelope_for(&w.a[0], Uuid::new_v4(), &first, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&first_envelope).unwrap()),
         b"one"
@@ -311,7 +334,7 @@ fn the_store_survives_a_restart_mid_conversation() {
     w.b[0].machine = reloaded;
 
     let second = alice_sends(&mut w, "m2", b"two");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&second, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &second, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
         b"two"
@@ -399,7 +422,7 @@ fn one_time_keys_are_topped_up_and_the_fallback_key_still_opens_a_session() {
         .machine
         .encrypt_message(w.bob, "fb", b"via fallback", 5)
         .unwrap();
-    let envelope = envelope_for(&w.a[1], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[1], Uuid::new_v4(), &message, &w.b[0]);
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&envelope).unwrap()),
         b"via fallback"
@@ -419,7 +442,7 @@ fn a_claimed_key_with_a_bad_signature_opens_no_session() {
 fn events_stay_queued_until_confirmed() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"queued");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     w.b[0].machine.decrypt_envelope(&envelope).unwrap();
     let events = w.b[0].machine.pending_events(10).unwrap();
     let last = events.last().unwrap().clone();
@@ -483,7 +506,7 @@ fn both_users_see_the_same_safety_number() {
 fn debug_output_carries_no_message_text() {
     let mut w = world();
     let message = alice_sends(&mut w, "m1", b"very private words");
-    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), envelope_to(&message, &w.b[0]));
+    let envelope = envelope_for(&w.a[0], Uuid::new_v4(), &message, &w.b[0]);
     let decrypted = w.b[0].machine.decrypt_envelope(&envelope).unwrap();
     let text = format!(
         "{decrypted:?} {:?} {:?}",
@@ -511,7 +534,7 @@ fn a_legacy_v1_envelope_is_read_by_the_device_it_was_encrypted_for() {
         ciphertext: courier_protocol::keys::encode_base64(&bytes),
         ..envelope.clone()
     };
-    let mut received = envelope_for(&w.a[0], Uuid::new_v4(), &legacy);
+    let mut received = envelope_from(&w.a[0], Uuid::new_v4(), "legacy-1", &legacy);
     received.protocol_version = 1;
     assert_eq!(
         body_of(w.b[0].machine.decrypt_envelope(&received).unwrap()),

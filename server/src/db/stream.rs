@@ -30,6 +30,7 @@ struct EnvelopeRow {
     message_id: Uuid,
     sender_user_id: Uuid,
     sender_device_id: i32,
+    client_message_id: String,
     protocol_version: i16,
     envelope_type: i16,
     ciphertext: Option<Vec<u8>>,
@@ -54,6 +55,7 @@ impl EnvelopeRow {
             message_id: self.message_id,
             sender_user_id: UserId::from(self.sender_user_id),
             sender_device_id: device_id(self.sender_device_id)?,
+            client_message_id: self.client_message_id,
             protocol_version: u8::try_from(self.protocol_version)
                 .map_err(|_| corrupt("a bad protocol version"))?,
             envelope_type: EnvelopeType::from_i16(self.envelope_type)
@@ -64,7 +66,7 @@ impl EnvelopeRow {
     }
 }
 
-const ENVELOPE_COLUMNS: &str = "e.seq, e.message_id, m.sender_user_id, m.sender_device_id, m.protocol_version, \
+const ENVELOPE_COLUMNS: &str = "e.seq, e.message_id, m.sender_user_id, m.sender_device_id, m.client_message_id, m.protocol_version, \
      e.envelope_type, COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at";
 
 fn seq_param(seq: u64) -> i64 {
@@ -80,6 +82,8 @@ struct ItemRow {
     message_id: Option<Uuid>,
     sender_user_id: Option<Uuid>,
     sender_device_id: Option<i32>,
+    /// Set for envelopes and group messages.
+    client_message_id: Option<String>,
     protocol_version: Option<i16>,
     envelope_type: Option<i16>,
     ciphertext: Option<Vec<u8>>,
@@ -108,6 +112,7 @@ impl ItemRow {
                     message_id: self.message_id.ok_or_else(missing)?,
                     sender_user_id,
                     sender_device_id,
+                    client_message_id: self.client_message_id.ok_or_else(missing)?,
                     protocol_version: self
                         .protocol_version
                         .and_then(|v| u8::try_from(v).ok())
@@ -128,6 +133,7 @@ impl ItemRow {
                     channel_id: self.channel_id.ok_or_else(missing)?,
                     sender_user_id,
                     sender_device_id,
+                    client_message_id: self.client_message_id.ok_or_else(missing)?,
                     session_id: self.session_id.ok_or_else(missing)?,
                     ciphertext,
                     server_timestamp: self.created_at.ok_or_else(missing)?,
@@ -199,7 +205,7 @@ pub async fn undelivered_after(
                       OVER (ORDER BY u.seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS bytes_before
            FROM (
         (SELECT CASE WHEN e.envelope_type = 3 THEN 1::int2 ELSE 0::int2 END AS kind, e.seq, e.message_id,
-                 m.sender_user_id, m.sender_device_id, m.protocol_version, e.envelope_type,
+                 m.sender_user_id, m.sender_device_id, m.client_message_id, m.protocol_version, e.envelope_type,
                  COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at,
                  m.channel_id, m.group_session_id AS session_id, NULL::text AS body
           FROM message_envelopes e JOIN messages m ON m.message_id = e.message_id
@@ -208,13 +214,13 @@ pub async fn undelivered_after(
                                       WHERE f.user_id = $1 AND f.device_id = $2))
           ORDER BY e.seq LIMIT $4)
          UNION ALL
-         (SELECT 2::int2, s.seq, NULL, s.sender_user_id, s.sender_device_id, NULL, s.envelope_type,
+         (SELECT 2::int2, s.seq, NULL, s.sender_user_id, s.sender_device_id, NULL, NULL, s.envelope_type,
                  s.ciphertext, s.created_at, s.channel_id, s.session_id, NULL
           FROM sender_key_distributions s
           WHERE s.recipient_user_id = $1 AND s.recipient_device_id = $2 AND s.seq > $3 AND s.delivered_at IS NULL
           ORDER BY s.seq LIMIT $4)
          UNION ALL
-         (SELECT 3::int2, v.seq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.body
+         (SELECT 3::int2, v.seq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.body
           FROM stream_events v
           WHERE v.recipient_user_id = $1 AND v.recipient_device_id = $2 AND v.seq > $3
           ORDER BY v.seq LIMIT $4)
@@ -262,7 +268,7 @@ pub async fn items_at(
         "WITH p AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS p (user_id, device_id, seq))
          SELECT e.recipient_user_id AS user_id, e.recipient_device_id AS device_id,
                 CASE WHEN e.envelope_type = 3 THEN 1::int2 ELSE 0::int2 END AS kind, e.seq, e.message_id,
-                m.sender_user_id, m.sender_device_id, m.protocol_version, e.envelope_type,
+                m.sender_user_id, m.sender_device_id, m.client_message_id, m.protocol_version, e.envelope_type,
                 COALESCE(e.ciphertext, m.encrypted_envelope) AS ciphertext, m.created_at,
                 m.channel_id, m.group_session_id AS session_id, NULL::text AS body
          FROM p JOIN message_envelopes e ON e.recipient_user_id = p.user_id
@@ -270,13 +276,13 @@ pub async fn items_at(
          JOIN messages m ON m.message_id = e.message_id
          UNION ALL
          SELECT s.recipient_user_id, s.recipient_device_id, 2::int2, s.seq, NULL, s.sender_user_id,
-                s.sender_device_id, NULL, s.envelope_type, s.ciphertext, s.created_at, s.channel_id,
+                s.sender_device_id, NULL, NULL, s.envelope_type, s.ciphertext, s.created_at, s.channel_id,
                 s.session_id, NULL
          FROM p JOIN sender_key_distributions s ON s.recipient_user_id = p.user_id
              AND s.recipient_device_id = p.device_id AND s.seq = p.seq AND s.delivered_at IS NULL
          UNION ALL
          SELECT v.recipient_user_id, v.recipient_device_id, 3::int2, v.seq, NULL, NULL, NULL, NULL,
-                NULL, NULL, NULL, NULL, NULL, v.body
+                NULL, NULL, NULL, NULL, NULL, NULL, v.body
          FROM p JOIN stream_events v ON v.recipient_user_id = p.user_id
              AND v.recipient_device_id = p.device_id AND v.seq = p.seq",
     )
