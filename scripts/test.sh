@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit, integration (real server, real HTTP and WebSocket, real
 # PostgreSQL with one database per test), doc tests, the bindings (Kotlin, Python,
-# Swift generation, Node) against a real server, and a TypeScript client generated from
-# docs/openapi.json against a real server. Starts PostgreSQL if it is
+# Swift generation, Node), a TypeScript client generated from docs/openapi.json and the
+# libolm interop client, each against a real server. Starts PostgreSQL if it is
 # stopped, installs it if it is absent. Ends with one line: "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,17 @@ if [ "$#" -eq 0 ]; then
   scripts/test-openapi-client.sh 2>&1 | tee "$bindings_log" || binding_status=$?
   p=$(sed -n 's/^openapi-client: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$bindings_log" | tail -n1)
   f=$(sed -n 's/^openapi-client: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$bindings_log" | tail -n1)
+  if [ -z "$p" ]; then p=0 f=1; fi
+  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  passed=$((passed + p)) failed=$((failed + f))
+  [ "$binding_status" -ne 0 ] && status=$binding_status
+
+  # Interop: a libolm client (interop/python) against the SDK and the server; its last
+  # line is "interop: N passed, M failed".
+  binding_status=0
+  scripts/test-interop.sh 2>&1 | tee "$bindings_log" || binding_status=$?
+  p=$(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$bindings_log" | tail -n1)
+  f=$(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$bindings_log" | tail -n1)
   if [ -z "$p" ]; then p=0 f=1; fi
   [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
   passed=$((passed + p)) failed=$((failed + f))

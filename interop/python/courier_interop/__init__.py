@@ -1,0 +1,1 @@
+"""An independent Courier client on libolm, for interoperability tests with the SDK."""
