@@ -57,6 +57,7 @@ fn envelope() -> Value {
     json!({
         "seq": 7,
         "messageId": MESSAGE,
+        "clientMessageId": "6f1c2e1a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
         "senderUserId": ALICE,
         "senderDeviceId": 1,
         "protocolVersion": 2,
