@@ -55,9 +55,10 @@ impl fmt::Debug for UserId {
 #[serde(try_from = "u32", into = "u32")]
 pub struct DeviceId(u32);
 
-/// A device ID outside the range the server assigns (it fits PostgreSQL's `integer`).
+/// A device ID outside the range the server assigns (1 to 2³¹−1, so it fits PostgreSQL's
+/// `integer`); `0` is accepted only where it means "assign me one" (login).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("device ID {0} is out of range (0 to {max})", max = DeviceId::MAX)]
+#[error("device ID {0} is out of range (1 to {max}; 0 only at login)", max = DeviceId::MAX)]
 pub struct InvalidDeviceId(pub u32);
 
 impl DeviceId {
@@ -99,11 +100,35 @@ impl DeviceId {
     }
 }
 
+/// What a device ID read from the wire may be: never `0`, which names no device (a
+/// request naming device 0 would otherwise reach the database and come back in answers
+/// that the document says cannot hold it). Login reads its `deviceId` with
+/// [`login_device_id`] instead, where `0` asks for a new device.
 impl TryFrom<u32> for DeviceId {
     type Error = InvalidDeviceId;
 
     fn try_from(id: u32) -> Result<Self, Self::Error> {
+        if id == 0 {
+            return Err(InvalidDeviceId(0));
+        }
         Self::new(id)
+    }
+}
+
+/// Serde for login's `deviceId`, the one place `0` ([`DeviceId::NEW`]) is allowed.
+pub mod login_device_id {
+    use super::DeviceId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the ID as a number (`0` for a new device).
+    pub fn serialize<S: Serializer>(id: &DeviceId, serializer: S) -> Result<S::Ok, S::Error> {
+        id.0.serialize(serializer)
+    }
+
+    /// Reads a number from 0 to [`DeviceId::MAX`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DeviceId, D::Error> {
+        let id = u32::deserialize(deserializer)?;
+        DeviceId::new(id).map_err(serde::de::Error::custom)
     }
 }
 
@@ -138,6 +163,20 @@ mod tests {
         );
         let parsed: Result<DeviceId, _> = serde_json::from_str("4294967295");
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn device_id_zero_is_read_only_as_logins_new_device() {
+        assert!(serde_json::from_str::<DeviceId>("0").is_err());
+        #[derive(serde::Deserialize)]
+        struct Login {
+            #[serde(with = "login_device_id")]
+            id: DeviceId,
+        }
+        let login: Login = serde_json::from_str(r#"{"id":0}"#).unwrap();
+        assert!(login.id.is_new());
+        let login: Login = serde_json::from_str(r#"{"id":3}"#).unwrap();
+        assert_eq!(login.id.get(), 3);
     }
 
     #[test]

@@ -407,3 +407,45 @@ async fn a_replayed_group_message_is_rejected(pool: PgPool) {
         Event::GroupDecryptionFailed { message_id: Some(m), reason: FailureReason::Rejected(_), .. } if *m == replay
     )));
 }
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_group_message_from_a_device_removed_before_it_was_learned_is_acknowledged(pool: PgPool) {
+    let server = TestServer::start(pool.clone()).await;
+    let alice = Party::register(&server, "alice", 1).await;
+    let mut bob = Party::register(&server, "bob", 1).await;
+    let channel = alice.clients[0]
+        .create_channel(&[bob.user()])
+        .await
+        .unwrap();
+    let id = channel.channel_id;
+    alice.clients[0].send_group(id, b"hello").await.unwrap();
+
+    // A device Bob adds sends once and is removed before Alice ever lists Bob's devices
+    // again: to Alice its sender key and message come from a device no list names.
+    let fleeting = bob.add_device(&server, "bob").await.own_device();
+    let gone = bob.clients[1].send_group(id, b"fleeting").await.unwrap();
+    bob.clients[0]
+        .remove_device(fleeting.device_id)
+        .await
+        .unwrap();
+
+    let events = receive_events(&alice.clients[0]).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::GroupDecryptionFailed { message_id: Some(m), reason: FailureReason::UnknownSender, .. }
+                if *m == gone.message_id
+        )),
+        "{events:?}"
+    );
+    // Acknowledged: nothing comes again, and Bob's next message arrives.
+    bob.clients[0].send_group(id, b"after").await.unwrap();
+    let events = receive_events(&alice.clients[0]).await;
+    assert_eq!(group_texts(&events), vec!["after"]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::GroupDecryptionFailed { .. })),
+        "{events:?}"
+    );
+}

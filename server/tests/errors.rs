@@ -116,6 +116,38 @@ async fn bad_inputs_get_their_status_and_code(pool: PgPool) {
     };
 
     let cases = vec![
+        // Device 0 names no device: only login reads it (as "assign me one").
+        Case {
+            name: "a send naming device 0",
+            method: Method::POST,
+            path: "/v1/messages".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"clientMessageId": "z1", "recipientUserId": "{user}", "deviceEnvelopes": [{{"userId": "{user}", "deviceId": 0, "envelopeType": "preKey", "ciphertext": "{key32}"}}]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "a claim naming device 0",
+            method: Method::POST,
+            path: "/v1/keys/claim".into(),
+            token: Token::Valid,
+            body: Body::Json(leak(format!(
+                r#"{{"devices": [{{"userId": "{user}", "deviceId": 0}}]}}"#
+            ))),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request_body",
+        },
+        Case {
+            name: "removing device 0",
+            method: Method::DELETE,
+            path: "/v1/devices/0".into(),
+            token: Token::Valid,
+            body: Body::None,
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_path_parameter",
+        },
         Case {
             name: "malformed JSON",
             method: Method::POST,

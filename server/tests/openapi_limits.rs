@@ -387,7 +387,7 @@ async fn every_limit_in_the_document_is_the_one_the_server_enforces(pool: PgPool
         ),
         past: (json!(0), "/v1/devices/0".into()),
         accepted: StatusCode::NO_CONTENT,
-        code: "device_not_found",
+        code: "invalid_path_parameter",
     })
     .await;
 

@@ -50,6 +50,7 @@ pub struct LoginRequest {
     pub password: String,
     /// `0` registers a new device and the server assigns its ID. An existing device's ID
     /// issues a fresh token for it and revokes its old one.
+    #[serde(with = "crate::ids::login_device_id")]
     pub device_id: DeviceId,
     /// A name for the new device that the user's other devices see (1 to 64 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]

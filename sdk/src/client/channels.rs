@@ -217,7 +217,16 @@ impl Client {
         }
         let item = item.clone();
         Ok(self
-            .with_machine(move |m| m.decrypt_group_message(&item))
+            .with_machine(move |m| match m.decrypt_group_message(&item) {
+                // Still unknown: recorded as unreadable, so it is acknowledged.
+                Err(MachineError::UnknownSender(sender)) => m.reject_group_item(
+                    item.channel_id,
+                    sender,
+                    Some(item.message_id),
+                    FailureReason::UnknownSender,
+                ),
+                other => other,
+            })
             .await??)
     }
 
@@ -237,7 +246,12 @@ impl Client {
         }
         let item = item.clone();
         Ok(self
-            .with_machine(move |m| m.process_sender_key(&item))
+            .with_machine(move |m| match m.process_sender_key(&item) {
+                Err(MachineError::UnknownSender(sender)) => {
+                    m.reject_group_item(item.channel_id, sender, None, FailureReason::UnknownSender)
+                }
+                other => other,
+            })
             .await??)
     }
 

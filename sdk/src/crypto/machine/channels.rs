@@ -270,6 +270,45 @@ impl CryptoMachine {
         }
     }
 
+    /// Records a sender key (`message_id: None`) or a group message whose sender device
+    /// cannot be known, even after its user's device list was fetched again (it was removed
+    /// before this device ever learned it), as unreadable: the failure is queued for the app
+    /// and the item can be acknowledged, instead of failing on every delivery and holding
+    /// up the stream behind it. A group message's redelivery is then a duplicate.
+    pub fn reject_group_item(
+        &mut self,
+        channel_id: Uuid,
+        sender: DeviceRef,
+        message_id: Option<Uuid>,
+        reason: FailureReason,
+    ) -> Result<ItemOutcome, MachineError> {
+        if let Some(message_id) = message_id
+            && self.already_received(message_id)?
+        {
+            return Ok(ItemOutcome::Duplicate);
+        }
+        let event = Event::GroupDecryptionFailed {
+            channel_id,
+            sender,
+            message_id,
+            reason: reason.clone(),
+        };
+        self.store.transaction(|tx| {
+            if let Some(message_id) = message_id {
+                records::put(
+                    tx,
+                    records::RECEIVED,
+                    b"",
+                    message_id.as_bytes(),
+                    &ReceivedMarker { failed: true },
+                )?;
+            }
+            queue_event(tx, &event)?;
+            Ok::<(), GroupError>(())
+        })?;
+        Ok(ItemOutcome::Failed(reason))
+    }
+
     /// Olm-decrypts a sender key's ciphertext into its payload.
     fn olm_open(
         &mut self,
