@@ -104,6 +104,11 @@ struct Args {
     /// processes sharing one database.
     #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
     servers: Vec<String>,
+    /// Base URL of a running server's private listener (its /metrics), one per
+    /// `--server` (ignored with --spawn-server). Without it, counters read from the
+    /// server are reported as unknown.
+    #[arg(long = "metrics-server")]
+    metrics_servers: Vec<String>,
     /// Start this courier-server binary on a fresh database for the run.
     #[arg(long)]
     spawn_server: Option<String>,
@@ -186,12 +191,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let run_id = format!("{:08x}", rand::rngs::OsRng.next_u32());
     let Some(binary) = &args.spawn_server else {
-        let bases = args
-            .servers
-            .iter()
-            .map(|server| server.trim_end_matches('/').to_owned())
-            .collect();
-        let report = run(&args, bases, &args.server_pids, &run_id).await?;
+        let trimmed = |urls: &[String]| {
+            urls.iter()
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .collect::<Vec<_>>()
+        };
+        let servers = Servers {
+            bases: trimmed(&args.servers),
+            metrics_bases: trimmed(&args.metrics_servers),
+            cross: !args.no_cross,
+        };
+        let report = run(&args, servers, &args.server_pids, &run_id).await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     };
@@ -201,7 +211,12 @@ async fn main() -> anyhow::Result<()> {
     let report = match spawned.start(args.processes).await {
         Ok(()) => {
             let pids: Vec<u32> = spawned.children.iter().map(Child::id).collect();
-            run(&args, spawned.bases.clone(), &pids, &run_id).await
+            let servers = Servers {
+                bases: spawned.bases.clone(),
+                metrics_bases: spawned.metrics_bases.clone(),
+                cross: !args.no_cross,
+            };
+            run(&args, servers, &pids, &run_id).await
         }
         Err(error) => Err(error),
     };
@@ -242,17 +257,13 @@ fn spawned_env(args: &Args) -> Vec<(&'static str, String)> {
     env
 }
 
-/// Runs the mode against `bases` (processes with these PIDs, when known).
+/// Runs the mode against `servers` (processes with these PIDs, when known).
 async fn run(
     args: &Args,
-    bases: Vec<String>,
+    servers: Servers,
     server_pids: &[u32],
     run_id: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let servers = Servers {
-        bases,
-        cross: !args.no_cross,
-    };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(16))
         .build()?;
@@ -272,6 +283,8 @@ async fn run(
 /// spread over them.
 struct Servers {
     bases: Vec<String>,
+    /// Their private listeners, for /metrics (empty: unknown).
+    metrics_bases: Vec<String>,
     /// Messages go through the process after the recipients' (false: `--no-cross`).
     cross: bool,
 }
@@ -306,8 +319,11 @@ impl Servers {
     async fn counter(&self, http: &reqwest::Client, name: &str) -> Option<u64> {
         // Acks are written in batches; give the last batch a moment to land.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if self.metrics_bases.len() != self.bases.len() {
+            return None;
+        }
         let mut total = 0;
-        for base in &self.bases {
+        for base in &self.metrics_bases {
             total += server_counter(http, base, name).await?;
         }
         Some(total)
@@ -511,6 +527,7 @@ async fn throughput(
                 http.clone(),
                 Servers {
                     bases: servers.bases.clone(),
+                    metrics_bases: servers.metrics_bases.clone(),
                     cross: servers.cross,
                 },
                 users.clone(),
@@ -633,7 +650,7 @@ async fn throughput(
     }))
 }
 
-/// Reads one counter from the server's /metrics.
+/// Reads one counter from a server's /metrics (on its private listener).
 async fn server_counter(http: &reqwest::Client, base: &str, name: &str) -> Option<u64> {
     let text = http
         .get(format!("{base}/metrics"))

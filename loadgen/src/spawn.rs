@@ -21,6 +21,8 @@ pub struct SpawnedServers {
     env: Vec<(&'static str, String)>,
     pub children: Vec<Child>,
     pub bases: Vec<String>,
+    /// Each process's private listener (/metrics).
+    pub metrics_bases: Vec<String>,
 }
 
 impl SpawnedServers {
@@ -37,6 +39,7 @@ impl SpawnedServers {
             env,
             children: Vec::new(),
             bases: Vec::new(),
+            metrics_bases: Vec::new(),
         }
     }
 
@@ -50,9 +53,12 @@ impl SpawnedServers {
     }
 
     async fn start_one(&mut self) -> anyhow::Result<()> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .map(|address| address.port())
+        };
+        let (port, metrics_port) = (free_port()?, free_port()?);
         let binary = &self.binary;
         let mut child = Command::new(binary)
             .envs(self.env.iter().map(|(name, value)| (name, value)))
@@ -61,6 +67,7 @@ impl SpawnedServers {
                 format!("{}/{}", self.postgres, self.database),
             )
             .env("COURIER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("COURIER_ADMIN_LISTEN", format!("127.0.0.1:{metrics_port}"))
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {binary}"))?;
@@ -85,6 +92,8 @@ impl SpawnedServers {
         }
         self.children.push(child);
         self.bases.push(base);
+        self.metrics_bases
+            .push(format!("http://127.0.0.1:{metrics_port}"));
         Ok(())
     }
 

@@ -17,7 +17,7 @@ ticks() { # utime + stime, in clock ticks, of the given PIDs
   for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
   echo "$total"
 }
-target/release/courier-loadgen --server "http://127.0.0.1:$port" --mode throughput --users 40 --devices 5 \
+target/release/courier-loadgen --server "http://127.0.0.1:$port" --metrics-server "http://127.0.0.1:$metrics_port" --mode throughput --users 40 --devices 5 \
   --duration "$seconds" --concurrency 64 --rate "$rate" >"$work/out.json" 2>"$work/err" &
 loadgen=$!
 until grep -q "loadgen: sending" "$work/err" 2>/dev/null; do sleep 0.05; done

@@ -17,14 +17,14 @@ db=courier_wal_$$
 . scripts/bench/spawn-server.sh
 q() { psql "$admin" -Atc "$1"; }
 
-target/release/courier-loadgen --server "http://127.0.0.1:$port" --mode throughput --users 40 --devices 5 \
+target/release/courier-loadgen --server "http://127.0.0.1:$port" --metrics-server "http://127.0.0.1:$metrics_port" --mode throughput --users 40 --devices 5 \
   --duration "$seconds" --concurrency 128 --rate "$rate" >"$work/out.json" 2>"$work/err" &
 loadgen=$!
 until grep -q "loadgen: sending" "$work/err" 2>/dev/null; do sleep 0.05; done
 start=$(q "SELECT pg_current_wal_lsn()")
 wait "$loadgen"
 end=$(q "SELECT pg_current_wal_lsn()")
-curl -sf "http://127.0.0.1:$port/metrics" | grep -E '^courier_send_' >"$work/metrics" || true
+curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -E '^courier_send_' >"$work/metrics" || true
 psql "postgres://postgres@127.0.0.1:5432/$db" -Atc \
   "SELECT relfilenode, relname FROM pg_class WHERE relfilenode <> 0" >"$work/relations"
 

@@ -1,26 +1,91 @@
-//! Process configuration, from flags or environment variables.
+//! Process configuration, from flags or environment variables: every setting has both,
+//! and its default is one of the constants in [`defaults`] (the `--help` text lists
+//! them with their variables).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 
+use crate::database::PoolSettings;
 use crate::rate_limits::{self, Rate, RateLimitSettings};
 
-/// The database used when nothing is configured: a local PostgreSQL with trust auth.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
+/// The defaults of every setting, in one place (docs/api.md, "Limits", and
+/// docs/deploy.md say why each).
+pub mod defaults {
+    /// The database used when nothing is configured: a local PostgreSQL with trust auth.
+    pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/courier";
+    /// The public listener when neither `COURIER_LISTEN` nor `PORT` is set: loopback only,
+    /// so a first run on a laptop is not reachable from the network.
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    /// The private listener (metrics, admin API): loopback only.
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9091";
+    /// Active devices a user may have at once.
+    pub const DEVICE_LIMIT: u32 = 5;
+    /// Largest request body, in bytes.
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Largest envelope ciphertext, in bytes (decoded).
+    pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+    /// Most envelopes one message may carry.
+    pub const MAX_ENVELOPES_PER_MESSAGE: usize = 100;
+    /// Days an undelivered envelope is kept.
+    pub const ENVELOPE_TTL_DAYS: u32 = 30;
+    /// Seconds between two runs of the retention task.
+    pub const RETENTION_INTERVAL_SECS: u64 = 60;
+    /// Rows the retention task deletes per statement.
+    pub const RETENTION_BATCH: i64 = 1000;
+    /// Shortest time between two batches of acknowledgements, in milliseconds.
+    pub const ACK_BATCH_MS: u64 = 200;
+    /// Seconds an authenticated token is remembered without asking the database.
+    pub const TOKEN_CACHE_TTL_SECS: u64 = 10;
+    /// Connections in the database pool.
+    pub const DATABASE_MAX_CONNECTIONS: u32 = 20;
+    /// Seconds a pooled database connection lives before it is replaced (below the 30
+    /// minutes managed poolers and load balancers commonly cut connections at).
+    pub const DATABASE_MAX_LIFETIME_SECS: u64 = 1800;
+    /// Seconds an unused pooled database connection is kept (a pooler closes idle
+    /// client connections; closing them first avoids a broken one being handed out).
+    pub const DATABASE_IDLE_TIMEOUT_SECS: u64 = 300;
+    /// Seconds a request waits for a database connection before it fails (503).
+    pub const DATABASE_ACQUIRE_TIMEOUT_SECS: u64 = 5;
+    /// The NATS server used by `--fabric nats`: a local one.
+    pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+    /// Connections the kernel queues before the server accepts them.
+    pub const LISTEN_BACKLOG: u32 = 4096;
+    /// Seconds a request's line and headers may take.
+    pub const HEADER_TIMEOUT_SECS: u64 = 10;
+    /// Seconds an idle connection is kept open between requests.
+    pub const KEEP_ALIVE_TIMEOUT_SECS: u64 = 75;
+    /// Seconds a request body may take to arrive.
+    pub const BODY_TIMEOUT_SECS: u64 = 60;
+    /// Largest request line and headers, in bytes.
+    pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
+    /// Connections that have not authenticated a request, at once.
+    pub const MAX_UNAUTHENTICATED_CONNECTIONS: u64 = 16_384;
+    /// Seconds between the server's pings on an idle WebSocket.
+    pub const WS_PING_INTERVAL_SECS: u64 = 20;
+    /// Seconds without a frame from the client before a WebSocket is closed.
+    pub const WS_IDLE_TIMEOUT_SECS: u64 = 60;
+    /// Seconds a client may take to take a frame before its WebSocket is closed.
+    pub const WS_SEND_TIMEOUT_SECS: u64 = 30;
+    /// Items buffered per connection for live push.
+    pub const WS_PUSH_BUFFER: usize = 64;
 
-/// Defaults of the connection limits (docs/api.md, "Limits", says why each).
-pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
-pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
-pub const DEFAULT_KEEP_ALIVE_TIMEOUT_SECS: u64 = 75;
-pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 60;
-pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
-pub const DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS: u64 = 16_384;
+    /// Password hashes computed at once: one per core, at least two.
+    pub fn max_concurrent_password_hashes() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+    }
+}
 
-/// The NATS server used by `--fabric nats` when nothing is configured: a local one.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Kept for callers that named the old constants.
+pub const DEFAULT_DATABASE_URL: &str = defaults::DATABASE_URL;
+/// See [`defaults::LISTEN_BACKLOG`].
+pub const DEFAULT_LISTEN_BACKLOG: u32 = defaults::LISTEN_BACKLOG;
+/// See [`defaults::NATS_URL`].
+pub const DEFAULT_NATS_URL: &str = defaults::NATS_URL;
 
 /// Courier server configuration. Every flag has an environment variable; defaults run on
 /// a developer machine with a local PostgreSQL and nothing configured.
@@ -31,51 +96,107 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
     about = "Courier: end-to-end-encrypted multi-device messaging server"
 )]
 pub struct Config {
-    /// PostgreSQL URL. Falls back to DATABASE_URL (as Fly.io sets it), then to the local
-    /// default. The database is created if missing and migrations are applied.
-    #[arg(long, env = "COURIER_DATABASE_URL")]
+    /// PostgreSQL URL for queries (on Fly.io the pooled one, through PgBouncer). Falls
+    /// back to DATABASE_URL (as Fly.io sets it), then to the local default. TLS follows
+    /// its `sslmode` (`require`, `verify-ca`, `verify-full` with `sslrootcert`).
+    #[arg(long, env = "COURIER_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 
-    /// Address to listen on.
-    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// PostgreSQL URL that reaches the server itself, not a transaction pooler: LISTEN
+    /// for the fabric, the migration lock and migrations. Falls back to
+    /// DATABASE_DIRECT_URL, then to the query URL.
+    #[arg(long, env = "COURIER_DATABASE_DIRECT_URL", hide_env_values = true)]
+    database_direct_url: Option<String>,
+
+    /// Address to listen on for the API. Unset, `[::]:$PORT` when PORT is set (a
+    /// platform asks to be reached there), else 127.0.0.1:8080.
+    #[arg(long, env = "COURIER_LISTEN")]
+    listen: Option<SocketAddr>,
+
+    /// The port a platform assigns (used only when COURIER_LISTEN is unset).
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+
+    /// Private address for /metrics and the admin API, or `off`. Never the public port.
+    #[arg(long, env = "COURIER_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
+    pub admin_listen: AdminListen,
+
+    /// `true`: create the database if missing and apply migrations before serving (a
+    /// local run). `false`: only check that the schema is current and refuse to start
+    /// otherwise (a deploy runs `courier-server migrate` once, before the new version).
+    #[arg(long, env = "COURIER_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
 
     /// Active devices a user may have at once.
-    #[arg(long, env = "COURIER_DEVICE_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, env = "COURIER_DEVICE_LIMIT", default_value_t = defaults::DEVICE_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub device_limit: u32,
 
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "COURIER_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Largest envelope ciphertext accepted, in bytes.
-    #[arg(long, env = "COURIER_MAX_ENVELOPE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "COURIER_MAX_ENVELOPE_BYTES", default_value_t = defaults::MAX_ENVELOPE_BYTES)]
     pub max_envelope_bytes: usize,
 
+    /// Most envelopes one message may carry (one per recipient device).
+    #[arg(long, env = "COURIER_MAX_ENVELOPES_PER_MESSAGE", default_value_t = defaults::MAX_ENVELOPES_PER_MESSAGE, value_parser = clap::value_parser!(u64).range(1..=10_000).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    pub max_envelopes_per_message: usize,
+
     /// Days an undelivered envelope is kept before it expires.
-    #[arg(long, env = "COURIER_ENVELOPE_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, env = "COURIER_ENVELOPE_TTL_DAYS", default_value_t = defaults::ENVELOPE_TTL_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub envelope_ttl_days: u32,
+
+    /// Seconds between two runs of the retention task (expired envelopes deleted).
+    #[arg(long, env = "COURIER_RETENTION_INTERVAL_SECS", default_value_t = defaults::RETENTION_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub retention_interval_secs: u64,
+
+    /// Rows the retention task deletes per statement.
+    #[arg(long, env = "COURIER_RETENTION_BATCH", default_value_t = defaults::RETENTION_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub retention_batch: i64,
 
     /// Shortest time between two batches of acknowledgements written, in milliseconds.
     /// Longer batches cover more messages per delivered receipt (fewer stream rows for the
     /// senders' devices); a delivered receipt waits at most this long.
-    #[arg(long, env = "COURIER_ACK_BATCH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=5000))]
+    #[arg(long, env = "COURIER_ACK_BATCH_MS", default_value_t = defaults::ACK_BATCH_MS, value_parser = clap::value_parser!(u64).range(0..=5000))]
     pub ack_batch_ms: u64,
 
+    /// Seconds an authenticated token is remembered without asking the database (a
+    /// revoked token stops at once in every process regardless: the fabric says so).
+    #[arg(long, env = "COURIER_TOKEN_CACHE_TTL_SECS", default_value_t = defaults::TOKEN_CACHE_TTL_SECS, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub token_cache_ttl_secs: u64,
+
+    /// Password hashes computed at once (each Argon2id hash holds 19 MiB). Unset: one
+    /// per core, at least two.
+    #[arg(long, env = "COURIER_MAX_CONCURRENT_PASSWORD_HASHES", value_parser = clap::value_parser!(u64).range(1..=256).map(|n| usize::try_from(n).unwrap_or(1)))]
+    pub max_concurrent_password_hashes: Option<usize>,
+
     /// Connections in the database pool.
-    #[arg(long, env = "COURIER_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(long, env = "COURIER_DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
 
+    /// Seconds a pooled database connection lives before it is replaced; 0: forever.
+    #[arg(long, env = "COURIER_DATABASE_MAX_LIFETIME_SECS", default_value_t = defaults::DATABASE_MAX_LIFETIME_SECS)]
+    pub database_max_lifetime_secs: u64,
+
+    /// Seconds an unused pooled database connection is kept; 0: forever.
+    #[arg(long, env = "COURIER_DATABASE_IDLE_TIMEOUT_SECS", default_value_t = defaults::DATABASE_IDLE_TIMEOUT_SECS)]
+    pub database_idle_timeout_secs: u64,
+
+    /// Seconds a request waits for a database connection before it fails.
+    #[arg(long, env = "COURIER_DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = defaults::DATABASE_ACQUIRE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub database_acquire_timeout_secs: u64,
+
     /// How server processes sharing the database reach each other: `postgres`
-    /// (LISTEN/NOTIFY, batched), `nats` (NATS publish/subscribe, at COURIER_NATS_URL) or
-    /// `none` (a single process).
+    /// (LISTEN/NOTIFY, batched, over the direct URL), `nats` (NATS publish/subscribe, at
+    /// COURIER_NATS_URL) or `none` (a single process).
     #[arg(long, env = "COURIER_FABRIC", value_enum, default_value_t = FabricName::Postgres)]
     pub fabric: FabricName,
 
     /// NATS server for `--fabric nats` (several separated by commas). It may carry
     /// credentials (`nats://user:password@host:4222` or `nats://token@host:4222`): they
     /// are never logged or shown.
-    #[arg(long, env = "COURIER_NATS_URL", default_value = DEFAULT_NATS_URL, hide_env_values = true)]
+    #[arg(long, env = "COURIER_NATS_URL", default_value = defaults::NATS_URL, hide_env_values = true)]
     nats_url: String,
 
     /// Log format: human-readable text or one JSON object per line.
@@ -84,30 +205,47 @@ pub struct Config {
 
     /// Connections the kernel queues for the server before it accepts them (capped by
     /// `net.core.somaxconn`): room for a reconnect storm.
-    #[arg(long, env = "COURIER_LISTEN_BACKLOG", default_value_t = DEFAULT_LISTEN_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, env = "COURIER_LISTEN_BACKLOG", default_value_t = defaults::LISTEN_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub listen_backlog: u32,
 
     /// Seconds a request's line and headers may take from their first byte (a new
     /// connection's first request: from the connection's start).
-    #[arg(long, env = "COURIER_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "COURIER_HEADER_TIMEOUT_SECS", default_value_t = defaults::HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout_secs: u64,
 
     /// Seconds an idle connection is kept open between requests.
-    #[arg(long, env = "COURIER_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = DEFAULT_KEEP_ALIVE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "COURIER_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = defaults::KEEP_ALIVE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keep_alive_timeout_secs: u64,
 
     /// Seconds a request body may take to arrive, from the end of its headers.
-    #[arg(long, env = "COURIER_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "COURIER_BODY_TIMEOUT_SECS", default_value_t = defaults::BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
 
     /// Largest request line and headers, in bytes.
-    #[arg(long, env = "COURIER_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES, value_parser = clap::value_parser!(u64).range(1024..=1_048_576))]
+    #[arg(long, env = "COURIER_MAX_HEADER_BYTES", default_value_t = defaults::MAX_HEADER_BYTES, value_parser = clap::value_parser!(u64).range(1024..=1_048_576))]
     pub max_header_bytes: u64,
 
     /// Connections that have not authenticated a request, at once; past it new ones are
     /// answered 503 too_many_connections.
-    #[arg(long, env = "COURIER_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "COURIER_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = defaults::MAX_UNAUTHENTICATED_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_unauthenticated_connections: u64,
+
+    /// Seconds between the server's pings on an idle WebSocket.
+    #[arg(long, env = "COURIER_WS_PING_INTERVAL_SECS", default_value_t = defaults::WS_PING_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ws_ping_interval_secs: u64,
+
+    /// Seconds without any frame from the client before its WebSocket is closed.
+    #[arg(long, env = "COURIER_WS_IDLE_TIMEOUT_SECS", default_value_t = defaults::WS_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Seconds a client may take to take a frame before its WebSocket is closed.
+    #[arg(long, env = "COURIER_WS_SEND_TIMEOUT_SECS", default_value_t = defaults::WS_SEND_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ws_send_timeout_secs: u64,
+
+    /// Items buffered per WebSocket for live push; past it the device catches up from
+    /// its stream instead.
+    #[arg(long, env = "COURIER_WS_PUSH_BUFFER", default_value_t = defaults::WS_PUSH_BUFFER, value_parser = clap::value_parser!(u64).range(1..=10_000).map(|n| usize::try_from(n).unwrap_or(1)))]
+    pub ws_push_buffer: usize,
 
     /// `on` or `off`: `off` turns every rate limit off (for load tests).
     #[arg(long, env = "COURIER_RATE_LIMITS", value_enum, default_value_t = Switch::On)]
@@ -119,6 +257,10 @@ pub struct Config {
     /// their own address.
     #[arg(long, env = "COURIER_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<axum::http::HeaderName>,
+
+    /// Seconds between two sweeps of idle rate-limit entries.
+    #[arg(long, env = "COURIER_RATE_LIMIT_EVICTION_SECS", default_value_t = rate_limits::DEFAULT_EVICTION_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub rate_limit_eviction_secs: u64,
 
     /// Login attempts per client address (rates: `60/min,burst=30`; units s, min, h).
     #[arg(long, env = "COURIER_RATE_LIMIT_LOGIN_PER_ADDRESS", default_value_t = rate_limits::DEFAULT_LOGIN_PER_ADDRESS)]
@@ -209,6 +351,36 @@ impl fmt::Debug for FabricKind {
     }
 }
 
+/// Where the private listener (metrics, admin API) listens, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    /// No private listener.
+    Off,
+    /// Listen at this address.
+    At(SocketAddr),
+}
+
+impl FromStr for AdminListen {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            Ok(Self::Off)
+        } else {
+            text.parse().map(Self::At)
+        }
+    }
+}
+
+impl fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::At(address) => address.fmt(f),
+        }
+    }
+}
+
 /// Runtime limits and timings of a server instance (from [`Config`](crate::Config) in the
 /// binary; tests build them directly).
 #[derive(Debug, Clone)]
@@ -261,29 +433,29 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let secs = Duration::from_secs;
         Self {
-            device_limit: 5,
-            max_body_bytes: 1024 * 1024,
-            max_envelope_bytes: 64 * 1024,
-            max_envelopes_per_message: 100,
-            envelope_ttl: Duration::from_secs(30 * 24 * 3600),
-            retention_interval: Duration::from_secs(60),
-            retention_batch: 1000,
-            token_cache_ttl: Duration::from_secs(10),
-            max_concurrent_password_hashes: std::thread::available_parallelism()
-                .map_or(2, |n| n.get().max(2)),
-            ws_ping_interval: Duration::from_secs(20),
-            ws_idle_timeout: Duration::from_secs(60),
-            ws_send_timeout: Duration::from_secs(30),
-            ws_push_buffer: 64,
-            ack_batch_interval: Duration::from_millis(200),
+            device_limit: defaults::DEVICE_LIMIT,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_envelope_bytes: defaults::MAX_ENVELOPE_BYTES,
+            max_envelopes_per_message: defaults::MAX_ENVELOPES_PER_MESSAGE,
+            envelope_ttl: secs(u64::from(defaults::ENVELOPE_TTL_DAYS) * 24 * 3600),
+            retention_interval: secs(defaults::RETENTION_INTERVAL_SECS),
+            retention_batch: defaults::RETENTION_BATCH,
+            token_cache_ttl: secs(defaults::TOKEN_CACHE_TTL_SECS),
+            max_concurrent_password_hashes: defaults::max_concurrent_password_hashes(),
+            ws_ping_interval: secs(defaults::WS_PING_INTERVAL_SECS),
+            ws_idle_timeout: secs(defaults::WS_IDLE_TIMEOUT_SECS),
+            ws_send_timeout: secs(defaults::WS_SEND_TIMEOUT_SECS),
+            ws_push_buffer: defaults::WS_PUSH_BUFFER,
+            ack_batch_interval: Duration::from_millis(defaults::ACK_BATCH_MS),
             fabric: FabricKind::Postgres,
-            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
-            keep_alive_timeout: Duration::from_secs(DEFAULT_KEEP_ALIVE_TIMEOUT_SECS),
-            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
-            max_header_bytes: usize::try_from(DEFAULT_MAX_HEADER_BYTES).unwrap_or(usize::MAX),
+            header_timeout: secs(defaults::HEADER_TIMEOUT_SECS),
+            keep_alive_timeout: secs(defaults::KEEP_ALIVE_TIMEOUT_SECS),
+            body_timeout: secs(defaults::BODY_TIMEOUT_SECS),
+            max_header_bytes: usize::try_from(defaults::MAX_HEADER_BYTES).unwrap_or(usize::MAX),
             max_unauthenticated_connections: usize::try_from(
-                DEFAULT_MAX_UNAUTHENTICATED_CONNECTIONS,
+                defaults::MAX_UNAUTHENTICATED_CONNECTIONS,
             )
             .unwrap_or(usize::MAX),
             rate_limits: RateLimitSettings::default(),
@@ -292,17 +464,47 @@ impl Default for Settings {
 }
 
 impl Config {
-    /// The database URL in force: flag or `COURIER_DATABASE_URL`, else `DATABASE_URL`,
-    /// else [`DEFAULT_DATABASE_URL`].
+    /// The query database URL in force: flag or `COURIER_DATABASE_URL`, else
+    /// `DATABASE_URL`, else [`defaults::DATABASE_URL`].
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
-            .or_else(|| {
-                std::env::var("DATABASE_URL")
-                    .ok()
-                    .filter(|url| !url.is_empty())
-            })
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+            .or_else(|| non_empty_env("DATABASE_URL"))
+            .unwrap_or_else(|| defaults::DATABASE_URL.to_owned())
+    }
+
+    /// The direct database URL in force (LISTEN, the migration lock, migrations): flag or
+    /// `COURIER_DATABASE_DIRECT_URL`, else `DATABASE_DIRECT_URL`, else the query URL.
+    pub fn database_direct_url(&self) -> String {
+        self.database_direct_url
+            .clone()
+            .or_else(|| non_empty_env("DATABASE_DIRECT_URL"))
+            .unwrap_or_else(|| self.database_url())
+    }
+
+    /// The public listener's address: `COURIER_LISTEN`, else `[::]:$PORT`, else
+    /// [`defaults::LISTEN`].
+    pub fn listen_address(&self) -> SocketAddr {
+        if let Some(listen) = self.listen {
+            return listen;
+        }
+        match self.port {
+            Some(port) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            None => defaults::LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080)),
+        }
+    }
+
+    /// How the database pools are sized and how long their connections live.
+    pub fn pool_settings(&self) -> PoolSettings {
+        let optional = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        PoolSettings {
+            max_connections: self.database_max_connections,
+            max_lifetime: optional(self.database_max_lifetime_secs),
+            idle_timeout: optional(self.database_idle_timeout_secs),
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+        }
     }
 
     /// The fabric in force, with its settings.
@@ -318,16 +520,28 @@ impl Config {
 
     /// The runtime limits this configuration sets.
     pub fn settings(&self) -> Settings {
+        let secs = Duration::from_secs;
         Settings {
             device_limit: self.device_limit,
             max_body_bytes: self.max_body_bytes,
             max_envelope_bytes: self.max_envelope_bytes,
-            envelope_ttl: Duration::from_secs(u64::from(self.envelope_ttl_days) * 24 * 3600),
+            max_envelopes_per_message: self.max_envelopes_per_message,
+            envelope_ttl: secs(u64::from(self.envelope_ttl_days) * 24 * 3600),
+            retention_interval: secs(self.retention_interval_secs),
+            retention_batch: self.retention_batch,
+            token_cache_ttl: secs(self.token_cache_ttl_secs),
+            max_concurrent_password_hashes: self
+                .max_concurrent_password_hashes
+                .unwrap_or_else(defaults::max_concurrent_password_hashes),
+            ws_ping_interval: secs(self.ws_ping_interval_secs),
+            ws_idle_timeout: secs(self.ws_idle_timeout_secs),
+            ws_send_timeout: secs(self.ws_send_timeout_secs),
+            ws_push_buffer: self.ws_push_buffer,
             ack_batch_interval: Duration::from_millis(self.ack_batch_ms),
             fabric: self.fabric(),
-            header_timeout: Duration::from_secs(self.header_timeout_secs),
-            keep_alive_timeout: Duration::from_secs(self.keep_alive_timeout_secs),
-            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            header_timeout: secs(self.header_timeout_secs),
+            keep_alive_timeout: secs(self.keep_alive_timeout_secs),
+            body_timeout: secs(self.body_timeout_secs),
             max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
             max_unauthenticated_connections: usize::try_from(self.max_unauthenticated_connections)
                 .unwrap_or(usize::MAX),
@@ -342,12 +556,16 @@ impl Config {
                 sends_per_device: self.rate_limit_sends_per_device,
                 sockets_per_device: self.rate_limit_sockets_per_device,
                 sockets_per_address: self.rate_limit_sockets_per_address,
-                ..RateLimitSettings::default()
+                eviction_interval: secs(self.rate_limit_eviction_secs),
             },
-            ..Settings::default()
         }
     }
 }
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
 
 /// A database URL with its password replaced, safe to log or print.
 pub fn redact_database_url(url: &str) -> String {
@@ -395,14 +613,35 @@ pub fn redact_nats_url(urls: &str) -> String {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database_url = self.database_url();
+        let direct_url = self.database_direct_url();
         f.debug_struct("Config")
-            .field("database_url", &redact_database_url(&self.database_url()))
-            .field("listen", &self.listen)
+            .field("database_url", &redact_database_url(&database_url))
+            .field(
+                "database_direct_url",
+                &if direct_url == database_url {
+                    "(the query URL)".to_owned()
+                } else {
+                    redact_database_url(&direct_url)
+                },
+            )
+            .field("listen", &self.listen_address())
+            .field("admin_listen", &self.admin_listen)
+            .field("migrate_on_start", &self.migrate_on_start)
             .field("device_limit", &self.device_limit)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("max_envelopes_per_message", &self.max_envelopes_per_message)
             .field("envelope_ttl_days", &self.envelope_ttl_days)
-            .field("database_max_connections", &self.database_max_connections)
+            .field("retention_interval_secs", &self.retention_interval_secs)
+            .field("retention_batch", &self.retention_batch)
+            .field("ack_batch_ms", &self.ack_batch_ms)
+            .field("token_cache_ttl_secs", &self.token_cache_ttl_secs)
+            .field(
+                "max_concurrent_password_hashes",
+                &self.max_concurrent_password_hashes,
+            )
+            .field("pool", &self.pool_settings())
             .field("fabric", &self.fabric)
             .field("nats_url", &redact_nats_url(&self.nats_url))
             .field("log_format", &self.log_format)
@@ -415,11 +654,25 @@ impl fmt::Debug for Config {
                 "max_unauthenticated_connections",
                 &self.max_unauthenticated_connections,
             )
+            .field("ws_ping_interval_secs", &self.ws_ping_interval_secs)
+            .field("ws_idle_timeout_secs", &self.ws_idle_timeout_secs)
+            .field("ws_send_timeout_secs", &self.ws_send_timeout_secs)
+            .field("ws_push_buffer", &self.ws_push_buffer)
             .field("rate_limits", &self.rate_limits)
             .field("client_ip_header", &self.client_ip_header)
-            .finish_non_exhaustive()
+            .field("rate_limit_eviction_secs", &self.rate_limit_eviction_secs)
+            .field("rate_limit_login_per_address", &self.rate_limit_login_per_address)
+            .field("rate_limit_login_per_account", &self.rate_limit_login_per_account)
+            .field("rate_limit_accounts_per_address", &self.rate_limit_accounts_per_address)
+            .field("rate_limit_claims_per_device", &self.rate_limit_claims_per_device)
+            .field("rate_limit_claims_per_target", &self.rate_limit_claims_per_target)
+            .field("rate_limit_sends_per_device", &self.rate_limit_sends_per_device)
+            .field("rate_limit_sockets_per_device", &self.rate_limit_sockets_per_device)
+            .field("rate_limit_sockets_per_address", &self.rate_limit_sockets_per_address)
+            .finish()
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -483,9 +736,126 @@ mod tests {
     #[test]
     fn defaults_run_locally() {
         let config = Config::parse_from(["courier-server"]);
-        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.listen_address().to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9091");
+        assert!(config.migrate_on_start);
         assert_eq!(config.device_limit, 5);
         assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn a_platform_port_listens_on_every_address_and_courier_listen_wins() {
+        let config = Config::parse_from(["courier-server", "--port", "3000"]);
+        assert_eq!(config.listen_address().to_string(), "[::]:3000");
+        let config = Config::parse_from([
+            "courier-server",
+            "--port",
+            "3000",
+            "--listen",
+            "127.0.0.1:4000",
+        ]);
+        assert_eq!(config.listen_address().to_string(), "127.0.0.1:4000");
+        let config = Config::parse_from(["courier-server", "--admin-listen", "off"]);
+        assert_eq!(config.admin_listen, AdminListen::Off);
+        let config = Config::parse_from(["courier-server", "--admin-listen", "[::]:9100"]);
+        assert_eq!(config.admin_listen.to_string(), "[::]:9100");
+        assert!(Config::try_parse_from(["courier-server", "--admin-listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn the_direct_url_falls_back_to_the_query_url_and_is_redacted() {
+        let config = Config::parse_from([
+            "courier-server",
+            "--database-url",
+            "postgres://courier:pooled-secret@pgbouncer.internal:5432/courier",
+        ]);
+        assert_eq!(config.database_direct_url(), config.database_url());
+        let config = Config::parse_from([
+            "courier-server",
+            "--database-url",
+            "postgres://courier:pooled-secret@pgbouncer.internal:5432/courier",
+            "--database-direct-url",
+            "postgres://courier:direct-secret@direct.internal:5432/courier?sslmode=verify-full",
+        ]);
+        assert!(config.database_direct_url().contains("direct.internal"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("pooled-secret"), "{debug}");
+        assert!(!debug.contains("direct-secret"), "{debug}");
+        assert!(debug.contains("direct.internal"), "{debug}");
+        assert!(debug.contains("pgbouncer.internal"), "{debug}");
+    }
+
+    #[test]
+    fn pool_lifetimes_are_configurable_and_zero_means_none() {
+        let pool = Config::parse_from(["courier-server"]).pool_settings();
+        assert_eq!(
+            pool,
+            PoolSettings::with_max_connections(defaults::DATABASE_MAX_CONNECTIONS)
+        );
+        let pool = Config::parse_from([
+            "courier-server",
+            "--database-max-lifetime-secs",
+            "0",
+            "--database-idle-timeout-secs",
+            "30",
+            "--database-acquire-timeout-secs",
+            "2",
+            "--database-max-connections",
+            "7",
+        ])
+        .pool_settings();
+        assert_eq!(pool.max_lifetime, None);
+        assert_eq!(pool.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(pool.acquire_timeout, Duration::from_secs(2));
+        assert_eq!(pool.max_connections, 7);
+    }
+
+    #[test]
+    fn the_binary_defaults_are_the_library_defaults() {
+        let from_flags = format!("{:?}", Config::parse_from(["courier-server"]).settings());
+        let library = format!("{:?}", Settings::default());
+        assert_eq!(from_flags, library);
+    }
+
+    #[test]
+    fn every_runtime_setting_has_a_flag() {
+        let settings = Config::parse_from([
+            "courier-server",
+            "--max-envelopes-per-message",
+            "9",
+            "--retention-interval-secs",
+            "5",
+            "--retention-batch",
+            "50",
+            "--token-cache-ttl-secs",
+            "0",
+            "--max-concurrent-password-hashes",
+            "3",
+            "--ws-ping-interval-secs",
+            "7",
+            "--ws-idle-timeout-secs",
+            "8",
+            "--ws-send-timeout-secs",
+            "6",
+            "--ws-push-buffer",
+            "11",
+            "--rate-limit-eviction-secs",
+            "12",
+        ])
+        .settings();
+        assert_eq!(settings.max_envelopes_per_message, 9);
+        assert_eq!(settings.retention_interval, Duration::from_secs(5));
+        assert_eq!(settings.retention_batch, 50);
+        assert_eq!(settings.token_cache_ttl, Duration::ZERO);
+        assert_eq!(settings.max_concurrent_password_hashes, 3);
+        assert_eq!(settings.ws_ping_interval, Duration::from_secs(7));
+        assert_eq!(settings.ws_idle_timeout, Duration::from_secs(8));
+        assert_eq!(settings.ws_send_timeout, Duration::from_secs(6));
+        assert_eq!(settings.ws_push_buffer, 11);
+        assert_eq!(
+            settings.rate_limits.eviction_interval,
+            Duration::from_secs(12)
+        );
     }
 
     #[test]

@@ -143,7 +143,6 @@ pub(crate) fn build(state: AppState) -> axum::Router {
                 }
             }),
         )
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -164,6 +163,25 @@ pub(crate) fn build(state: AppState) -> axum::Router {
                 tracing::info_span!("request", method = %request.method(), route)
             }),
         )
+        .with_state(state)
+}
+
+/// The private listener's routes: metrics and the probes (the admin API joins them).
+/// Never served on the public listener: metrics say how busy the server is, and the
+/// admin API administers it.
+pub(crate) fn build_admin(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take this method",
+            )
+        })
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 

@@ -568,7 +568,7 @@ async fn v1_and_v2_clients_talk_to_each_other(pool: PgPool) {
         StatusCode::OK,
         server
             .http
-            .get(server.url("/metrics"))
+            .get(server.admin_url("/metrics"))
             .send()
             .await
             .unwrap()
@@ -960,7 +960,7 @@ async fn a_slow_device_still_gets_everything_in_order(pool: PgPool) {
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
     let metrics = server
         .http
-        .get(server.url("/metrics"))
+        .get(server.admin_url("/metrics"))
         .send()
         .await
         .unwrap()

@@ -40,7 +40,7 @@ async fn wait_until_no_socket_is_open(server: &TestServer) {
     loop {
         let metrics = server
             .http
-            .get(server.url("/metrics"))
+            .get(server.admin_url("/metrics"))
             .send()
             .await
             .unwrap()

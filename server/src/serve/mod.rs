@@ -31,7 +31,7 @@ use courier_protocol::ErrorCode;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tower::ServiceExt;
 
@@ -42,14 +42,23 @@ pub use io::{BodyTimedOut, ConnectionLimits, ConnectionShared};
 /// catches up; past it, the kernel drops connection attempts and clients retry after a
 /// second or more.
 pub fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
+    let domain = if address.is_ipv4() {
+        socket2::Domain::IPV4
     } else {
-        TcpSocket::new_v6()?
+        socket2::Domain::IPV6
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(backlog)
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if address.is_ipv6() {
+        // `[::]` takes IPv4 clients too (as `::ffff:a.b.c.d`), whatever the system's
+        // `net.ipv6.bindv6only` says: one listener for a dual-stack platform (Fly.io's
+        // proxy reaches machines over IPv6, health checks may come over IPv4).
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(std::net::TcpListener::from(socket))
 }
 
 /// How many connections may be served, and how they are held to account.
@@ -59,6 +68,9 @@ pub struct ServeSettings {
     /// Connections that have not (yet) authenticated a request, at once. Past it, a new
     /// connection is answered `503 too_many_connections` and closed.
     pub max_unauthenticated: usize,
+    /// After the shutdown signal, how long requests in flight may take to finish; the
+    /// connections still open then are left to the process's exit.
+    pub drain_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets
@@ -109,7 +121,14 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     drop(alive_tx);
-    let _ = alive_rx.recv().await;
+    if tokio::time::timeout(settings.drain_timeout, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests were still in flight when the drain time ran out; they are cut off"
+        );
+    }
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A Courier server serving one test's database on an ephemeral port.
 pub struct TestServer {
     pub base: String,
+    /// The private listener (metrics, probes).
+    pub admin_base: String,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -35,12 +37,22 @@ impl TestServer {
     pub async fn start_with(pool: PgPool, settings: Settings) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_base = format!("http://{}", admin.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(courier_server::launch(pool, settings, listener, async {
+        let launch = courier_server::Launch {
+            pool,
+            direct_database: None,
+            settings,
+            public_listener: listener,
+            admin_listener: Some(admin),
+        };
+        let task = tokio::spawn(courier_server::launch_with(launch, async {
             let _ = rx.await;
         }));
         Self {
             base,
+            admin_base,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             task: Some(task),
@@ -55,6 +67,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A URL on the private listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_base)
     }
 
     /// Sends a request, with a JSON body if given, and returns status and JSON body

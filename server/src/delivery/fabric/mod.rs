@@ -134,12 +134,13 @@ pub fn now_ms() -> u64 {
 pub async fn start(
     kind: &FabricKind,
     pool: &PgPool,
+    direct: Option<&sqlx::postgres::PgConnectOptions>,
     receiver: Receiver,
     stop: watch::Receiver<bool>,
 ) -> Result<(Fabric, Vec<JoinHandle<()>>), StartError> {
     match kind {
         FabricKind::None => Ok((Fabric::none(), Vec::new())),
-        FabricKind::Postgres => Ok(postgres::start(pool.clone(), receiver, stop).await?),
+        FabricKind::Postgres => Ok(postgres::start(pool.clone(), direct.cloned(), receiver, stop).await?),
         FabricKind::Nats { url } => nats::start(url, receiver, stop).await,
     }
 }

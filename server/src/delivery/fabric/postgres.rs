@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,17 +38,33 @@ impl Transport for PgNotify {
     async fn finish(self) {}
 }
 
-/// Starts the PostgreSQL fabric: a publisher and a listener, until `stop` turns true.
+/// Where the `LISTEN` connects: the direct database (a transaction pooler keeps no
+/// session, so a `LISTEN` through it hears nothing), waiting for a connection no longer
+/// than the handlers do, so an outage ends for it when it ends for them.
+#[derive(Clone)]
+struct ListenTarget {
+    options: PgConnectOptions,
+    acquire_timeout: Duration,
+}
+
+/// Starts the PostgreSQL fabric: a publisher (`NOTIFY` through `pool`: a notification is
+/// sent at its transaction's commit, which a transaction pooler passes on) and a listener
+/// on `direct` (the pool's own server when `None`), until `stop` turns true.
 pub(super) async fn start(
     pool: PgPool,
+    direct: Option<PgConnectOptions>,
     receiver: Receiver,
     stop: watch::Receiver<bool>,
 ) -> Result<(Fabric, Vec<JoinHandle<()>>), sqlx::Error> {
     let process = process_id();
-    let listening = Listening::connect(&pool).await?;
+    let target = ListenTarget {
+        options: direct.unwrap_or_else(|| (*pool.connect_options()).clone()),
+        acquire_timeout: pool.options().get_acquire_timeout(),
+    };
+    let listening = Listening::connect(&target).await?;
     let (fabric, outbox) = Outbox::new(process.clone(), QUEUE);
     let listener = tokio::spawn(listen_postgres(
-        pool.clone(),
+        target,
         listening,
         process,
         receiver,
@@ -68,15 +84,14 @@ struct Listening {
 }
 
 impl Listening {
-    /// Connects and listens. It waits for a connection no longer than the handlers do
-    /// (`pool`'s acquire timeout), so an outage ends for it when it ends for them.
-    async fn connect(pool: &PgPool) -> Result<Self, sqlx::Error> {
+    /// Connects and listens.
+    async fn connect(target: &ListenTarget) -> Result<Self, sqlx::Error> {
         let own = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(pool.options().get_acquire_timeout())
+            .acquire_timeout(target.acquire_timeout)
             .max_lifetime(None)
             .idle_timeout(None)
-            .connect_lazy_with((*pool.connect_options()).clone());
+            .connect_lazy_with(target.options.clone());
         let listening = async {
             let mut listener = PgListener::connect_with(&own).await?;
             // A lost connection is reported (`Ok(None)`) at once instead of being
@@ -113,7 +128,7 @@ impl Listening {
 /// since signals sent meanwhile went unheard. The reread comes after the `LISTEN`, so an
 /// item committed at any time is either reread or signalled.
 async fn listen_postgres(
-    pool: PgPool,
+    target: ListenTarget,
     listening: Listening,
     process: String,
     receiver: Receiver,
@@ -125,7 +140,7 @@ async fn listen_postgres(
         let Some(active) = listening.as_mut() else {
             let connected = tokio::select! {
                 _ = stop.changed() => break,
-                connected = Listening::connect(&pool) => connected,
+                connected = Listening::connect(&target) => connected,
             };
             match connected {
                 Ok(again) => {
