@@ -10,7 +10,7 @@ cargo build --release --locked -p courier-sdk --example conversation
 target_dir=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 db=courier_demo_$$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-COURIER_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" COURIER_LISTEN="127.0.0.1:$port" COURIER_LOG=warn \
+COURIER_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" COURIER_LISTEN="127.0.0.1:$port" COURIER_ADMIN_LISTEN=127.0.0.1:0 COURIER_LOG=warn \
   "$target_dir/release/courier-server" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null' EXIT

@@ -8,6 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
 scripts/ensure-nats.sh
+# A PgBouncer that tracks prepared statements (1.21+; Debian 12 has 1.18), for the tests
+# that put a transaction pooler in front of PostgreSQL as Fly.io does. Built once, cached.
+COURIER_TEST_PGBOUNCER=$(scripts/ensure-pgbouncer.sh)
+export COURIER_TEST_PGBOUNCER
+# The binary the image runs, built with the Dockerfile's command, for the test that
+# starts it as the image does (server/tests/processes.rs).
+cargo build --release --locked -p courier-server --bin courier-server
+export COURIER_TEST_SERVER_BINARY="${CARGO_TARGET_DIR:-target}/release/courier-server"
 # `#[sqlx::test]` creates and drops a database per test through this server.
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 

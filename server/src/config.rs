@@ -566,7 +566,6 @@ fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
-
 /// A database URL with its password replaced, safe to log or print.
 pub fn redact_database_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -661,18 +660,41 @@ impl fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("client_ip_header", &self.client_ip_header)
             .field("rate_limit_eviction_secs", &self.rate_limit_eviction_secs)
-            .field("rate_limit_login_per_address", &self.rate_limit_login_per_address)
-            .field("rate_limit_login_per_account", &self.rate_limit_login_per_account)
-            .field("rate_limit_accounts_per_address", &self.rate_limit_accounts_per_address)
-            .field("rate_limit_claims_per_device", &self.rate_limit_claims_per_device)
-            .field("rate_limit_claims_per_target", &self.rate_limit_claims_per_target)
-            .field("rate_limit_sends_per_device", &self.rate_limit_sends_per_device)
-            .field("rate_limit_sockets_per_device", &self.rate_limit_sockets_per_device)
-            .field("rate_limit_sockets_per_address", &self.rate_limit_sockets_per_address)
+            .field(
+                "rate_limit_login_per_address",
+                &self.rate_limit_login_per_address,
+            )
+            .field(
+                "rate_limit_login_per_account",
+                &self.rate_limit_login_per_account,
+            )
+            .field(
+                "rate_limit_accounts_per_address",
+                &self.rate_limit_accounts_per_address,
+            )
+            .field(
+                "rate_limit_claims_per_device",
+                &self.rate_limit_claims_per_device,
+            )
+            .field(
+                "rate_limit_claims_per_target",
+                &self.rate_limit_claims_per_target,
+            )
+            .field(
+                "rate_limit_sends_per_device",
+                &self.rate_limit_sends_per_device,
+            )
+            .field(
+                "rate_limit_sockets_per_device",
+                &self.rate_limit_sockets_per_device,
+            )
+            .field(
+                "rate_limit_sockets_per_address",
+                &self.rate_limit_sockets_per_address,
+            )
             .finish()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -921,6 +943,22 @@ mod tests {
         assert!(
             Config::try_parse_from(["courier-server", "--rate-limit-sends-per-device", "0/s"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let missing: Vec<String> = Config::command()
+            .get_arguments()
+            .filter_map(|argument| argument.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .filter(|env| !readme.contains(&format!("| `{env}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README's configuration table lacks {missing:?}"
         );
     }
 

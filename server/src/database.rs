@@ -59,9 +59,18 @@ pub struct MigrationReport {
 impl fmt::Display for MigrationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.applied.is_empty() {
-            write!(f, "the schema is current ({} migrations)", MIGRATOR.iter().count())?;
+            write!(
+                f,
+                "the schema is current ({} migrations)",
+                MIGRATOR.iter().count()
+            )?;
         } else {
-            write!(f, "applied {} migrations: {:?}", self.applied.len(), self.applied)?;
+            write!(
+                f,
+                "applied {} migrations: {:?}",
+                self.applied.len(),
+                self.applied
+            )?;
         }
         if !self.unknown.is_empty() {
             write!(
@@ -172,42 +181,57 @@ pub async fn ensure_database(url: &str) -> Result<(), StartupError> {
                 database = options.get_database().unwrap_or("courier"),
                 "created the database"
             ),
-            // Another process created it meanwhile (42P04 duplicate_database).
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            // Another process created it meanwhile: 42P04 duplicate_database, or 23505
+            // when both `CREATE DATABASE`s ran at once (the catalog's unique index).
+            Err(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(error) => return Err(prepare(url, error.to_string())),
         }
     }
     Ok(())
 }
 
+/// The advisory lock `migrate` holds (a constant of Courier's own: "courier!" in ASCII),
+/// so that processes migrating at once take turns and each reports what it applied.
+const MIGRATION_LOCK: i64 = 0x636f_7572_6965_7221;
+
 /// Creates the database if missing and applies the migrations this binary has and the
-/// database lacks, under PostgreSQL's advisory lock (so processes starting together take
-/// turns), over one direct connection. Idempotent: a second run applies nothing.
-/// Migrations newer than this binary are left alone and reported (a rollback runs an
-/// older binary on a newer schema: migrations only add, see docs/deploy.md).
+/// database lacks, under an advisory lock (processes starting together take turns), over
+/// one direct connection. Idempotent: a second run applies nothing. Migrations newer
+/// than this binary are left alone and reported (a rollback runs an older binary on a
+/// newer schema: migrations only add, see docs/deploy.md).
 pub async fn migrate(direct_url: &str) -> Result<MigrationReport, StartupError> {
+    use sqlx::{ConnectOptions, Connection};
     ensure_database(direct_url).await?;
-    let pool = connect(
-        direct_url,
-        &PoolSettings {
-            max_connections: 1,
-            max_lifetime: None,
-            idle_timeout: None,
-            acquire_timeout: Duration::from_secs(30),
-        },
-    )
-    .await?;
-    let before = applied_versions(&pool).await.unwrap_or_default();
-    // The same migrations as MIGRATOR (sqlx's fields are not public API, so the macro
-    // builds a second, adjustable copy).
-    let mut migrator: Migrator = sqlx::migrate!("../migrations");
-    migrator.set_ignore_missing(true);
-    migrator.set_locking(true);
-    let outcome = migrator.run(&pool).await;
-    let after = applied_versions(&pool).await;
-    pool.close().await;
-    outcome.map_err(|error| prepare(direct_url, error.to_string()))?;
-    let after = after.map_err(|error| prepare(direct_url, error.to_string()))?;
+    let mut connection = connect_options(direct_url)?
+        .connect()
+        .await
+        .map_err(|error| unreachable(direct_url, &error))?;
+    let migrated = async {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut connection)
+            .await?;
+        let before = applied_versions(&mut connection).await?;
+        // The same migrations as MIGRATOR (sqlx's fields are not public API, so the
+        // macro builds a second, adjustable copy); the lock above stands for sqlx's.
+        let mut migrator: Migrator = sqlx::migrate!("../migrations");
+        migrator.set_ignore_missing(true);
+        migrator.set_locking(false);
+        migrator
+            .run(&mut connection)
+            .await
+            .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
+        let after = applied_versions(&mut connection).await?;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut connection)
+            .await?;
+        Ok::<_, sqlx::Error>((before, after))
+    }
+    .await;
+    let _ = connection.close().await;
+    let (before, after) = migrated.map_err(|error| prepare(direct_url, error.to_string()))?;
     let known: BTreeSet<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();
     Ok(MigrationReport {
         applied: after.difference(&before).copied().collect(),
@@ -218,12 +242,12 @@ pub async fn migrate(direct_url: &str) -> Result<MigrationReport, StartupError> 
 /// Fails unless every migration this binary has is applied (migrations the binary does
 /// not know are fine: a newer version added them).
 pub async fn check_schema(pool: &PgPool, url: &str) -> Result<(), StartupError> {
-    let applied = applied_versions(pool)
-        .await
-        .map_err(|error| match error {
-            sqlx::Error::Database(_) => prepare(url, error.to_string()),
-            other => unreachable(url, &other),
-        })?;
+    let classify = |error: sqlx::Error| match error {
+        sqlx::Error::Database(_) => prepare(url, error.to_string()),
+        other => unreachable(url, &other),
+    };
+    let mut connection = pool.acquire().await.map_err(classify)?;
+    let applied = applied_versions(&mut connection).await.map_err(classify)?;
     let missing: Vec<i64> = MIGRATOR
         .iter()
         .map(|migration| migration.version)
@@ -240,16 +264,18 @@ pub async fn check_schema(pool: &PgPool, url: &str) -> Result<(), StartupError> 
 }
 
 /// The versions recorded as applied (none when the table does not exist yet).
-async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {
+async fn applied_versions(
+    connection: &mut sqlx::PgConnection,
+) -> Result<BTreeSet<i64>, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await?;
     if !exists {
         return Ok(BTreeSet::new());
     }
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await?;
     Ok(versions.into_iter().collect())
 }

@@ -82,7 +82,10 @@ impl std::fmt::Debug for Launch {
             .field("public_listener", &self.public_listener.local_addr().ok())
             .field(
                 "admin_listener",
-                &self.admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                &self
+                    .admin_listener
+                    .as_ref()
+                    .and_then(|l| l.local_addr().ok()),
             )
             .finish_non_exhaustive()
     }
@@ -138,16 +141,15 @@ where
         device_lists: device_lists.clone(),
         pool: pool.clone(),
     };
-    let (fabric, fabric_tasks) =
-        delivery::fabric::start(
-            &settings.fabric,
-            &pool,
-            direct_database.as_ref(),
-            receiver,
-            stop_rx.clone(),
-        )
-            .await
-            .map_err(std::io::Error::other)?;
+    let (fabric, fabric_tasks) = delivery::fabric::start(
+        &settings.fabric,
+        &pool,
+        direct_database.as_ref(),
+        receiver,
+        stop_rx.clone(),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
     let (acks, ack_task) = delivery::acks::start(
         pool.clone(),
         metrics.clone(),

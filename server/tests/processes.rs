@@ -2,9 +2,19 @@
 //! connected to one of them is served as if there were one server. Each test spawns the
 //! binary twice (port 0, JSON logs, the bound address read from its "Courier is
 //! listening" line) and talks to both over HTTP and WebSocket.
+//!
+//! Every scenario runs twice: on the database directly, and as on Fly.io, with queries
+//! through a real PgBouncer in transaction mode (`common/pgbouncer.rs`) and LISTEN on
+//! the direct URL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "common/image.rs"]
+mod image;
+#[path = "common/pgbouncer.rs"]
+mod pgbouncer;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +78,104 @@ async fn require_nats() {
     }
 }
 
+/// How the processes reach the test's database.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    /// Every connection straight to PostgreSQL.
+    Direct,
+    /// Queries through PgBouncer in transaction mode, LISTEN on the direct URL.
+    PgBouncer,
+}
+
+/// The database URLs of a scenario's processes (and the PgBouncer they go through).
+struct Databases {
+    url: String,
+    direct_url: Option<String>,
+    /// Kept running for the test.
+    _bouncer: Option<pgbouncer::PgBouncer>,
+}
+
+impl Databases {
+    fn new(pool: &PgPool, route: Route) -> Self {
+        let direct = database_url(&pool.connect_options());
+        match route {
+            Route::Direct => Self {
+                url: direct,
+                direct_url: None,
+                _bouncer: None,
+            },
+            Route::PgBouncer => {
+                let bouncer = pgbouncer::PgBouncer::start(&pgbouncer::Upstream::shared(), None);
+                let name = pool.connect_options().get_database().unwrap().to_owned();
+                Self {
+                    url: bouncer.url(&name),
+                    direct_url: Some(direct),
+                    _bouncer: Some(bouncer),
+                }
+            }
+        }
+    }
+
+    fn setup(&self, fabric: Fabric) -> Setup {
+        let mut setup = Setup::new(&self.url, fabric);
+        if let Some(direct) = &self.direct_url {
+            setup.env("COURIER_DATABASE_DIRECT_URL", direct);
+        }
+        setup
+    }
+}
+
+/// How a child process is started: its environment (applied over the defaults below),
+/// its arguments and, for a test run as root, the user it runs as.
+struct Setup {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    /// User and group.
+    user: Option<(u32, u32)>,
+}
+
+impl Setup {
+    fn new(database_url: &str, fabric: Fabric) -> Self {
+        let mut setup = Self {
+            env: Vec::new(),
+            args: Vec::new(),
+            user: None,
+        };
+        setup
+            .env("COURIER_DATABASE_URL", database_url)
+            .env(
+                "COURIER_FABRIC",
+                match fabric {
+                    Fabric::Postgres => "postgres",
+                    Fabric::Nats => "nats",
+                },
+            )
+            .env("COURIER_NATS_URL", &nats_url());
+        setup
+    }
+
+    fn env(&mut self, name: &str, value: &str) -> &mut Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `binary`, run as the setup's user (through `setpriv`) if it names one.
+    fn command(&self, binary: &str) -> Command {
+        match self.user {
+            Some((uid, gid)) => {
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        }
+    }
+}
+
 /// The URL of the test's own database (the one `#[sqlx::test]` created), for the children.
 fn database_url(options: &PgConnectOptions) -> String {
     let base = std::env::var("DATABASE_URL")
@@ -92,30 +200,19 @@ struct Process {
 }
 
 impl Process {
-    async fn spawn(name: &'static str, database_url: &str, fabric: Fabric) -> Self {
-        Self::spawn_with_nats(name, database_url, fabric, &nats_url()).await
+    async fn spawn(name: &'static str, setup: &Setup) -> Self {
+        Self::spawn_binary(name, env!("CARGO_BIN_EXE_courier-server"), setup).await
     }
 
-    async fn spawn_with_nats(
-        name: &'static str,
-        database_url: &str,
-        fabric: Fabric,
-        nats_url: &str,
-    ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_courier-server"));
+    async fn spawn_binary(name: &'static str, binary: &str, setup: &Setup) -> Self {
+        let mut command = setup.command(binary);
         command
-            .env("COURIER_DATABASE_URL", database_url)
             .env("COURIER_LISTEN", "127.0.0.1:0")
+            .env("COURIER_ADMIN_LISTEN", "127.0.0.1:0")
             .env("COURIER_LOG_FORMAT", "json")
             .env("COURIER_LOG", "info,sqlx=warn")
-            .env(
-                "COURIER_FABRIC",
-                match fabric {
-                    Fabric::Postgres => "postgres",
-                    Fabric::Nats => "nats",
-                },
-            )
-            .env("COURIER_NATS_URL", nats_url)
+            .envs(setup.env.iter().map(|(name, value)| (name, value)))
+            .args(&setup.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -168,6 +265,45 @@ impl Process {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A field of the first JSON log line with `message`, waiting a little for the
+    /// output reader to get that far.
+    async fn logged(&self, message: &str, field: &str) -> String {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let found = self.output.lock().unwrap().iter().find_map(|line| {
+                let entry: Value = serde_json::from_str(line).ok()?;
+                let fields = entry.get("fields")?;
+                (fields.get("message")? == message)
+                    .then(|| fields.get(field)?.as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if let Some(found) = found {
+                return found;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("did not log {message:?} with {field}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + courier_server::SHUTDOWN_BUDGET + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.fail("did not stop within its shutdown budget");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn call(
@@ -424,15 +560,13 @@ fn targets(sender: &TestDevice, sender_user: &User, recipient: &User) -> Vec<(Us
 }
 
 /// The behaviour both fabrics must give two processes on one database.
-async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric) {
+async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric, route: Route) {
     if matches!(fabric, Fabric::Nats) {
         require_nats().await;
     }
-    let url = database_url(&pool.connect_options());
-    let (a, b) = tokio::join!(
-        Process::spawn("A", &url, fabric),
-        Process::spawn("B", &url, fabric)
-    );
+    let databases = Databases::new(&pool, route);
+    let setup = databases.setup(fabric);
+    let (a, b) = tokio::join!(Process::spawn("A", &setup), Process::spawn("B", &setup));
     let alice = User::new(&a, "alice", 2).await;
     let bob = User::new(&b, "bob", 2).await;
 
@@ -551,12 +685,24 @@ async fn two_processes_act_as_one(pool: PgPool, fabric: Fabric) {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn two_processes_over_postgres_deliver_replace_and_remove_across(pool: PgPool) {
-    two_processes_act_as_one(pool, Fabric::Postgres).await;
+    two_processes_act_as_one(pool, Fabric::Postgres, Route::Direct).await;
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn two_processes_over_nats_deliver_replace_and_remove_across(pool: PgPool) {
-    two_processes_act_as_one(pool, Fabric::Nats).await;
+    two_processes_act_as_one(pool, Fabric::Nats, Route::Direct).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn two_processes_over_postgres_through_pgbouncer_deliver_replace_and_remove_across(
+    pool: PgPool,
+) {
+    two_processes_act_as_one(pool, Fabric::Postgres, Route::PgBouncer).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn two_processes_over_nats_through_pgbouncer_deliver_replace_and_remove_across(pool: PgPool) {
+    two_processes_act_as_one(pool, Fabric::Nats, Route::PgBouncer).await;
 }
 
 /// A TCP relay to NATS that the test can cut (closing every relayed connection and
@@ -626,15 +772,13 @@ impl Drop for NatsLink {
 
 /// A claim through one process that takes a device's one-time keys low reaches the
 /// device's socket on the other, in real time (the item is stored, then signalled).
-async fn a_low_key_notice_reaches_another_process(pool: PgPool, fabric: Fabric) {
+async fn a_low_key_notice_reaches_another_process(pool: PgPool, fabric: Fabric, route: Route) {
     if matches!(fabric, Fabric::Nats) {
         require_nats().await;
     }
-    let url = database_url(&pool.connect_options());
-    let (a, b) = tokio::join!(
-        Process::spawn("A", &url, fabric),
-        Process::spawn("B", &url, fabric)
-    );
+    let databases = Databases::new(&pool, route);
+    let setup = databases.setup(fabric);
+    let (a, b) = tokio::join!(Process::spawn("A", &setup), Process::spawn("B", &setup));
     let dana = User::new(&a, "dana", 1).await;
     let eve = User::new(&b, "eve", 1).await;
     let target = &dana.devices[0];
@@ -672,25 +816,46 @@ async fn a_low_key_notice_reaches_another_process(pool: PgPool, fabric: Fabric) 
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_low_key_notice_reaches_another_process_over_postgres(pool: PgPool) {
-    a_low_key_notice_reaches_another_process(pool, Fabric::Postgres).await;
+    a_low_key_notice_reaches_another_process(pool, Fabric::Postgres, Route::Direct).await;
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_low_key_notice_reaches_another_process_over_nats(pool: PgPool) {
-    a_low_key_notice_reaches_another_process(pool, Fabric::Nats).await;
+    a_low_key_notice_reaches_another_process(pool, Fabric::Nats, Route::Direct).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_low_key_notice_reaches_another_process_over_postgres_through_pgbouncer(pool: PgPool) {
+    a_low_key_notice_reaches_another_process(pool, Fabric::Postgres, Route::PgBouncer).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_low_key_notice_reaches_another_process_over_nats_through_pgbouncer(pool: PgPool) {
+    a_low_key_notice_reaches_another_process(pool, Fabric::Nats, Route::PgBouncer).await;
 }
 
 /// A process whose NATS connection drops misses the signals sent meanwhile; once it is
 /// back, every socket it holds rereads its stream, so nothing waits for a later signal.
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_process_back_on_nats_rereads_what_it_missed(pool: PgPool) {
+    a_process_back_on_nats_rereads(pool, Route::Direct).await;
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_process_back_on_nats_through_pgbouncer_rereads_what_it_missed(pool: PgPool) {
+    a_process_back_on_nats_rereads(pool, Route::PgBouncer).await;
+}
+
+async fn a_process_back_on_nats_rereads(pool: PgPool, route: Route) {
     require_nats().await;
     let link = NatsLink::start(nats_address()).await;
-    let url = database_url(&pool.connect_options());
-    let through_link = link.url();
+    let databases = Databases::new(&pool, route);
+    let mut through_link = databases.setup(Fabric::Nats);
+    through_link.env("COURIER_NATS_URL", &link.url());
+    let direct_to_nats = databases.setup(Fabric::Nats);
     let (a, b) = tokio::join!(
-        Process::spawn_with_nats("A", &url, Fabric::Nats, &through_link),
-        Process::spawn("B", &url, Fabric::Nats)
+        Process::spawn("A", &through_link),
+        Process::spawn("B", &direct_to_nats)
     );
     let alice = User::new(&b, "alice", 1).await;
     let bob = User::new(&b, "bob", 1).await;
@@ -739,4 +904,220 @@ fn the_listening_line_is_found_in_json_logs() {
         None
     );
     assert_eq!(listening_address("not json"), None);
+}
+
+/// The binary the image runs: `COURIER_TEST_SERVER_BINARY` (scripts/test.sh builds the
+/// release binary the Dockerfile builds, with the same command) or this build's.
+fn image_binary() -> String {
+    std::env::var("COURIER_TEST_SERVER_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_courier-server").to_owned())
+}
+
+/// A copy of the server binary where the image's user can run it (the image installs it
+/// in /usr/local/bin; a build directory under /root is not open to other users).
+struct InstalledBinary {
+    dir: std::path::PathBuf,
+    path: String,
+}
+
+impl InstalledBinary {
+    fn install(binary: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("courier-image-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("courier-server");
+        std::fs::copy(binary, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self {
+            path: path.display().to_string(),
+            dir,
+        }
+    }
+}
+
+impl Drop for InstalledBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// A port of the image's dual-stack address replaced by a free one (two processes run
+/// side by side here; in the image each has its own network namespace).
+fn with_free_port(image_address: &str) -> String {
+    let address: std::net::SocketAddr = image_address.parse().unwrap();
+    assert!(
+        address.ip().is_unspecified(),
+        "the image listens on every address: {image_address}"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::net::SocketAddr::new(address.ip(), port).to_string()
+}
+
+/// Everything a Fly.io deployment depends on, without Fly: the release binary started as
+/// the Dockerfile starts it (its ENV, its USER, its ENTRYPOINT and CMD), the release
+/// command (`courier-server migrate`) first, then two processes whose queries go through
+/// PgBouncer in transaction mode (TLS from the server to PgBouncer and from PgBouncer to
+/// PostgreSQL, both verified) and whose fabric LISTENs on the direct TLS URL. They act as
+/// one server; the health check the image declares passes; metrics are private; SIGTERM
+/// ends a process gracefully within its budget.
+#[tokio::test]
+async fn started_as_the_image_starts_it_behind_pgbouncer_on_tls_postgres_two_processes_act_as_one()
+{
+    let image = image::ImageStart::from_repository();
+    let cluster = cluster::Cluster::start_tls().await;
+    let certs = cluster.tls_ca().parent().unwrap().to_owned();
+    let bouncer = pgbouncer::PgBouncer::start(
+        &pgbouncer::Upstream {
+            host: "localhost".to_owned(),
+            port: cluster.port(),
+            tls_ca: Some(cluster.tls_ca().to_owned()),
+        },
+        Some(&certs),
+    );
+    let direct_url = cluster.url("courier");
+    let pooled_url = bouncer.url("courier");
+    assert!(pooled_url.contains("sslmode=verify-full"), "{pooled_url}");
+
+    let binary = InstalledBinary::install(&image_binary());
+    assert_eq!(image.entrypoint, vec!["courier-server"]);
+    let as_image = |args: &[String]| {
+        let mut setup = Setup {
+            env: image.env.clone(),
+            args: args.to_vec(),
+            // Only root can start a process as another user; elsewhere the test runs as
+            // itself.
+            user: running_as_root().then_some((image.uid, image.gid)),
+        };
+        setup
+            .env("COURIER_DATABASE_URL", &pooled_url)
+            .env("COURIER_DATABASE_DIRECT_URL", &direct_url)
+            .env("COURIER_LOG", "info,sqlx=warn")
+            // The image's user's home (the test's own is not theirs to read).
+            .env("HOME", "/nonexistent");
+        setup
+    };
+
+    // The release command, twice: it migrates once, then has nothing to do.
+    for expected in ["applied", "the schema is current"] {
+        let setup = as_image(&["migrate".to_owned()]);
+        let output = setup
+            .command(&binary.path)
+            .envs(setup.env.iter().map(|(name, value)| (name, value)))
+            .args(&setup.args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "migrate failed: {text}");
+        assert!(text.contains(expected), "{text}");
+    }
+
+    // Two machines of the app, each with the image's environment (its own ports here).
+    let mut setups = Vec::new();
+    for _ in 0..2 {
+        let mut setup = as_image(&image.cmd);
+        setup
+            .env(
+                "COURIER_LISTEN",
+                &with_free_port(image.env("COURIER_LISTEN").unwrap()),
+            )
+            .env(
+                "COURIER_ADMIN_LISTEN",
+                &with_free_port(image.env("COURIER_ADMIN_LISTEN").unwrap()),
+            );
+        setups.push(setup);
+    }
+    let (mut a, b) = tokio::join!(
+        Process::spawn_binary("A", &binary.path, &setups[0]),
+        Process::spawn_binary("B", &binary.path, &setups[1])
+    );
+    // The image does not migrate at start: it checked the schema instead.
+    assert!(
+        !a.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("\"migrations\"")),
+        "a process migrated at start"
+    );
+
+    // Dual-stack: the same listener answers on IPv4 and IPv6 loopback.
+    for process in [&a, &b] {
+        let port = process.base.rsplit(':').next().unwrap().to_owned();
+        for host in ["127.0.0.1", "[::1]"] {
+            let response = process
+                .http
+                .get(format!("http://{host}:{port}/readyz"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{host}");
+        }
+        // Metrics answer on the private listener only.
+        let admin = process
+            .logged("metrics and probes are on the private address", "admin")
+            .await;
+        let admin_port = admin.rsplit(':').next().unwrap();
+        let metrics = process
+            .http
+            .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert!(metrics.text().await.unwrap().contains("courier_"));
+        let (status, _) = process.call(Method::GET, "/metrics", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    // The image's HEALTHCHECK, with the machine's environment.
+    let health = setups[0]
+        .command(&binary.path)
+        .envs(setups[0].env.iter().map(|(name, value)| (name, value)))
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{health:?}");
+
+    // One server: Bob listens on A, Alice sends through B.
+    let alice = User::new(&b, "alice", 1).await;
+    let bob = User::new(&a, "bob", 1).await;
+    let mut on_a = a.connect(&bob.devices[0].token).await;
+    on_a.caught_up().await;
+    let sender = &alice.devices[0];
+    let sent = b
+        .send(
+            sender,
+            v2_body(
+                "p1",
+                bob.id,
+                &targets(sender, &alice, &bob),
+                "through pgbouncer",
+            ),
+        )
+        .await;
+    let envelope = on_a.next_envelope().await;
+    assert_eq!(envelope.message_id, sent.message_id);
+    assert!(envelope_text(&envelope).ends_with(":through pgbouncer"));
+
+    // A stop (Fly sends the kill signal): the socket gets a going-away close, the process
+    // exits cleanly within its budget.
+    let status = a.terminate().await;
+    on_a.expect_closed(close_code::GOING_AWAY).await;
+    assert!(status.success(), "{status}");
+    // The queries did go through PgBouncer.
+    assert!(bouncer.transactions("courier").await > 20);
 }

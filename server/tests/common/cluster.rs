@@ -19,17 +19,36 @@ pub struct Cluster {
     port: u16,
     /// Run the binaries as `postgres` (initdb refuses to run as root).
     as_postgres: bool,
+    /// The certificate authority its server certificate chains to, when it speaks TLS.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Cluster {
     /// Creates and starts a cluster (trust authentication, user `postgres`).
     pub async fn start() -> Self {
-        tokio::task::spawn_blocking(Self::start_blocking)
+        tokio::task::spawn_blocking(|| Self::start_blocking(false))
             .await
             .unwrap()
     }
 
-    fn start_blocking() -> Self {
+    /// Creates and starts a cluster that accepts TCP connections over TLS only (as a
+    /// managed PostgreSQL does): `ssl = on` with a server certificate for `localhost`
+    /// and 127.0.0.1 signed by a test authority ([`Self::tls_ca`]), and `hostnossl`
+    /// connections rejected.
+    pub async fn start_tls() -> Self {
+        tokio::task::spawn_blocking(|| Self::start_blocking(true))
+            .await
+            .unwrap()
+    }
+
+    /// The certificate authority file a verifying client trusts (`sslrootcert`).
+    pub fn tls_ca(&self) -> &std::path::Path {
+        self.tls_ca
+            .as_deref()
+            .expect("the cluster was started with TLS")
+    }
+
+    fn start_blocking(tls: bool) -> Self {
         let bindir = bindir();
         let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -38,11 +57,12 @@ impl Cluster {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let cluster = Self {
+        let mut cluster = Self {
             bindir,
             port: free_port(),
             dir,
             as_postgres,
+            tls_ca: None,
         };
         if as_postgres {
             run(Command::new("chown").arg("postgres:").arg(&cluster.dir));
@@ -51,8 +71,104 @@ impl Cluster {
             .command("initdb")
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-D"])
             .arg(cluster.data()));
+        if tls {
+            cluster.tls_ca = Some(cluster.turn_on_tls());
+        }
         cluster.start_again_blocking();
         cluster
+    }
+
+    /// A test authority and a server certificate it signs (openssl), `ssl = on`, and an
+    /// `pg_hba.conf` that takes TCP over TLS only. Returns the authority's file.
+    fn turn_on_tls(&self) -> PathBuf {
+        let certs = self.dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let openssl = |args: &[&str]| {
+            run(Command::new("openssl").current_dir(&certs).args(args));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Courier test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            certs.join("server.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let data = self.data();
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(certs.join(file), data.join(file)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if self.as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:")
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key")));
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        certs.join("ca.crt")
     }
 
     fn data(&self) -> PathBuf {
@@ -75,13 +191,22 @@ impl Cluster {
         self.port
     }
 
+    /// The URL of database `name` on this cluster (over TLS with the authority verified
+    /// and the host name checked, when the cluster speaks TLS).
+    pub fn url(&self, name: &str) -> String {
+        match &self.tls_ca {
+            None => format!("postgres://postgres@127.0.0.1:{}/{name}", self.port),
+            Some(ca) => format!(
+                "postgres://postgres@localhost:{}/{name}?sslmode=verify-full&sslrootcert={}",
+                self.port,
+                ca.display()
+            ),
+        }
+    }
+
     /// Options for database `name` on this cluster.
     pub fn options(&self, name: &str) -> PgConnectOptions {
-        PgConnectOptions::from_str(&format!(
-            "postgres://postgres@127.0.0.1:{}/{name}",
-            self.port
-        ))
-        .unwrap()
+        PgConnectOptions::from_str(&self.url(name)).unwrap()
     }
 
     /// Creates database `name` and migrates it.

@@ -140,7 +140,9 @@ pub async fn start(
 ) -> Result<(Fabric, Vec<JoinHandle<()>>), StartError> {
     match kind {
         FabricKind::None => Ok((Fabric::none(), Vec::new())),
-        FabricKind::Postgres => Ok(postgres::start(pool.clone(), direct.cloned(), receiver, stop).await?),
+        FabricKind::Postgres => {
+            Ok(postgres::start(pool.clone(), direct.cloned(), receiver, stop).await?)
+        }
         FabricKind::Nats { url } => nats::start(url, receiver, stop).await,
     }
 }

@@ -63,13 +63,7 @@ pub(super) async fn start(
     };
     let listening = Listening::connect(&target).await?;
     let (fabric, outbox) = Outbox::new(process.clone(), QUEUE);
-    let listener = tokio::spawn(listen_postgres(
-        target,
-        listening,
-        process,
-        receiver,
-        stop,
-    ));
+    let listener = tokio::spawn(listen_postgres(target, listening, process, receiver, stop));
     let publisher = tokio::spawn(run_publisher(PgNotify { pool }, outbox));
     Ok((fabric, vec![publisher, listener]))
 }
