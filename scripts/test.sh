@@ -20,59 +20,44 @@ export COURIER_TEST_SERVER_BINARY="${CARGO_TARGET_DIR:-target}/release/courier-s
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 log=$(mktemp)
-bindings_log=$(mktemp)
-trap 'rm -f "$log" "$bindings_log"' EXIT
+suite_log=$(mktemp)
+trap 'rm -f "$log" "$suite_log"' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 
-# The bindings against a real server: Kotlin and Python (uniffi; Swift generated, checked
-# current, its header compiled), and the Node-API addon. Each script installs what it
-# needs. Skipped when cargo test was given a filter (a focused run).
-if [ "$#" -eq 0 ]; then
-  # uniffi: its last line is "bindings-uniffi: N passed, M failed".
-  binding_status=0
-  scripts/test-bindings-uniffi.sh 2>&1 | tee "$bindings_log" || binding_status=$?
-  p=$(sed -n 's/^bindings-uniffi: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$bindings_log" | tail -n1)
-  f=$(sed -n 's/^bindings-uniffi: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$bindings_log" | tail -n1)
-  if [ -z "$p" ]; then p=0 f=1; fi
-  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-  passed=$((passed + p)) failed=$((failed + f))
-  [ "$binding_status" -ne 0 ] && status=$binding_status
-
-  # Node: node --test reports "# pass N" and "# fail M".
-  binding_status=0
-  scripts/test-bindings-node.sh 2>&1 | tee "$bindings_log" || binding_status=$?
-  p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$bindings_log" | tail -n1)
-  f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$bindings_log" | tail -n1)
+# Runs one suite script and adds its counts to the totals. Its last line is
+# "NAME: N passed, M failed" (`node --test`'s "# pass N" and "# fail M" for Node). A
+# script that fails without saying how many tests failed counts as one failure.
+run_counted() {
+  local name=$1 script=$2 script_status=0 p f
+  "$script" 2>&1 | tee "$suite_log" || script_status=$?
+  if [ "$name" = node ]; then
+    p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$suite_log" | tail -n1)
+    f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$suite_log" | tail -n1)
+  else
+    p=$(sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\1/p" "$suite_log" | tail -n1)
+    f=$(sed -n "s/^$name: \([0-9]*\) passed, \([0-9]*\) failed\$/\2/p" "$suite_log" | tail -n1)
+  fi
   if [ -z "$p" ]; then p=0 f=1; fi
   f=${f:-0}
-  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  [ "$script_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
   passed=$((passed + p)) failed=$((failed + f))
-  [ "$binding_status" -ne 0 ] && status=$binding_status
+  [ "$script_status" -ne 0 ] && status=$script_status
+  return 0
+}
 
-  # The client generated from docs/openapi.json: its last line is
-  # "openapi-client: N passed, M failed".
-  binding_status=0
-  scripts/test-openapi-client.sh 2>&1 | tee "$bindings_log" || binding_status=$?
-  p=$(sed -n 's/^openapi-client: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$bindings_log" | tail -n1)
-  f=$(sed -n 's/^openapi-client: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$bindings_log" | tail -n1)
-  if [ -z "$p" ]; then p=0 f=1; fi
-  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-  passed=$((passed + p)) failed=$((failed + f))
-  [ "$binding_status" -ne 0 ] && status=$binding_status
-
-  # Interop: a libolm client (interop/python) against the SDK and the server; its last
-  # line is "interop: N passed, M failed".
-  binding_status=0
-  scripts/test-interop.sh 2>&1 | tee "$bindings_log" || binding_status=$?
-  p=$(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$bindings_log" | tail -n1)
-  f=$(sed -n 's/^interop: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$bindings_log" | tail -n1)
-  if [ -z "$p" ]; then p=0 f=1; fi
-  [ "$binding_status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-  passed=$((passed + p)) failed=$((failed + f))
-  [ "$binding_status" -ne 0 ] && status=$binding_status
+# The bindings against a real server: Kotlin and Python (uniffi; Swift generated, checked
+# current, its header compiled), and the Node-API addon; the TypeScript client generated
+# from docs/openapi.json; the libolm interop client; the deployment kit's linters. Each
+# script installs what it needs. Skipped when cargo test was given a filter (a focused
+# run).
+if [ "$#" -eq 0 ]; then
+  run_counted bindings-uniffi scripts/test-bindings-uniffi.sh
+  run_counted node scripts/test-bindings-node.sh
+  run_counted openapi-client scripts/test-openapi-client.sh
+  run_counted interop scripts/test-interop.sh
 fi
 
 echo "tests: ${passed} passed, ${failed} failed"
