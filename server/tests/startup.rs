@@ -303,7 +303,7 @@ async fn the_healthcheck_subcommand_asks_the_local_server() {
         },
     ));
     let healthcheck = |port: u16| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_courier-server"))
+        Command::new(env!("CARGO_BIN_EXE_courier-server"))
             .arg("healthcheck")
             .env("COURIER_LISTEN", format!("[::]:{port}"))
             .output()
