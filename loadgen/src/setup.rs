@@ -57,6 +57,7 @@ async fn create_user(
         .json(&CreateAccountRequest {
             username: username.clone(),
             password: PASSWORD.into(),
+            registration_token: None,
         })
         .send()
         .await?;

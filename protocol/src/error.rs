@@ -94,8 +94,16 @@ error_codes! {
     InvalidPassword = ("invalid_password", 400),
     /// Another account has this username.
     UsernameTaken = ("username_taken", 409),
-    /// Wrong username or password.
+    /// Wrong username or password (a deactivated account's included).
     InvalidCredentials = ("invalid_credentials", 401),
+    /// The password given to confirm an action (deleting the account) is not the
+    /// account's.
+    WrongPassword = ("wrong_password", 403),
+    /// The server takes no new accounts (its operator closed registration).
+    RegistrationClosed = ("registration_closed", 403),
+    /// The server takes new accounts with a registration token only, and the request's is
+    /// missing, unknown, expired, revoked or used up.
+    InvalidRegistrationToken = ("invalid_registration_token", 403),
     /// The device name is empty, too long or has control characters.
     InvalidDeviceName = ("invalid_device_name", 400),
     /// The user already has as many devices as the server allows. Details carry `count`,

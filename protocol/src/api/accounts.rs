@@ -1,4 +1,4 @@
-//! `POST /v1/accounts` and `POST /v1/login`.
+//! `POST /v1/accounts`, `POST /v1/login` and `DELETE /v1/accounts/me`.
 
 use std::fmt;
 
@@ -17,12 +17,38 @@ pub struct CreateAccountRequest {
     pub username: String,
     /// 8 characters to 256 bytes.
     pub password: String,
+    /// A registration token from the server's operator: required when the server takes
+    /// new accounts by token only, ignored when registration is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token: Option<String>,
 }
 
 impl fmt::Debug for CreateAccountRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CreateAccountRequest")
             .field("username", &self.username)
+            .field("password", &Redacted)
+            .field(
+                "registration_token",
+                &self.registration_token.as_ref().map(|_| Redacted),
+            )
+            .finish()
+    }
+}
+
+/// Deletes the caller's account (`DELETE /v1/accounts/me`): the password again, so a
+/// stolen device token alone cannot.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteAccountRequest {
+    /// The account's password.
+    pub password: String,
+}
+
+impl fmt::Debug for DeleteAccountRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeleteAccountRequest")
             .field("password", &Redacted)
             .finish()
     }
@@ -114,8 +140,14 @@ mod tests {
         let create = CreateAccountRequest {
             username: "alice".into(),
             password: "hunter2hunter2".into(),
+            registration_token: Some("crt_invitation".into()),
         };
         assert!(!format!("{create:?}").contains("hunter2"));
+        assert!(!format!("{create:?}").contains("invitation"));
+        let delete = DeleteAccountRequest {
+            password: "hunter2hunter2".into(),
+        };
+        assert!(!format!("{delete:?}").contains("hunter2"));
         let response = LoginResponse {
             user_id: UserId::new_random(),
             device_id: DeviceId::NEW,

@@ -246,6 +246,7 @@ impl Client {
         api.create_account(&CreateAccountRequest {
             username: username.to_owned(),
             password: password.to_owned(),
+            registration_token: None,
         })
         .await?;
         Self::login(

@@ -71,6 +71,7 @@ impl TestServer {
             .create_account(&CreateAccountRequest {
                 username: username.into(),
                 password: PASSWORD.into(),
+                registration_token: None,
             })
             .await
             .unwrap()

@@ -98,6 +98,7 @@ impl TestServer {
         let body = CreateAccountRequest {
             username: username.into(),
             password: PASSWORD.into(),
+            registration_token: None,
         };
         let (status, json) = self
             .call(
