@@ -97,6 +97,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     user,
                     password,
                     &format!("device {i}"),
+                    None,
                 )
                 .await?
             } else {

@@ -113,6 +113,7 @@ async fn register(server: &TestServer, username: &str) -> Device {
         username.into(),
         PASSWORD.into(),
         "phone".into(),
+        None,
     )
     .await
     .unwrap();
@@ -437,6 +438,7 @@ async fn failures_arrive_as_one_flat_typed_error(pool: PgPool) {
         "alice".into(),
         PASSWORD.into(),
         "tablet".into(),
+        None,
     )
     .await
     .err()
@@ -481,6 +483,7 @@ async fn failures_arrive_as_one_flat_typed_error(pool: PgPool) {
         "carol".into(),
         PASSWORD.into(),
         "phone".into(),
+        None,
     )
     .await
     .err()

@@ -87,6 +87,7 @@ impl Setup {
             username,
             PASSWORD.to_owned(),
             device.to_owned(),
+            None,
         )
         .await?)
     }

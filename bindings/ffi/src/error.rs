@@ -41,8 +41,18 @@ pub enum CourierError {
     },
     /// Wrong username or password.
     InvalidCredentials,
-    /// Another account has this username.
+    /// Another account has this username (a deleted account's included).
     UsernameTaken,
+    /// The server takes no new accounts: its operator closed registration (`register`
+    /// only). Nothing was created.
+    RegistrationClosed,
+    /// The server takes new accounts with a registration token only, and the one given
+    /// is missing, unknown, expired, revoked or used up (`register` only). Nothing was
+    /// created; ask the operator for a new token.
+    InvalidRegistrationToken,
+    /// The password given to confirm `delete_account` is not the account's. Nothing
+    /// changed: the account and this client still work.
+    WrongPassword,
     /// The user already has as many devices as the server allows: remove one first.
     DeviceLimitReached {
         /// How many active devices the user has.
@@ -57,6 +67,10 @@ pub enum CourierError {
     DeviceRemoved,
     /// `log_out()` was called on this client.
     LoggedOut,
+    /// The account was deleted (`delete_account`, on this client or an earlier one of
+    /// the same store): every later call fails with this, and so does `open` of its
+    /// store. Delete the store file and its key.
+    AccountDeleted,
     /// The store holds no logged-in device: register or log in first.
     NotLoggedIn,
     /// The store already holds a device: open it, or log in with another store path.
@@ -155,6 +169,9 @@ impl From<sdk::CourierError> for CourierError {
             },
             E::InvalidCredentials => Self::InvalidCredentials,
             E::UsernameTaken => Self::UsernameTaken,
+            E::RegistrationClosed => Self::RegistrationClosed,
+            E::InvalidRegistrationToken => Self::InvalidRegistrationToken,
+            E::WrongPassword => Self::WrongPassword,
             E::DeviceLimitReached {
                 count,
                 limit,
@@ -166,6 +183,7 @@ impl From<sdk::CourierError> for CourierError {
             },
             E::DeviceRemoved => Self::DeviceRemoved,
             E::LoggedOut => Self::LoggedOut,
+            E::AccountDeleted => Self::AccountDeleted,
             E::NotLoggedIn => Self::NotLoggedIn,
             E::AlreadyLoggedIn => Self::AlreadyLoggedIn,
             E::WrongStoreKey => Self::WrongStoreKey,
@@ -209,6 +227,9 @@ impl From<CourierError> for sdk::CourierError {
             },
             E::InvalidCredentials => Self::InvalidCredentials,
             E::UsernameTaken => Self::UsernameTaken,
+            E::RegistrationClosed => Self::RegistrationClosed,
+            E::InvalidRegistrationToken => Self::InvalidRegistrationToken,
+            E::WrongPassword => Self::WrongPassword,
             E::DeviceLimitReached {
                 count,
                 limit,
@@ -220,6 +241,7 @@ impl From<CourierError> for sdk::CourierError {
             },
             E::DeviceRemoved => Self::DeviceRemoved,
             E::LoggedOut => Self::LoggedOut,
+            E::AccountDeleted => Self::AccountDeleted,
             E::NotLoggedIn => Self::NotLoggedIn,
             E::AlreadyLoggedIn => Self::AlreadyLoggedIn,
             E::WrongStoreKey => Self::WrongStoreKey,
@@ -370,6 +392,9 @@ mod tests {
             },
             E::InvalidCredentials,
             E::UsernameTaken,
+            E::RegistrationClosed,
+            E::InvalidRegistrationToken,
+            E::WrongPassword,
             E::DeviceLimitReached {
                 count: 3,
                 limit: 3,
@@ -377,6 +402,7 @@ mod tests {
             },
             E::DeviceRemoved,
             E::LoggedOut,
+            E::AccountDeleted,
             E::NotLoggedIn,
             E::AlreadyLoggedIn,
             E::WrongStoreKey,

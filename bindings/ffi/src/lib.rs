@@ -109,7 +109,12 @@ impl CourierClient {
     /// Creates an account and logs in as its first device, keeping the device in a new
     /// store at `store_path` encrypted under `store_key` (32 bytes from the platform's
     /// key store: the iOS Keychain, the Android Keystore).
-    #[uniffi::constructor]
+    ///
+    /// `registration_token`: the operator's token, for a server that takes new accounts
+    /// by token only (`null`/`nil`/`None`, the default, for an open server). Fails with
+    /// `InvalidRegistrationToken` when the server needs one and it is missing or not
+    /// valid, and with `RegistrationClosed` when the server takes no new accounts.
+    #[uniffi::constructor(default(registration_token = None))]
     pub async fn register(
         server_url: String,
         store_path: String,
@@ -117,6 +122,7 @@ impl CourierClient {
         username: String,
         password: String,
         device_name: String,
+        registration_token: Option<String>,
     ) -> Result<Arc<Self>, CourierError> {
         let inner = sdk::CourierClient::register(
             server_url,
@@ -125,6 +131,7 @@ impl CourierClient {
             username,
             password,
             device_name,
+            registration_token,
         )
         .await?;
         Ok(Self::wrap(inner))
@@ -153,7 +160,8 @@ impl CourierClient {
     }
 
     /// Opens the device kept in an existing store (after an app restart). A wrong key
-    /// fails with `WrongStoreKey` and leaves the file as it was.
+    /// fails with `WrongStoreKey` and leaves the file as it was; the store of a deleted
+    /// account fails with `AccountDeleted`.
     #[uniffi::constructor]
     pub async fn open(store_path: String, store_key: Vec<u8>) -> Result<Arc<Self>, CourierError> {
         Ok(Self::wrap(
@@ -368,6 +376,18 @@ impl CourierClient {
     /// its key).
     pub async fn log_out(&self) -> Result<(), CourierError> {
         self.run(move |client| async move { client.log_out().await })
+            .await
+    }
+
+    /// Deletes the user's account, confirmed with its `password`: at the server every
+    /// device of the user is removed (the others' calls then fail with `DeviceRemoved`),
+    /// their keys and undelivered messages are deleted, and the username stays taken for
+    /// good. This client stops its receive loop, every later call fails with
+    /// `AccountDeleted`, and `open` of its store fails with `AccountDeleted`. The store
+    /// file stays: the app deletes it (and its key). A wrong password fails with
+    /// `WrongPassword` and changes nothing.
+    pub async fn delete_account(&self, password: String) -> Result<(), CourierError> {
+        self.run(move |client| async move { client.delete_account(password).await })
             .await
     }
 }

@@ -138,9 +138,14 @@ impl CourierClient {
     /// Creates an account and logs in as its first device, keeping the device in a new
     /// store file at `storePath`, encrypted under `storeKey` (32 bytes; in Electron keep
     /// it with `safeStorage`).
+    ///
+    /// `registrationToken`: the operator's token, for a server that takes new accounts by
+    /// token only (leave it out, or pass `null`, for an open server). Rejects with
+    /// `invalid_registration_token` when the server needs one and it is missing or not
+    /// valid, and with `registration_closed` when the server takes no new accounts.
     #[napi(ts_return_type = "Promise<CourierClient>")]
     // napi hands JavaScript arguments over by value; the bytes are copied out.
-    #[allow(clippy::needless_pass_by_value)]
+    #[allow(clippy::needless_pass_by_value, clippy::too_many_arguments)]
     pub fn register<'env>(
         env: &'env Env,
         server_url: String,
@@ -149,6 +154,7 @@ impl CourierClient {
         username: String,
         password: String,
         device_name: String,
+        registration_token: Option<String>,
     ) -> napi::Result<PromiseRaw<'env, CourierClient>> {
         let key = bytes(&store_key);
         settle(
@@ -161,6 +167,7 @@ impl CourierClient {
                     username,
                     password,
                     device_name,
+                    registration_token,
                 )
                 .await
                 .map_err(BindingError::from)
@@ -203,7 +210,8 @@ impl CourierClient {
     }
 
     /// Opens the device kept in an existing store (after an app restart). A wrong key
-    /// rejects with `wrong_store_key` and leaves the file as it was.
+    /// rejects with `wrong_store_key` and leaves the file as it was; the store of a
+    /// deleted account rejects with `account_deleted`.
     #[napi(ts_return_type = "Promise<CourierClient>")]
     // napi hands JavaScript arguments over by value; the bytes are copied out.
     #[allow(clippy::needless_pass_by_value)]
@@ -583,6 +591,26 @@ impl CourierClient {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn log_out<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         self.call(env, |c| async move { c.log_out().await }, |()| ())
+    }
+
+    /// Deletes the user's account, confirmed with its `password`: at the server every
+    /// device of the user is removed (the others' calls then reject with
+    /// `device_removed`), their keys and undelivered messages are deleted, and the
+    /// username stays taken for good. This client stops its receive loop, later calls
+    /// reject with `account_deleted`, and `open` of its store rejects with
+    /// `account_deleted`. The store file stays: the app deletes it (and its key). A wrong
+    /// password rejects with `wrong_password` and changes nothing.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_account<'env>(
+        &self,
+        env: &'env Env,
+        password: String,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.call(
+            env,
+            move |c| async move { c.delete_account(password).await },
+            |()| (),
+        )
     }
 
     /// Releases this client: its receive loop stops and the store closes once calls

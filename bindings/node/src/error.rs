@@ -28,12 +28,13 @@ use crate::types::DeviceAddress;
 /// The shape of the error every call rejects with and `onError` receives: an `Error`
 /// whose `name` is `"CourierError"`, with these properties (the optional ones where they
 /// apply). `code` is the SDK's stable code (`network`, `server`, `invalid_credentials`,
-/// `username_taken`, `device_limit_reached`, `device_removed`, `logged_out`,
-/// `not_logged_in`, `already_logged_in`, `wrong_store_key`, `store_too_new`,
-/// `store_damaged`, `store_busy`, `store`, `invalid_argument`, `blocked_devices`,
-/// `no_keys`, `no_recipient_devices`, `no_such_device`, `device_lists_unsettled`,
-/// `stream_ended`, `unexpected_response`, `already_receiving`, `listener_failed`,
-/// `internal`) or this binding's `client_closed`.
+/// `username_taken`, `registration_closed`, `invalid_registration_token`,
+/// `wrong_password`, `device_limit_reached`, `device_removed`, `logged_out`,
+/// `account_deleted`, `not_logged_in`, `already_logged_in`, `wrong_store_key`,
+/// `store_too_new`, `store_damaged`, `store_busy`, `store`, `invalid_argument`,
+/// `blocked_devices`, `no_keys`, `no_recipient_devices`, `no_such_device`,
+/// `device_lists_unsettled`, `stream_ended`, `unexpected_response`, `already_receiving`,
+/// `listener_failed`, `internal`) or this binding's `client_closed`.
 #[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Debug)]
 #[allow(dead_code)] // a TypeScript declaration only: `to_js_error` builds the object

@@ -1,6 +1,6 @@
 // The error object (code, server code, status, retryable, variant fields) for the
 // failures an app meets: the device limit, the store key, a newer store, an unreachable
-// server, a logged-out or removed device.
+// server, a logged-out or removed device, a wrong password on deleting the account.
 'use strict'
 
 const assert = require('node:assert/strict')
@@ -9,7 +9,7 @@ const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const { test } = require('node:test')
 
-const { CourierClient, PASSWORD, register, login, listen, rejection, storePath, storeKey, Proxy } = require('./helpers')
+const { CourierClient, PASSWORD, register, login, listen, rejection, storePath, storeKey, username, Proxy } = require('./helpers')
 
 const TIMEOUT = { timeout: 120_000 }
 
@@ -164,4 +164,33 @@ test('calls after logOut fail with logged_out; calls of a device removed from an
   assertCourierError(afterClose, 'client_closed')
   assert.throws(() => user.client.ownDevice, (e) => e.code === 'client_closed')
   for (const d of [other, removed, peer]) d.client.close()
+})
+
+test('deleteAccount needs the password: a wrong one fails with wrong_password, the right one retires every device of the account', TIMEOUT, async () => {
+  const server = process.env.COURIER_TEST_SERVER
+  const name = username()
+  // The test server takes accounts openly: the registration token goes through as null.
+  const first = { storePath: storePath(), key: storeKey() }
+  first.client = await CourierClient.register(server, first.storePath, first.key, name, PASSWORD, 'node-1', null)
+  const second = await login({ username: name })
+
+  const wrong = await rejection(first.client.deleteAccount('not the password'))
+  assertCourierError(wrong, 'wrong_password')
+  assert.equal(wrong.serverCode, 'wrong_password')
+  assert.equal(wrong.status, 403)
+  assert.equal(wrong.retryable, false)
+  // Nothing changed: both devices still work.
+  await first.client.privacySettings()
+  await second.client.privacySettings()
+
+  await first.client.deleteAccount(PASSWORD)
+  const deleted = await rejection(first.client.privacySettings())
+  assertCourierError(deleted, 'account_deleted')
+  assert.equal(deleted.retryable, false)
+  assertCourierError(await rejection(CourierClient.open(first.storePath, first.key)), 'account_deleted')
+  assertCourierError(await rejection(second.client.privacySettings()), 'device_removed')
+  assertCourierError(await rejection(CourierClient.login(server, storePath(), storeKey(), name, PASSWORD, 'node-3')), 'invalid_credentials')
+  assertCourierError(await rejection(CourierClient.register(server, storePath(), storeKey(), name, PASSWORD, 'node-4')), 'username_taken')
+  first.client.close()
+  second.client.close()
 })

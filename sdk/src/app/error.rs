@@ -47,9 +47,25 @@ pub enum CourierError {
     /// Wrong username or password.
     #[error("wrong username or password")]
     InvalidCredentials,
-    /// Another account has this username.
+    /// Another account has this username (a deleted account's included: a username is
+    /// never given out again).
     #[error("the username is taken")]
     UsernameTaken,
+    /// The server takes no new accounts: its operator closed registration
+    /// ([`register`](super::CourierClient::register) only). Nothing was created; a
+    /// registration token does not help.
+    #[error("the server takes no new accounts")]
+    RegistrationClosed,
+    /// The server takes new accounts with a registration token from its operator only,
+    /// and the one given is missing, unknown, expired, revoked or used up
+    /// ([`register`](super::CourierClient::register) only). Nothing was created; ask the
+    /// operator for a new token.
+    #[error("the registration token is missing or not valid")]
+    InvalidRegistrationToken,
+    /// The password given to confirm [`delete_account`](super::CourierClient::delete_account)
+    /// is not the account's. Nothing changed: the account and this client still work.
+    #[error("the password is wrong")]
+    WrongPassword,
     /// The user already has as many devices as the server allows: remove one first.
     #[error("the account has {count} of {limit} devices")]
     DeviceLimitReached {
@@ -67,6 +83,12 @@ pub enum CourierError {
     /// [`log_out`](super::CourierClient::log_out) was called on this client.
     #[error("this client has logged out")]
     LoggedOut,
+    /// The account was deleted ([`delete_account`](super::CourierClient::delete_account),
+    /// on this client or an earlier one of the same store): every later call of the
+    /// client fails with this, and so does [`open`](super::CourierClient::open) of its
+    /// store. Delete the store file and its key.
+    #[error("the account was deleted")]
+    AccountDeleted,
     /// The store holds no logged-in device: register or log in first.
     #[error("the store holds no logged-in device")]
     NotLoggedIn,
@@ -173,9 +195,13 @@ impl CourierError {
             Self::Server { .. } => "server",
             Self::InvalidCredentials => "invalid_credentials",
             Self::UsernameTaken => "username_taken",
+            Self::RegistrationClosed => "registration_closed",
+            Self::InvalidRegistrationToken => "invalid_registration_token",
+            Self::WrongPassword => "wrong_password",
             Self::DeviceLimitReached { .. } => "device_limit_reached",
             Self::DeviceRemoved => "device_removed",
             Self::LoggedOut => "logged_out",
+            Self::AccountDeleted => "account_deleted",
             Self::NotLoggedIn => "not_logged_in",
             Self::AlreadyLoggedIn => "already_logged_in",
             Self::WrongStoreKey => "wrong_store_key",
@@ -203,6 +229,11 @@ impl CourierError {
             Self::Server { code, .. } => Some(code.clone()),
             Self::InvalidCredentials => Some(ErrorCode::InvalidCredentials.as_str().to_owned()),
             Self::UsernameTaken => Some(ErrorCode::UsernameTaken.as_str().to_owned()),
+            Self::RegistrationClosed => Some(ErrorCode::RegistrationClosed.as_str().to_owned()),
+            Self::InvalidRegistrationToken => {
+                Some(ErrorCode::InvalidRegistrationToken.as_str().to_owned())
+            }
+            Self::WrongPassword => Some(ErrorCode::WrongPassword.as_str().to_owned()),
             Self::DeviceLimitReached { .. } => {
                 Some(ErrorCode::DeviceLimitReached.as_str().to_owned())
             }
@@ -217,6 +248,11 @@ impl CourierError {
             Self::Server { status, .. } | Self::UnexpectedResponse { status, .. } => Some(*status),
             Self::InvalidCredentials => Some(ErrorCode::InvalidCredentials.http_status()),
             Self::UsernameTaken => Some(ErrorCode::UsernameTaken.http_status()),
+            Self::RegistrationClosed => Some(ErrorCode::RegistrationClosed.http_status()),
+            Self::InvalidRegistrationToken => {
+                Some(ErrorCode::InvalidRegistrationToken.http_status())
+            }
+            Self::WrongPassword => Some(ErrorCode::WrongPassword.http_status()),
             Self::DeviceLimitReached { .. } => Some(ErrorCode::DeviceLimitReached.http_status()),
             Self::DeviceRemoved => Some(ErrorCode::DeviceRemoved.http_status()),
             _ => None,
@@ -311,6 +347,9 @@ impl From<TransportError> for CourierError {
             } => match code {
                 ErrorCode::InvalidCredentials => Self::InvalidCredentials,
                 ErrorCode::UsernameTaken => Self::UsernameTaken,
+                ErrorCode::RegistrationClosed => Self::RegistrationClosed,
+                ErrorCode::InvalidRegistrationToken => Self::InvalidRegistrationToken,
+                ErrorCode::WrongPassword => Self::WrongPassword,
                 ErrorCode::DeviceRemoved | ErrorCode::InvalidToken => Self::DeviceRemoved,
                 code => Self::Server {
                     code: code.as_str().to_owned(),
@@ -432,6 +471,7 @@ impl From<ClientError> for CourierError {
                 devices: addresses(devices),
             },
             ClientError::StreamEnded(reason) => from_stream_closed(reason),
+            ClientError::AccountDeleted => Self::AccountDeleted,
             ClientError::StoreTaskFailed => Self::Internal {
                 message: error.to_string(),
             },

@@ -99,6 +99,12 @@ impl CourierClient {
     /// Creates an account and logs in as its first device, keeping the device in a new
     /// store at `store_path` encrypted under `store_key` (32 bytes from the platform's
     /// key store).
+    ///
+    /// `registration_token`: the token the server's operator handed out, for a server
+    /// that takes new accounts by token only; `None` for an open server (which ignores
+    /// one). Refused with [`CourierError::InvalidRegistrationToken`] when the server
+    /// needs one and it is missing or not valid (unknown, expired, revoked, used up), and
+    /// with [`CourierError::RegistrationClosed`] when the server takes no new accounts.
     pub async fn register(
         server_url: String,
         store_path: String,
@@ -106,6 +112,7 @@ impl CourierClient {
         username: String,
         password: String,
         device_name: String,
+        registration_token: Option<String>,
     ) -> Result<Self, CourierError> {
         let url = self::server_url(&server_url)?;
         let key = self::store_key(&store_key)?;
@@ -116,6 +123,7 @@ impl CourierClient {
             &username,
             &password,
             &device_name,
+            registration_token.as_deref(),
         )
         .await?;
         Ok(Self::new(client))
@@ -145,7 +153,8 @@ impl CourierClient {
     }
 
     /// Opens the device kept in an existing store (after an app restart). A wrong key
-    /// fails with `WrongStoreKey` and leaves the file as it was.
+    /// fails with `WrongStoreKey` and leaves the file as it was; the store of a deleted
+    /// account fails with `AccountDeleted`.
     pub async fn open(store_path: String, store_key: Vec<u8>) -> Result<Self, CourierError> {
         let key = self::store_key(&store_key)?;
         let client = Client::open(&PathBuf::from(store_path), &key).await?;
@@ -392,12 +401,35 @@ impl CourierClient {
         self.inner.stop_receiving();
         Ok(())
     }
+
+    /// Deletes the user's account, confirmed with its `password`: at the server every
+    /// device of the user is removed (this one and the others, whose calls then fail
+    /// with `DeviceRemoved` and whose receive loops stop), their keys and undelivered
+    /// messages are deleted, and the username stays taken for good. Other users can no
+    /// longer send to the user (their sends fail with `NoRecipientDevices`).
+    ///
+    /// Then this client stops its receive loop, every later call fails with
+    /// `AccountDeleted`, and its store is marked deleted, so `open` of it fails with
+    /// `AccountDeleted` too. The store file stays: the app deletes it (and its key).
+    ///
+    /// A wrong password fails with `WrongPassword` and changes nothing.
+    pub async fn delete_account(&self, password: String) -> Result<(), CourierError> {
+        let result = self.client()?.delete_account(&password).await;
+        if self.inner.client.is_deleted() {
+            // Deleted at the server, whether or not the store could be marked.
+            self.inner.stop_receiving();
+        }
+        Ok(result?)
+    }
 }
 
 impl Inner {
     fn live(&self) -> Result<&Client, CourierError> {
         if self.logged_out.load(Ordering::SeqCst) {
             return Err(CourierError::LoggedOut);
+        }
+        if self.client.is_deleted() {
+            return Err(CourierError::AccountDeleted);
         }
         Ok(&self.client)
     }

@@ -14,12 +14,12 @@ use crate::transport::GroupSendOutcome;
 impl Client {
     /// Creates a channel of this user and `members`.
     pub async fn create_channel(&self, members: &[UserId]) -> Result<Channel, ClientError> {
-        Ok(self.api.create_channel(members).await?)
+        Ok(self.live_api()?.create_channel(members).await?)
     }
 
     /// A channel this user is a member of: its members and their devices.
     pub async fn channel(&self, channel_id: Uuid) -> Result<Channel, ClientError> {
-        Ok(self.api.channel(channel_id).await?)
+        Ok(self.live_api()?.channel(channel_id).await?)
     }
 
     /// Adds members to a channel. They read what is sent from now on: each sender shares
@@ -29,7 +29,10 @@ impl Client {
         channel_id: Uuid,
         members: &[UserId],
     ) -> Result<Channel, ClientError> {
-        Ok(self.api.add_channel_members(channel_id, members).await?)
+        Ok(self
+            .live_api()?
+            .add_channel_members(channel_id, members)
+            .await?)
     }
 
     /// Leaves a channel (this user) or removes a member (the creator only). Every
@@ -39,7 +42,10 @@ impl Client {
         channel_id: Uuid,
         user_id: UserId,
     ) -> Result<(), ClientError> {
-        Ok(self.api.remove_channel_member(channel_id, user_id).await?)
+        Ok(self
+            .live_api()?
+            .remove_channel_member(channel_id, user_id)
+            .await?)
     }
 
     /// Sends `body` to every member device of a channel under a new client message ID.
@@ -87,7 +93,7 @@ impl Client {
         let client_message_id: Arc<str> = client_message_id.into();
         let body: Arc<[u8]> = body.into();
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let channel = self.api.channel(channel_id).await?;
+            let channel = self.live_api()?.channel(channel_id).await?;
             self.share_session(&channel).await?;
             let (id, plaintext) = (client_message_id.clone(), body.clone());
             let request = self
@@ -98,7 +104,11 @@ impl Client {
             let mut backoff = Backoff::new(BackoffPolicy::default());
             let mut network_retries = 0;
             let outcome = loop {
-                match self.api.send_group_message(channel_id, &request).await {
+                match self
+                    .live_api()?
+                    .send_group_message(channel_id, &request)
+                    .await
+                {
                     Err(error) if error.is_retryable() && network_retries < 5 => {
                         network_retries += 1;
                         // The server's Retry-After paces it; a long one goes to the app.
@@ -148,7 +158,7 @@ impl Client {
             match attempt {
                 Ok(None) => return Ok(()),
                 Ok(Some(share)) => {
-                    self.api
+                    self.live_api()?
                         .upload_sender_keys(channel_id, &share.request)
                         .await?;
                     self.with_machine(move |m| m.commit_sender_keys(&share))
@@ -263,17 +273,17 @@ impl Client {
         message_id: Uuid,
         up_to: bool,
     ) -> Result<MarkReadResponse, ClientError> {
-        Ok(self.api.mark_read(message_id, up_to).await?)
+        Ok(self.live_api()?.mark_read(message_id, up_to).await?)
     }
 
     /// A message this user sent: which recipient devices have it, and who read it.
     pub async fn delivery_state(&self, message_id: Uuid) -> Result<DeliveryState, ClientError> {
-        Ok(self.api.delivery_state(message_id).await?)
+        Ok(self.live_api()?.delivery_state(message_id).await?)
     }
 
     /// This user's read-receipt privacy settings.
     pub async fn privacy_settings(&self) -> Result<PrivacySettings, ClientError> {
-        Ok(self.api.privacy_settings().await?)
+        Ok(self.live_api()?.privacy_settings().await?)
     }
 
     /// Changes this user's read-receipt privacy settings.
@@ -281,6 +291,6 @@ impl Client {
         &self,
         update: UpdatePrivacySettings,
     ) -> Result<PrivacySettings, ClientError> {
-        Ok(self.api.update_privacy_settings(&update).await?)
+        Ok(self.live_api()?.update_privacy_settings(&update).await?)
     }
 }

@@ -10,6 +10,9 @@
 //! - Receive: read the stream (WebSocket, REST as fallback), decrypt and store each
 //!   envelope, and acknowledge it only after it is stored. A redelivered envelope is
 //!   recognised by its message ID and reaches the app once.
+//! - Delete the account ([`Client::delete_account`]): the server removes every device of
+//!   the user; this client stops and its store is marked deleted, so neither it nor a
+//!   later [`Client::open`] of the store can be used again ([`ClientError::AccountDeleted`]).
 //! - Events for the app queue up in the store ([`Client::pending_events`]) until the app
 //!   confirms them, so a crash loses none and repeats none it confirmed.
 //!   [`Client::wait_for_events`] resolves when there are some, so an app running
@@ -78,6 +81,11 @@ pub enum ClientError {
     /// took over.
     #[error("the stream ended: {0:?}")]
     StreamEnded(StreamClosed),
+    /// This client's account was deleted ([`Client::delete_account`]), from this client
+    /// or from an earlier one on the same store: the store is marked so, its token is
+    /// gone, and nothing more can be done with it (delete the file and its key).
+    #[error("the account was deleted")]
+    AccountDeleted,
     /// Store work on the blocking pool did not finish: it panicked (a bug) or the runtime
     /// is shutting down. Its transaction committed or rolled back whole, as every one
     /// does. The panic's message is not kept: it may quote stored data.
@@ -109,6 +117,10 @@ struct ClientRecord {
     /// [`Client::open`] finishes it. Stores from before this field had always finished.
     #[serde(default = "finished")]
     keys_published: bool,
+    /// The account was deleted ([`Client::delete_account`]): [`Client::open`] refuses
+    /// the store. `token` is emptied with it.
+    #[serde(default)]
+    account_deleted: bool,
 }
 
 fn finished() -> bool {
@@ -161,6 +173,9 @@ pub struct Client {
     /// queues events), so [`Client::wait_for_events`] wakes up to look. Shared with the
     /// blocking-pool task, which bumps it also when the caller stopped waiting.
     machine_used: Arc<watch::Sender<u64>>,
+    /// Set once the account is deleted ([`Client::delete_account`]): every later call
+    /// fails with [`ClientError::AccountDeleted`], and [`Client::run`] stops.
+    deleted: watch::Sender<bool>,
 }
 
 /// The crypto core, locked; announces its use when released (it may have queued events).
@@ -234,6 +249,16 @@ fn unobserved(_: StreamPhase) {}
 
 impl Client {
     /// Creates an account and logs in as its first device.
+    ///
+    /// `registration_token` is the operator's token for a server that takes new accounts
+    /// by token only (`None` for an open server, which ignores one). The server refuses
+    /// with `403` and [`ErrorCode::InvalidRegistrationToken`] when the token is needed
+    /// and missing, unknown, expired, revoked or used up, and with
+    /// [`ErrorCode::RegistrationClosed`] when it takes no new accounts; both come as
+    /// [`ClientError::Transport`] ([`TransportError::code`]), before any store is made.
+    ///
+    /// [`ErrorCode::InvalidRegistrationToken`]: courier_protocol::ErrorCode::InvalidRegistrationToken
+    /// [`ErrorCode::RegistrationClosed`]: courier_protocol::ErrorCode::RegistrationClosed
     pub async fn register(
         server: Url,
         store_path: &Path,
@@ -241,12 +266,13 @@ impl Client {
         username: &str,
         password: &str,
         device_name: &str,
+        registration_token: Option<&str>,
     ) -> Result<Self, ClientError> {
         let api = ApiClient::new(server.clone())?;
         api.create_account(&CreateAccountRequest {
             username: username.to_owned(),
             password: password.to_owned(),
-            registration_token: None,
+            registration_token: registration_token.map(str::to_owned),
         })
         .await?;
         Self::login(
@@ -302,6 +328,7 @@ impl Client {
             token: login.access_token.expose_secret().to_owned(),
             cursor: 0,
             keys_published: false,
+            account_deleted: false,
         })?;
         let (user_id, device_id) = (login.user_id, login.device_id);
         let machine = {
@@ -329,7 +356,8 @@ impl Client {
     /// that fails, this returns the error rather than a client nobody can send to; the
     /// work stays pending, so when the error is retryable
     /// ([`TransportError::is_retryable`]) the next `open` tries again. A device removed
-    /// meanwhile fails for good: log in anew with a new store.
+    /// meanwhile fails for good: log in anew with a new store. A store whose account was
+    /// deleted ([`Client::delete_account`]) is refused with [`ClientError::AccountDeleted`].
     pub async fn open(store_path: &Path, store_key: &StoreKey) -> Result<Self, ClientError> {
         let store = open_store(store_path, store_key).await?;
         let (record, machine) = {
@@ -341,6 +369,9 @@ impl Client {
             })
             .await??
         };
+        if record.account_deleted {
+            return Err(ClientError::AccountDeleted);
+        }
         let server = Url::parse(&record.server).map_err(|_| ClientError::StoredStateInvalid)?;
         let api = ApiClient::new(server)?.with_token(AccessToken::new(record.token));
         let client = Self::assemble(api, store, machine);
@@ -357,7 +388,67 @@ impl Client {
             own: machine.own_device(),
             machine: Arc::new(Mutex::new(machine)),
             machine_used: Arc::new(watch::Sender::new(0)),
+            deleted: watch::Sender::new(false),
         }
+    }
+
+    /// The API client, unless the account was deleted.
+    fn live_api(&self) -> Result<&ApiClient, ClientError> {
+        self.check_live()?;
+        Ok(&self.api)
+    }
+
+    /// Refuses every call once the account is deleted.
+    fn check_live(&self) -> Result<(), ClientError> {
+        if *self.deleted.borrow() {
+            return Err(ClientError::AccountDeleted);
+        }
+        Ok(())
+    }
+
+    /// Deletes this user's account at the server (`DELETE /v1/accounts/me`, confirmed
+    /// with `password`), then retires this client.
+    ///
+    /// At the server every device of the user is removed (this one and the others: their
+    /// tokens answer `device_removed`, their streams close as removed), their keys and
+    /// pending envelopes are deleted, and the username stays reserved; other users see
+    /// the device list change and can no longer send to the user.
+    ///
+    /// Here, once the server confirmed: [`Client::run`] stops (it returns
+    /// [`ClientError::AccountDeleted`]), every later call of this client fails with
+    /// [`ClientError::AccountDeleted`], and the store is marked deleted (its token
+    /// erased), so [`Client::open`] refuses it with the same error. The store file stays
+    /// with the messages it holds: the app deletes it and its key, as after a log-out.
+    ///
+    /// A wrong password is refused with `403` [`ErrorCode::WrongPassword`] (as
+    /// [`ClientError::Transport`]) and changes nothing. If marking the store fails, the
+    /// account is deleted all the same and this client is retired; the store error is
+    /// returned, and a later `open` gets a client whose calls the server refuses as
+    /// `device_removed`.
+    ///
+    /// [`ErrorCode::WrongPassword`]: courier_protocol::ErrorCode::WrongPassword
+    pub async fn delete_account(&self, password: &str) -> Result<(), ClientError> {
+        self.live_api()?.delete_account(password).await?;
+        self.deleted.send_replace(true);
+        let store = self.store.clone();
+        blocking(move || {
+            store.transaction(|tx| {
+                let bytes = tx
+                    .get(CLIENT, b"", b"client")?
+                    .ok_or(ClientError::NotLoggedIn)?;
+                let mut record = decode_record(&bytes)?;
+                record.account_deleted = true;
+                record.token = String::new();
+                tx.put(CLIENT, b"", b"client", &encode_record(&record)?)?;
+                Ok::<_, ClientError>(())
+            })
+        })
+        .await?
+    }
+
+    /// Whether this client's account was deleted ([`Client::delete_account`]).
+    pub fn is_deleted(&self) -> bool {
+        *self.deleted.borrow()
     }
 
     /// Publishes what a login publishes, then records that it is done. Each step can be
@@ -366,7 +457,7 @@ impl Client {
     async fn finish_login(&self) -> Result<(), ClientError> {
         // Signing only, no store work: done on this task.
         let identity = self.machine.lock().await.identity_keys_upload();
-        self.api.publish_identity_keys(&identity).await?;
+        self.live_api()?.publish_identity_keys(&identity).await?;
         self.maintain_keys().await?;
         self.refresh_devices(self.own.user_id).await?;
         self.update_record(|record| {
@@ -410,6 +501,7 @@ impl Client {
         &self,
         f: impl FnOnce(&SqliteStore) -> R + Send + 'static,
     ) -> Result<R, ClientError> {
+        self.check_live()?;
         let store = self.store.clone();
         blocking(move || f(&store)).await
     }
@@ -437,6 +529,7 @@ impl Client {
         announce: bool,
         f: impl FnOnce(&mut CryptoMachine) -> R + Send + 'static,
     ) -> Result<R, ClientError> {
+        self.check_live()?;
         let mut machine = self.machine.clone().lock_owned().await;
         let used = announce.then(|| self.machine_used.clone());
         // The task owns the lock: a caller that stops waiting leaves the operation to
@@ -509,12 +602,12 @@ impl Client {
     /// Tops up one-time keys when the server runs low and rotates the fallback key when
     /// due. Each batch is stored before it is uploaded and confirmed after.
     pub async fn maintain_keys(&self) -> Result<(), ClientError> {
-        let count = self.api.key_count().await?.one_time_key_count;
+        let count = self.live_api()?.key_count().await?.one_time_key_count;
         let upload = self
             .with_machine(move |m| m.one_time_keys_for_upload(count))
             .await??;
         if let Some(upload) = upload {
-            self.api.upload_one_time_keys(&upload).await?;
+            self.live_api()?.upload_one_time_keys(&upload).await?;
             self.with_machine(|m| m.mark_one_time_keys_published())
                 .await??;
         }
@@ -523,7 +616,7 @@ impl Client {
             .with_machine(move |m| m.fallback_key_for_upload(now))
             .await??;
         if let Some(fallback) = fallback {
-            self.api.set_fallback_key(&fallback).await?;
+            self.live_api()?.set_fallback_key(&fallback).await?;
             self.with_machine(move |m| m.mark_fallback_key_published(now))
                 .await??;
         }
@@ -533,7 +626,7 @@ impl Client {
     /// Fetches a user's devices from the key directory and takes them in; returns what
     /// changed (also queued as events).
     pub async fn refresh_devices(&self, user_id: UserId) -> Result<Vec<DeviceChange>, ClientError> {
-        let listed = self.api.user_devices(user_id).await?;
+        let listed = self.live_api()?.user_devices(user_id).await?;
         Ok(self
             .with_machine(move |m| m.update_device_list_of(user_id, &listed))
             .await??)
@@ -703,7 +796,10 @@ impl Client {
 
     /// Claims keys of these devices and opens Olm sessions with them.
     async fn open_sessions(&self, devices: Vec<DeviceRef>) -> Result<(), ClientError> {
-        let claimed = self.api.claim_keys(&ClaimKeysRequest { devices }).await?;
+        let claimed = self
+            .live_api()?
+            .claim_keys(&ClaimKeysRequest { devices })
+            .await?;
         let failed = self
             .with_machine(move |m| m.add_claimed_keys(&claimed))
             .await??;
@@ -722,7 +818,7 @@ impl Client {
         let mut backoff = Backoff::new(BackoffPolicy::default());
         let mut attempts = 0;
         loop {
-            match self.api.send_message(request).await {
+            match self.live_api()?.send_message(request).await {
                 Err(error) if error.is_retryable() && attempts < 5 => {
                     attempts += 1;
                     // The server's Retry-After paces it; a long one goes to the app.
@@ -798,7 +894,10 @@ impl Client {
         until_caught_up: bool,
         observe: &(dyn Fn(StreamPhase) + Send + Sync),
     ) -> Result<ReceiveSummary, ClientError> {
-        let mut stream = self.api.open_stream(Some(self.cursor().await?)).await?;
+        let mut stream = self
+            .live_api()?
+            .open_stream(Some(self.cursor().await?))
+            .await?;
         observe(StreamPhase::Connected);
         let mut summary = ReceiveSummary::default();
         let mut stored_through = None;
@@ -885,7 +984,7 @@ impl Client {
         let mut summary = ReceiveSummary::default();
         let mut after = self.cursor().await?;
         loop {
-            let page = self.api.inbox(after, None).await?;
+            let page = self.live_api()?.inbox(after, None).await?;
             for item in &page.items {
                 match item {
                     StreamItem::Envelope(envelope) => self.take(envelope, &mut summary).await?,
@@ -899,7 +998,7 @@ impl Client {
                 break;
             }
             self.set_cursor(through).await?;
-            self.api.ack_inbox(through).await?;
+            self.live_api()?.ack_inbox(through).await?;
             after = through;
         }
         Ok(summary)
@@ -907,8 +1006,9 @@ impl Client {
 
     /// Keeps the stream open until `shutdown` resolves: stores and acknowledges each
     /// envelope as it comes, reconnects with backoff after a drop (resuming after the
-    /// last stored item), and stops for good when this device is removed or another
-    /// connection of it takes over.
+    /// last stored item), and stops for good when this device is removed, another
+    /// connection of it takes over, or the account is deleted
+    /// ([`ClientError::AccountDeleted`]).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
         self.run_observed(shutdown, &unobserved).await
     }
@@ -920,12 +1020,15 @@ impl Client {
         observe: &(dyn Fn(StreamPhase) + Send + Sync),
     ) -> Result<(), ClientError> {
         tokio::pin!(shutdown);
+        let mut deleted = self.deleted.subscribe();
         let mut backoff = Backoff::new(BackoffPolicy::default());
         loop {
+            self.check_live()?;
             let connected_at = Instant::now();
             observe(StreamPhase::Connecting);
             let ended = tokio::select! {
                 () = &mut shutdown => return Ok(()),
+                _ = deleted.wait_for(|deleted| *deleted) => return Err(ClientError::AccountDeleted),
                 ended = self.stream(false, observe) => ended.map(|_| ()),
             };
             // A refused reconnect (429, 503) says how long to wait: at least that long.
@@ -951,6 +1054,7 @@ impl Client {
             observe(StreamPhase::Disconnected { retry_in: delay });
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
+                _ = deleted.wait_for(|deleted| *deleted) => return Err(ClientError::AccountDeleted),
                 () = tokio::time::sleep(delay) => {}
             }
         }
@@ -959,7 +1063,7 @@ impl Client {
     /// Removes one of this user's devices (this one included) at the server, then
     /// refreshes the own device list.
     pub async fn remove_device(&self, device_id: DeviceId) -> Result<(), ClientError> {
-        self.api.remove_device(device_id).await?;
+        self.live_api()?.remove_device(device_id).await?;
         if device_id != self.own.device_id {
             self.refresh_devices(self.own.user_id).await?;
         }
@@ -1005,6 +1109,7 @@ mod tests {
         let old = br#"{"server":"http://127.0.0.1:1/","token":"t","cursor":7}"#;
         let record = decode_record(old).unwrap();
         assert!(record.keys_published);
+        assert!(!record.account_deleted);
         assert_eq!(record.cursor, 7);
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use courier_protocol::api::accounts::{
-    CreateAccountRequest, CreateAccountResponse, LoginRequest, LoginResponse,
+    CreateAccountRequest, CreateAccountResponse, DeleteAccountRequest, LoginRequest, LoginResponse,
 };
 use courier_protocol::api::channels::{
     AddMembersRequest, Channel, CreateChannelRequest, MissingSenderKeys, SendGroupMessageRequest,
@@ -150,13 +150,32 @@ impl ApiClient {
         &self.base_url
     }
 
-    /// `POST /v1/accounts`: creates an account.
+    /// `POST /v1/accounts`: creates an account. A server that takes new accounts by
+    /// registration token only refuses one without a valid `registration_token` with
+    /// `403 invalid_registration_token`; a closed server refuses all with
+    /// `403 registration_closed`.
     pub async fn create_account(
         &self,
         request: &CreateAccountRequest,
     ) -> Result<CreateAccountResponse, TransportError> {
         let url = self.url(&["v1", "accounts"])?;
         self.call_json(self.http.post(url).json(request)).await
+    }
+
+    /// `DELETE /v1/accounts/me`: deletes the caller's account, confirmed with its
+    /// password (`204`). Every device of the user is removed (their tokens answer
+    /// `device_removed`, their streams close), their keys and pending envelopes are
+    /// deleted, and the username stays reserved. A wrong password is refused with
+    /// `403 wrong_password` and changes nothing.
+    pub async fn delete_account(&self, password: &str) -> Result<(), TransportError> {
+        let url = self.url(&["v1", "accounts", "me"])?;
+        self.call_empty(
+            self.authorized(Method::DELETE, url)?
+                .json(&DeleteAccountRequest {
+                    password: password.to_owned(),
+                }),
+        )
+        .await
     }
 
     /// `POST /v1/login`: logs in as a new device (`deviceId: 0`, the server assigns the

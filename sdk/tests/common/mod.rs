@@ -272,6 +272,7 @@ impl Party {
             name,
             PASSWORD,
             "device 0",
+            None,
         )
         .await
         .unwrap();

@@ -271,6 +271,33 @@ suspend fun theLibrarysThreadsStayAttachedToTheJvmBetweenCalls() {
     wendy.client.close()
 }
 
+suspend fun deletingTheAccountNeedsThePasswordAndRetiresEveryDeviceOfIt() {
+    val nora = uniqueName("nora")
+    // The test server takes accounts openly: the registration token goes through as null.
+    val path = scratch.resolve("$nora-n1.db").toString()
+    val key = newStoreKey()
+    val n1 = Device(CourierClient.register(serverUrl, path, key, nora, PASSWORD, "n1", null), path, key)
+    val n2 = login(nora, "n2")
+
+    val wrong = expectThrows<CourierException.WrongPassword> { n1.client.deleteAccount("not the password") }
+    assertEquals("wrong_password", wrong.code())
+    assertEquals("wrong_password", wrong.serverCode())
+    assertEquals(403.toUShort(), wrong.status())
+    assertFalse(wrong.isRetryable())
+    // Nothing changed: both devices still work.
+    n1.client.privacySettings()
+    n2.client.privacySettings()
+
+    n1.client.deleteAccount(PASSWORD)
+    val deleted = expectThrows<CourierException.AccountDeleted> { n1.client.privacySettings() }
+    assertEquals("account_deleted", deleted.code())
+    expectThrows<CourierException.AccountDeleted> { CourierClient.open(path, key) }
+    expectThrows<CourierException.DeviceRemoved> { n2.client.privacySettings() }
+    expectThrows<CourierException.InvalidCredentials> { login(nora, "n3") }
+    expectThrows<CourierException.UsernameTaken> { register(nora, "n4") }
+    listOf(n1, n2).forEach { it.client.close() }
+}
+
 fun main() {
     val tests: List<Pair<String, suspend () -> Unit>> = listOf(
         "two users with two devices exchange direct and group messages" to ::twoUsersWithTwoDevicesExchangeDirectAndGroupMessages,
@@ -285,6 +312,8 @@ fun main() {
         "a listener that throws is reported and its events come again" to ::aListenerThatThrowsIsReportedAndItsEventsComeAgain,
         "closing the client while its loop runs stops the loop" to ::closingTheClientWhileItsLoopRunsStopsTheLoop,
         "the library's threads stay attached to the JVM between calls" to ::theLibrarysThreadsStayAttachedToTheJvmBetweenCalls,
+        "deleting the account needs the password and retires every device of it" to
+            ::deletingTheAccountNeedsThePasswordAndRetiresEveryDeviceOfIt,
     )
     val only = System.getenv("COURIER_TEST_FILTER")
     var passed = 0

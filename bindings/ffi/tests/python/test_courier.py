@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from conftest import GUARD_SECONDS, FaultProxy, Recorder, courier, new_store_key, sha256, unique_name
+from conftest import GUARD_SECONDS, PASSWORD, FaultProxy, Recorder, courier, new_store_key, sha256, unique_name
 
 Kind = courier.AppEventKind
 Error = courier.CourierError
@@ -300,3 +300,39 @@ def test_dropping_the_client_while_its_loop_runs_stops_the_loop(accounts):
 
     run(scenario())
 
+
+
+def test_deleting_the_account_needs_the_password_and_retires_every_device_of_it(accounts, tmp_path):
+    async def scenario():
+        nora = unique_name("nora")
+        # The test server takes accounts openly: the registration token goes through as None.
+        path, key = str(tmp_path / "nora-n1.db"), new_store_key()
+        n1 = await courier.CourierClient.register(
+            accounts.server_url, path, key, nora, PASSWORD, "n1", None
+        )
+        n2 = await accounts.login(nora, "n2")
+
+        with pytest.raises(Error.WrongPassword) as wrong:
+            await n1.delete_account("not the password")
+        assert wrong.value.code() == "wrong_password"
+        assert wrong.value.server_code() == "wrong_password"
+        assert wrong.value.status() == 403
+        assert not wrong.value.is_retryable()
+        # Nothing changed: both devices still work.
+        await n1.privacy_settings()
+        await n2.client.privacy_settings()
+
+        await n1.delete_account(PASSWORD)
+        with pytest.raises(Error.AccountDeleted) as deleted:
+            await n1.privacy_settings()
+        assert deleted.value.code() == "account_deleted"
+        with pytest.raises(Error.AccountDeleted):
+            await courier.CourierClient.open(path, key)
+        with pytest.raises(Error.DeviceRemoved):
+            await n2.client.privacy_settings()
+        with pytest.raises(Error.InvalidCredentials):
+            await accounts.login(nora, "n3")
+        with pytest.raises(Error.UsernameTaken):
+            await accounts.register(nora, "n4")
+
+    run(scenario())
