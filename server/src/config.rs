@@ -293,6 +293,67 @@ pub struct Config {
     /// WebSocket connections opened from one client address.
     #[arg(long, env = "COURIER_RATE_LIMIT_SOCKETS_PER_ADDRESS", default_value_t = rate_limits::DEFAULT_SOCKETS_PER_ADDRESS)]
     pub rate_limit_sockets_per_address: Rate,
+
+    /// Who may create accounts: anyone (open), holders of a registration token an
+    /// operator issued (token), or nobody (closed). docs/admin.md says why open is the
+    /// default and the Fly.io kit sets token.
+    #[arg(long, env = "COURIER_REGISTRATION", value_enum, default_value_t = RegistrationMode::Open)]
+    pub registration: RegistrationMode,
+
+    /// The admin API's bearer token (a secret, at least 32 characters). Unset, the admin
+    /// API on the private listener answers 404 and `courier-server admin` cannot be used.
+    #[arg(long, env = "COURIER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+}
+
+/// Who may create accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum RegistrationMode {
+    /// Anyone who can reach the server.
+    #[default]
+    Open,
+    /// Only with a registration token from the admin API (single- or multi-use, expiring).
+    Token,
+    /// Nobody: existing accounts keep working.
+    Closed,
+}
+
+/// The admin API's bearer token. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Fewest characters accepted: a guessable admin token would hand out the server.
+    pub const MIN_LEN: usize = 32;
+
+    /// The token, to send or compare.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AdminToken {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.chars().count() < Self::MIN_LEN {
+            return Err(format!(
+                "the admin token must be at least {} characters (e.g. `openssl rand -hex 32`)",
+                Self::MIN_LEN
+            ));
+        }
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("the admin token cannot contain spaces or control characters".to_owned());
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(redacted)")
+    }
 }
 
 /// A switch on the command line.
@@ -429,6 +490,10 @@ pub struct Settings {
     pub max_unauthenticated_connections: usize,
     /// Rate limits per address, account and device.
     pub rate_limits: RateLimitSettings,
+    /// Who may create accounts.
+    pub registration: RegistrationMode,
+    /// The admin API's bearer token; `None` turns the admin API off.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for Settings {
@@ -459,6 +524,8 @@ impl Default for Settings {
             )
             .unwrap_or(usize::MAX),
             rate_limits: RateLimitSettings::default(),
+            registration: RegistrationMode::Open,
+            admin_token: None,
         }
     }
 }
@@ -558,6 +625,8 @@ impl Config {
                 sockets_per_address: self.rate_limit_sockets_per_address,
                 eviction_interval: secs(self.rate_limit_eviction_secs),
             },
+            registration: self.registration,
+            admin_token: self.admin_token.clone(),
         }
     }
 }
@@ -692,6 +761,8 @@ impl fmt::Debug for Config {
                 "rate_limit_sockets_per_address",
                 &self.rate_limit_sockets_per_address,
             )
+            .field("registration", &self.registration)
+            .field("admin_token", &self.admin_token)
             .finish()
     }
 }
@@ -960,6 +1031,35 @@ mod tests {
             missing.is_empty(),
             "README's configuration table lacks {missing:?}"
         );
+    }
+
+    #[test]
+    fn registration_and_the_admin_token_reach_the_settings_and_the_token_stays_hidden() {
+        let defaults = Config::parse_from(["courier-server"]).settings();
+        assert_eq!(defaults.registration, RegistrationMode::Open);
+        assert!(defaults.admin_token.is_none());
+        let token = "0123456789abcdef0123456789abcdef-secret";
+        let config = Config::parse_from([
+            "courier-server",
+            "--registration",
+            "token",
+            "--admin-token",
+            token,
+        ]);
+        let settings = config.settings();
+        assert_eq!(settings.registration, RegistrationMode::Token);
+        assert_eq!(
+            settings.admin_token.as_ref().map(AdminToken::expose),
+            Some(token)
+        );
+        let printed = format!("{config:?} {settings:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        // A short token is refused with a message that says how to make a good one.
+        let error = Config::try_parse_from(["courier-server", "--admin-token", "short"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("at least 32 characters"), "{error}");
     }
 
     #[test]

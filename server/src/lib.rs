@@ -7,6 +7,7 @@
 //! from `extract` and `auth`, input checks) → `db::<resource>` (SQL) → JSON, or an
 //! [`ApiError`] rendered as the one error body.
 
+pub mod admin;
 mod api_doc;
 mod auth;
 pub mod config;

@@ -1,8 +1,9 @@
-//! The `courier-server` binary: `serve` (the default), `migrate`, `healthcheck`.
+//! The `courier-server` binary: `serve` (the default), `migrate`, `healthcheck`, `admin`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use courier_server::admin::cli::AdminArgs;
 use courier_server::config::AdminListen;
 use courier_server::{Config, Launch, LogFormat, StartupError, database, launch_with, probe};
 use tracing_subscriber::EnvFilter;
@@ -40,6 +41,9 @@ enum Command {
     Migrate,
     /// Exit 0 if the local server's /healthz answers 200 (a container health check).
     Healthcheck,
+    /// Administer a running server through its admin API (COURIER_ADMIN_TOKEN): users,
+    /// devices, registration tokens, stats. Prints the API's JSON answer.
+    Admin(AdminArgs),
 }
 
 #[tokio::main]
@@ -56,6 +60,7 @@ async fn main() -> ExitCode {
             migrate(&config).await
         }
         Command::Healthcheck => healthcheck(&config).await,
+        Command::Admin(args) => admin(&config, &args).await,
     }
 }
 
@@ -149,6 +154,29 @@ async fn healthcheck(config: &Config) -> ExitCode {
             {
                 eprintln!("unhealthy: {error}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // The operator reads the answer.
+async fn admin(config: &Config, args: &AdminArgs) -> ExitCode {
+    let default_base = match config.admin_listen {
+        AdminListen::Off => None,
+        AdminListen::At(address) => Some(format!("http://{}", probe::local_address(address))),
+    };
+    match courier_server::admin::cli::run(args, default_base, config.admin_token.as_ref()).await {
+        Ok(answer) => {
+            if !answer.is_null() {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&answer).unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("courier-server admin: {error}");
             ExitCode::FAILURE
         }
     }

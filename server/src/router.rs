@@ -85,6 +85,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(accounts::create_account))
         .routes(routes!(accounts::login))
+        .routes(routes!(accounts::delete_account))
         .routes(routes!(devices::list_devices))
         .routes(routes!(devices::remove_device))
         .routes(routes!(keys::publish_identity_keys))
@@ -166,11 +167,12 @@ pub(crate) fn build(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-/// The private listener's routes: metrics and the probes (the admin API joins them).
+/// The private listener's routes: metrics, the probes and the admin API (docs/admin.md).
 /// Never served on the public listener: metrics say how busy the server is, and the
 /// admin API administers it.
 pub(crate) fn build_admin(state: AppState) -> axum::Router {
-    axum::Router::new()
+    let max_body_bytes = state.settings.max_body_bytes;
+    crate::admin::router()
         .route("/metrics", get(metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -181,7 +183,18 @@ pub(crate) fn build_admin(state: AppState) -> axum::Router {
                 "this route does not take this method",
             )
         })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let route = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("<unmatched>", |path| path.as_str())
+                    .to_owned();
+                tracing::info_span!("admin_request", method = %request.method(), route)
+            }),
+        )
         .with_state(state)
 }
 

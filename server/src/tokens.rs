@@ -36,6 +36,21 @@ pub fn new_access_token() -> (String, [u8; 32]) {
     (token, hash)
 }
 
+/// Every registration token starts with this (told apart from access tokens at a glance).
+pub(crate) const REGISTRATION_TOKEN_PREFIX: &str = "crt_";
+
+/// A fresh registration token (256 random bits) and the SHA-256 hash stored instead.
+pub fn new_registration_token() -> (String, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let token = format!(
+        "{REGISTRATION_TOKEN_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(secret)
+    );
+    let hash = hash_token(&token);
+    (token, hash)
+}
+
 /// The stored form of a token. A plain hash suffices: tokens carry 256 bits of entropy,
 /// so there is nothing to brute-force, and lookups stay one index probe.
 pub fn hash_token(token: &str) -> [u8; 32] {

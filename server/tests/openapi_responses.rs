@@ -17,6 +17,7 @@ use courier_protocol::keys::encode_base64;
 use courier_protocol::{DeviceId, UserId};
 use courier_server::MIGRATOR;
 use courier_server::Settings;
+use courier_server::config::RegistrationMode;
 use courier_server::rate_limits::{Rate, RateLimitSettings};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -474,6 +475,55 @@ async fn every_documented_answer_is_given_and_every_answer_is_documented(pool: P
         ),
     ] {
         api.refuse(Method::POST, "/v1/login", None, Body::Json(body), code)
+            .await;
+    }
+
+    // Account deletion: refused with a wrong password, then done.
+    account(api, "zed").await;
+    let zed = login(api, "zed").await;
+    api.refuse_send(
+        Method::DELETE,
+        "/v1/accounts/me",
+        &zed.token,
+        json!({ "password": "not the password" }),
+        "wrong_password",
+    )
+    .await;
+    success(
+        &api.send(
+            Method::DELETE,
+            "/v1/accounts/me",
+            &zed.token,
+            json!({ "password": PASSWORD }),
+        )
+        .await,
+    );
+
+    // Registration modes other than open.
+    for (registration, code) in [
+        (RegistrationMode::Closed, "registration_closed"),
+        (RegistrationMode::Token, "invalid_registration_token"),
+    ] {
+        let gated = TestServer::start_with(
+            pool.clone(),
+            Settings {
+                registration,
+                ..settings.clone()
+            },
+        )
+        .await;
+        let gated_api = Client {
+            server: &gated,
+            contract: &contract,
+        };
+        gated_api
+            .refuse(
+                Method::POST,
+                "/v1/accounts",
+                None,
+                Body::Json(json!({ "username": "yves", "password": PASSWORD, "registrationToken": "crt_unknown" })),
+                code,
+            )
             .await;
     }
 
@@ -1321,6 +1371,15 @@ async fn every_documented_answer_is_given_and_every_answer_is_documented(pool: P
         "/v1/login",
         None,
         dave_login(),
+        "rate_limited",
+    )
+    .await;
+    // Confirming a password counts as a login attempt.
+    api.refuse_send(
+        Method::DELETE,
+        "/v1/accounts/me",
+        &dave.token,
+        json!({ "password": PASSWORD }),
         "rate_limited",
     )
     .await;

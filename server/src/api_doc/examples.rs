@@ -74,7 +74,12 @@ fn privacy() -> Value {
 /// The example request body of an operation (by its ID), if it takes one.
 pub(super) fn request(operation: &str) -> Option<Value> {
     Some(match operation {
-        "create_account" => json!({ "username": "alice", "password": "correct horse battery" }),
+        "create_account" => json!({
+            "username": "alice",
+            "password": "correct horse battery",
+            "registrationToken": "crt_q3xPRNb3dXy1hT2mB6vC0w7kZfL9sEaJ4uYgHnVtKoM",
+        }),
+        "delete_account" => json!({ "password": "correct horse battery" }),
         "login" => json!({
             "username": "alice",
             "password": "correct horse battery",

@@ -89,6 +89,8 @@ pub enum Registration {
     LimitReached { count: u32 },
     /// The device to replace is not an active device of the user; nothing changed.
     ReplaceTargetNotFound,
+    /// The user was deactivated while logging in; nothing changed.
+    AccountDeactivated,
 }
 
 /// Registers a new device for `user_id` with a server-assigned ID, optionally removing
@@ -106,11 +108,16 @@ pub async fn register(
     limit: u32,
 ) -> Result<Registration, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let next_id: i32 =
-        sqlx::query_scalar("SELECT next_device_id FROM users WHERE user_id = $1 FOR UPDATE")
-            .bind(user_id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await?;
+    let (next_id, deactivated): (i32, bool) = sqlx::query_as(
+        "SELECT next_device_id, deactivated_at IS NOT NULL FROM users WHERE user_id = $1 FOR UPDATE",
+    )
+    .bind(user_id.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    // The password checked out before the account was deactivated; the lock says so now.
+    if deactivated {
+        return Ok(Registration::AccountDeactivated);
+    }
 
     if let Some(replace) = replace {
         if !remove_in(&mut tx, user_id, replace).await? {
@@ -211,7 +218,8 @@ pub async fn remove(
     Ok(removed)
 }
 
-async fn remove_in(
+/// [`remove`] inside the caller's transaction.
+pub(crate) async fn remove_in(
     conn: &mut PgConnection,
     user_id: UserId,
     device_id: DeviceId,

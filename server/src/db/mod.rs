@@ -52,6 +52,7 @@ pub mod devices;
 pub mod keys;
 pub mod messages;
 pub mod receipts;
+pub mod registration_tokens;
 pub mod stream;
 
 use courier_protocol::api::keys::DeviceRef;

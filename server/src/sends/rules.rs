@@ -84,13 +84,16 @@ impl SendContext {
             .filter(|device| **device != sender)
             .copied()
             .collect();
-        self.check_recipient(recipient, &expected)?;
-        let mismatch = compare(&expected, &self.removed, requested);
-        if mismatch.is_empty() {
-            Ok(())
-        } else {
-            Err(Refusal::Mismatch(mismatch))
+        if !self.recipient_exists {
+            return Err(Refusal::RecipientNotFound);
         }
+        // A mismatch first: its details say which devices to drop (a deactivated user's
+        // are all stale) or add. Once the set matches, no recipient device is unreachable.
+        let mismatch = compare(&expected, &self.removed, requested);
+        if !mismatch.is_empty() {
+            return Err(Refusal::Mismatch(mismatch));
+        }
+        self.check_recipient(recipient, &expected)
     }
 
     /// The devices a V1 message goes to: every active device of the recipient (V1 knows
@@ -267,5 +270,51 @@ mod tests {
             ),
             Err(Refusal::RecipientNotFound)
         ));
+    }
+
+    #[test]
+    fn a_recipient_whose_devices_are_all_gone_is_stale_first_then_unreachable() {
+        let sender = d(1, 1);
+        let lists = HashMap::from([
+            (
+                sender.user_id,
+                Arc::new(UserDevices {
+                    exists: true,
+                    devices: vec![DeviceState {
+                        device: sender,
+                        removed: false,
+                        reachable: true,
+                    }],
+                }),
+            ),
+            (
+                d(2, 1).user_id,
+                Arc::new(UserDevices {
+                    exists: true,
+                    devices: [d(2, 1), d(2, 2)]
+                        .into_iter()
+                        .map(|device| DeviceState {
+                            device,
+                            removed: true,
+                            reachable: false,
+                        })
+                        .collect(),
+                }),
+            ),
+        ]);
+        let recipient = d(2, 1).user_id;
+        let context = SendContext::new(sender, recipient, &lists);
+        // The sender still knows the devices: told they are stale, so it drops them.
+        let Err(Refusal::Mismatch(mismatch)) =
+            context.check_v2(sender, recipient, &BTreeSet::from([d(2, 1), d(2, 2)]))
+        else {
+            panic!("the removed devices must be named stale");
+        };
+        assert_eq!(mismatch.stale, vec![d(2, 1), d(2, 2)]);
+        // With the fresh (empty) list: nobody to send to.
+        assert_eq!(
+            context.check_v2(sender, recipient, &BTreeSet::new()),
+            Err(Refusal::RecipientUnreachable)
+        );
     }
 }
