@@ -12,6 +12,7 @@ use courier_sdk::app::{
     AppEvent, AppEventKind, ConnectionState, CourierClient, CourierError, EventListener,
     ListenerError,
 };
+use courier_server::config::RegistrationMode;
 use sqlx::PgPool;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -274,4 +275,89 @@ async fn deleting_the_account_needs_the_password_and_retires_every_device_of_it(
         try_login(&server, "alice").await.err(),
         Some(CourierError::InvalidCredentials)
     );
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_server_registering_by_token_takes_a_valid_token_once_and_nothing_else(pool: PgPool) {
+    let server = TestServer::start_administered(pool, RegistrationMode::Token).await;
+
+    // Without a token, and with one the operator never issued: typed, nothing created.
+    for token in [None, Some("crt_not-a-token-the-operator-issued")] {
+        let dir = TempDir::new().unwrap();
+        let error = CourierClient::register(
+            server.base_url.to_string(),
+            store_path(&dir),
+            KEY.to_vec(),
+            "alice".into(),
+            PASSWORD.into(),
+            "phone".into(),
+            token.map(str::to_owned),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, CourierError::InvalidRegistrationToken, "{token:?}");
+        assert_eq!(error.code(), "invalid_registration_token");
+        assert_eq!(
+            error.server_code().as_deref(),
+            Some("invalid_registration_token")
+        );
+        assert_eq!(error.status(), Some(403));
+        assert!(!error.is_retryable());
+        assert!(
+            !dir.path().join("store.db").exists(),
+            "no store is made for a refused registration"
+        );
+    }
+    assert_eq!(
+        try_login(&server, "alice").await.err(),
+        Some(CourierError::InvalidCredentials),
+        "no account was created"
+    );
+
+    // A token for one use lets one registration in, and the account works.
+    let token = server.issue_registration_token(Some(1)).await;
+    let alice = try_register(&server, "alice", Some(&token)).await.unwrap();
+    alice.client.privacy_settings().await.unwrap();
+    let bob_dir = TempDir::new().unwrap();
+    let used_up = CourierClient::register(
+        server.base_url.to_string(),
+        store_path(&bob_dir),
+        KEY.to_vec(),
+        "bob".into(),
+        PASSWORD.into(),
+        "phone".into(),
+        Some(token.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(used_up, CourierError::InvalidRegistrationToken);
+
+    // A token for any number of uses keeps working.
+    let shared = server.issue_registration_token(None).await;
+    for name in ["bob", "carol"] {
+        try_register(&server, name, Some(&shared)).await.unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn a_closed_server_refuses_registration_with_or_without_a_token(pool: PgPool) {
+    let server = TestServer::start_administered(pool, RegistrationMode::Closed).await;
+    let token = server.issue_registration_token(None).await;
+    for token in [None, Some(token.as_str())] {
+        let error = try_register(&server, "alice", token).await.err().unwrap();
+        assert_eq!(error, CourierError::RegistrationClosed, "{token:?}");
+        assert_eq!(error.code(), "registration_closed");
+        assert_eq!(error.server_code().as_deref(), Some("registration_closed"));
+        assert_eq!(error.status(), Some(403));
+        assert!(!error.is_retryable());
+    }
+}
+
+#[sqlx::test(migrator = "courier_server::MIGRATOR")]
+async fn an_open_server_ignores_a_registration_token(pool: PgPool) {
+    let server = TestServer::start_administered(pool, RegistrationMode::Open).await;
+    try_register(&server, "alice", Some("crt_anything"))
+        .await
+        .unwrap();
+    try_register(&server, "bob", None).await.unwrap();
 }

@@ -22,8 +22,13 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A Courier server serving one test's database on an ephemeral port.
 pub struct TestServer {
     pub base_url: Url,
+    /// The private listener (the admin API), when started with one.
+    pub admin_url: Option<Url>,
     shutdown: Option<oneshot::Sender<()>>,
 }
+
+/// The admin token of servers started by [`TestServer::start_administered`].
+pub const ADMIN_TOKEN: &str = "sdk-test-admin-token-0123456789abcdef01234567";
 
 impl TestServer {
     pub async fn start(pool: PgPool) -> Self {
@@ -57,8 +62,71 @@ impl TestServer {
         }));
         Self {
             base_url,
+            admin_url: None,
             shutdown: Some(tx),
         }
+    }
+
+    /// A server with its private listener (the admin API, under [`ADMIN_TOKEN`]) and
+    /// `registration` as its registration mode.
+    pub async fn start_administered(
+        pool: PgPool,
+        registration: courier_server::config::RegistrationMode,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let admin_url = format!("http://{}", admin.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let settings = Settings {
+            registration,
+            admin_token: Some(ADMIN_TOKEN.parse().unwrap()),
+            ..Settings::default()
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let launch = courier_server::Launch {
+            pool,
+            direct_database: None,
+            settings,
+            public_listener: listener,
+            admin_listener: Some(admin),
+        };
+        tokio::spawn(courier_server::launch_with(launch, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base_url,
+            admin_url: Some(admin_url),
+            shutdown: Some(tx),
+        }
+    }
+
+    /// Issues a registration token through the admin API (`POST
+    /// /admin/v1/registration-tokens`); `uses`: how many registrations it lets in
+    /// (`None`: any number).
+    pub async fn issue_registration_token(&self, uses: Option<u32>) -> String {
+        let admin = self.admin_url.as_ref().expect("started administered");
+        let mut body = serde_json::json!({});
+        if let Some(uses) = uses {
+            body["usesAllowed"] = serde_json::json!(uses);
+        }
+        let response = reqwest::Client::new()
+            .post(admin.join("admin/v1/registration-tokens").unwrap())
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            201,
+            "issuing a registration token"
+        );
+        let issued: serde_json::Value = response.json().await.unwrap();
+        issued["token"].as_str().unwrap().to_owned()
     }
 
     /// A client without a token.
