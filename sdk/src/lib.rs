@@ -1,8 +1,9 @@
 //! Courier's client SDK.
 //!
 //! - [`app`]: what an app uses, and what the iOS, Android, Python and Electron bindings
-//!   wrap: [`app::CourierClient`] (register, log in, send, the receive loop with an
-//!   [`app::EventListener`], devices and trust, channels, receipts), one flat
+//!   wrap: [`app::CourierClient`] (register, with a registration token where the server
+//!   asks for one, log in, send, the receive loop with an [`app::EventListener`], devices
+//!   and trust, channels, receipts, log out, delete the account), one flat
 //!   [`app::CourierError`].
 //! - [`client`]: [`client::Client`], the crypto core and the network together, which the
 //!   app surface wraps (Rust tests and tools use it directly).

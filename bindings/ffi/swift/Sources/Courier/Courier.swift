@@ -657,6 +657,17 @@ public protocol CourierClientProtocol: AnyObject, Sendable {
     func createChannel(memberUserIds: [String]) async throws  -> ChannelInfo
     
     /**
+     * Deletes the user's account, confirmed with its `password`: at the server every
+     * device of the user is removed (the others' calls then fail with `DeviceRemoved`),
+     * their keys and undelivered messages are deleted, and the username stays taken for
+     * good. This client stops its receive loop, every later call fails with
+     * `AccountDeleted`, and `open` of its store fails with `AccountDeleted`. The store
+     * file stays: the app deletes it (and its key). A wrong password fails with
+     * `WrongPassword` and changes nothing.
+     */
+    func deleteAccount(password: String) async throws 
+    
+    /**
      * A message this user sent: which recipient devices have it, and who read it.
      */
     func deliveryState(messageId: String) async throws  -> DeliveryInfo
@@ -843,7 +854,8 @@ public static func login(serverUrl: String, storePath: String, storeKey: Data, u
     
     /**
      * Opens the device kept in an existing store (after an app restart). A wrong key
-     * fails with `WrongStoreKey` and leaves the file as it was.
+     * fails with `WrongStoreKey` and leaves the file as it was; the store of a deleted
+     * account fails with `AccountDeleted`.
      */
 public static func `open`(storePath: String, storeKey: Data)async throws  -> CourierClient  {
     return
@@ -864,12 +876,17 @@ public static func `open`(storePath: String, storeKey: Data)async throws  -> Cou
      * Creates an account and logs in as its first device, keeping the device in a new
      * store at `store_path` encrypted under `store_key` (32 bytes from the platform's
      * key store: the iOS Keychain, the Android Keystore).
+     *
+     * `registration_token`: the operator's token, for a server that takes new accounts
+     * by token only (`null`/`nil`/`None`, the default, for an open server). Fails with
+     * `InvalidRegistrationToken` when the server needs one and it is missing or not
+     * valid, and with `RegistrationClosed` when the server takes no new accounts.
      */
-public static func register(serverUrl: String, storePath: String, storeKey: Data, username: String, password: String, deviceName: String)async throws  -> CourierClient  {
+public static func register(serverUrl: String, storePath: String, storeKey: Data, username: String, password: String, deviceName: String, registrationToken: String? = nil)async throws  -> CourierClient  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_courier_ffi_fn_constructor_courierclient_register(FfiConverterString.lower(serverUrl),FfiConverterString.lower(storePath),FfiConverterData.lower(storeKey),FfiConverterString.lower(username),FfiConverterString.lower(password),FfiConverterString.lower(deviceName)
+                uniffi_courier_ffi_fn_constructor_courierclient_register(FfiConverterString.lower(serverUrl),FfiConverterString.lower(storePath),FfiConverterData.lower(storeKey),FfiConverterString.lower(username),FfiConverterString.lower(password),FfiConverterString.lower(deviceName),FfiConverterOptionString.lower(registrationToken)
                 )
             },
             pollFunc: ffi_courier_ffi_rust_future_poll_u64,
@@ -973,6 +990,31 @@ open func createChannel(memberUserIds: [String])async throws  -> ChannelInfo  {
             completeFunc: ffi_courier_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_courier_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeChannelInfo_lift,
+            errorHandler: FfiConverterTypeCourierError_lift
+        )
+}
+    
+    /**
+     * Deletes the user's account, confirmed with its `password`: at the server every
+     * device of the user is removed (the others' calls then fail with `DeviceRemoved`),
+     * their keys and undelivered messages are deleted, and the username stays taken for
+     * good. This client stops its receive loop, every later call fails with
+     * `AccountDeleted`, and `open` of its store fails with `AccountDeleted`. The store
+     * file stays: the app deletes it (and its key). A wrong password fails with
+     * `WrongPassword` and changes nothing.
+     */
+open func deleteAccount(password: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_courier_ffi_fn_method_courierclient_delete_account(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(password)
+                )
+            },
+            pollFunc: ffi_courier_ffi_rust_future_poll_void,
+            completeFunc: ffi_courier_ffi_rust_future_complete_void,
+            freeFunc: ffi_courier_ffi_rust_future_free_void,
+            liftFunc: { $0 },
             errorHandler: FfiConverterTypeCourierError_lift
         )
 }
@@ -2859,9 +2901,25 @@ enum CourierError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case InvalidCredentials
     /**
-     * Another account has this username.
+     * Another account has this username (a deleted account's included).
      */
     case UsernameTaken
+    /**
+     * The server takes no new accounts: its operator closed registration (`register`
+     * only). Nothing was created.
+     */
+    case RegistrationClosed
+    /**
+     * The server takes new accounts with a registration token only, and the one given
+     * is missing, unknown, expired, revoked or used up (`register` only). Nothing was
+     * created; ask the operator for a new token.
+     */
+    case InvalidRegistrationToken
+    /**
+     * The password given to confirm `delete_account` is not the account's. Nothing
+     * changed: the account and this client still work.
+     */
+    case WrongPassword
     /**
      * The user already has as many devices as the server allows: remove one first.
      */
@@ -2885,6 +2943,12 @@ enum CourierError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      * `log_out()` was called on this client.
      */
     case LoggedOut
+    /**
+     * The account was deleted (`delete_account`, on this client or an earlier one of
+     * the same store): every later call fails with this, and so does `open` of its
+     * store. Delete the store file and its key.
+     */
+    case AccountDeleted
     /**
      * The store holds no logged-in device: register or log in first.
      */
@@ -3124,53 +3188,57 @@ public struct FfiConverterTypeCourierError: FfiConverterRustBuffer {
             )
         case 3: return .InvalidCredentials
         case 4: return .UsernameTaken
-        case 5: return .DeviceLimitReached(
+        case 5: return .RegistrationClosed
+        case 6: return .InvalidRegistrationToken
+        case 7: return .WrongPassword
+        case 8: return .DeviceLimitReached(
             count: try FfiConverterUInt32.read(from: &buf), 
             limit: try FfiConverterUInt32.read(from: &buf), 
             deviceIds: try FfiConverterSequenceUInt32.read(from: &buf)
             )
-        case 6: return .DeviceRemoved
-        case 7: return .LoggedOut
-        case 8: return .NotLoggedIn
-        case 9: return .AlreadyLoggedIn
-        case 10: return .WrongStoreKey
-        case 11: return .StoreTooNew(
+        case 9: return .DeviceRemoved
+        case 10: return .LoggedOut
+        case 11: return .AccountDeleted
+        case 12: return .NotLoggedIn
+        case 13: return .AlreadyLoggedIn
+        case 14: return .WrongStoreKey
+        case 15: return .StoreTooNew(
             found: try FfiConverterInt64.read(from: &buf), 
             supported: try FfiConverterInt64.read(from: &buf)
             )
-        case 12: return .StoreDamaged(
+        case 16: return .StoreDamaged(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .StoreBusy
-        case 14: return .Store(
+        case 17: return .StoreBusy
+        case 18: return .Store(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 15: return .InvalidArgument(
+        case 19: return .InvalidArgument(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 16: return .BlockedDevices(
+        case 20: return .BlockedDevices(
             devices: try FfiConverterSequenceTypeDeviceAddress.read(from: &buf)
             )
-        case 17: return .NoKeys(
+        case 21: return .NoKeys(
             devices: try FfiConverterSequenceTypeDeviceAddress.read(from: &buf)
             )
-        case 18: return .NoRecipientDevices
-        case 19: return .NoSuchDevice(
+        case 22: return .NoRecipientDevices
+        case 23: return .NoSuchDevice(
             device: try FfiConverterTypeDeviceAddress.read(from: &buf)
             )
-        case 20: return .DeviceListsUnsettled
-        case 21: return .StreamEnded(
+        case 24: return .DeviceListsUnsettled
+        case 25: return .StreamEnded(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 22: return .UnexpectedResponse(
+        case 26: return .UnexpectedResponse(
             httpStatus: try FfiConverterUInt16.read(from: &buf), 
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 23: return .AlreadyReceiving
-        case 24: return .ListenerFailed(
+        case 27: return .AlreadyReceiving
+        case 28: return .ListenerFailed(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 25: return .Internal(
+        case 29: return .Internal(
             detail: try FfiConverterString.read(from: &buf)
             )
 
@@ -3206,103 +3274,119 @@ public struct FfiConverterTypeCourierError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
         
         
-        case let .DeviceLimitReached(count,limit,deviceIds):
+        case .RegistrationClosed:
             writeInt(&buf, Int32(5))
+        
+        
+        case .InvalidRegistrationToken:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .WrongPassword:
+            writeInt(&buf, Int32(7))
+        
+        
+        case let .DeviceLimitReached(count,limit,deviceIds):
+            writeInt(&buf, Int32(8))
             FfiConverterUInt32.write(count, into: &buf)
             FfiConverterUInt32.write(limit, into: &buf)
             FfiConverterSequenceUInt32.write(deviceIds, into: &buf)
             
         
         case .DeviceRemoved:
-            writeInt(&buf, Int32(6))
-        
-        
-        case .LoggedOut:
-            writeInt(&buf, Int32(7))
-        
-        
-        case .NotLoggedIn:
-            writeInt(&buf, Int32(8))
-        
-        
-        case .AlreadyLoggedIn:
             writeInt(&buf, Int32(9))
         
         
-        case .WrongStoreKey:
+        case .LoggedOut:
             writeInt(&buf, Int32(10))
         
         
-        case let .StoreTooNew(found,supported):
+        case .AccountDeleted:
             writeInt(&buf, Int32(11))
+        
+        
+        case .NotLoggedIn:
+            writeInt(&buf, Int32(12))
+        
+        
+        case .AlreadyLoggedIn:
+            writeInt(&buf, Int32(13))
+        
+        
+        case .WrongStoreKey:
+            writeInt(&buf, Int32(14))
+        
+        
+        case let .StoreTooNew(found,supported):
+            writeInt(&buf, Int32(15))
             FfiConverterInt64.write(found, into: &buf)
             FfiConverterInt64.write(supported, into: &buf)
             
         
         case let .StoreDamaged(detail):
-            writeInt(&buf, Int32(12))
+            writeInt(&buf, Int32(16))
             FfiConverterString.write(detail, into: &buf)
             
         
         case .StoreBusy:
-            writeInt(&buf, Int32(13))
+            writeInt(&buf, Int32(17))
         
         
         case let .Store(detail):
-            writeInt(&buf, Int32(14))
+            writeInt(&buf, Int32(18))
             FfiConverterString.write(detail, into: &buf)
             
         
         case let .InvalidArgument(detail):
-            writeInt(&buf, Int32(15))
+            writeInt(&buf, Int32(19))
             FfiConverterString.write(detail, into: &buf)
             
         
         case let .BlockedDevices(devices):
-            writeInt(&buf, Int32(16))
+            writeInt(&buf, Int32(20))
             FfiConverterSequenceTypeDeviceAddress.write(devices, into: &buf)
             
         
         case let .NoKeys(devices):
-            writeInt(&buf, Int32(17))
+            writeInt(&buf, Int32(21))
             FfiConverterSequenceTypeDeviceAddress.write(devices, into: &buf)
             
         
         case .NoRecipientDevices:
-            writeInt(&buf, Int32(18))
+            writeInt(&buf, Int32(22))
         
         
         case let .NoSuchDevice(device):
-            writeInt(&buf, Int32(19))
+            writeInt(&buf, Int32(23))
             FfiConverterTypeDeviceAddress.write(device, into: &buf)
             
         
         case .DeviceListsUnsettled:
-            writeInt(&buf, Int32(20))
+            writeInt(&buf, Int32(24))
         
         
         case let .StreamEnded(reason):
-            writeInt(&buf, Int32(21))
+            writeInt(&buf, Int32(25))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .UnexpectedResponse(httpStatus,detail):
-            writeInt(&buf, Int32(22))
+            writeInt(&buf, Int32(26))
             FfiConverterUInt16.write(httpStatus, into: &buf)
             FfiConverterString.write(detail, into: &buf)
             
         
         case .AlreadyReceiving:
-            writeInt(&buf, Int32(23))
+            writeInt(&buf, Int32(27))
         
         
         case let .ListenerFailed(detail):
-            writeInt(&buf, Int32(24))
+            writeInt(&buf, Int32(28))
             FfiConverterString.write(detail, into: &buf)
             
         
         case let .Internal(detail):
-            writeInt(&buf, Int32(25))
+            writeInt(&buf, Int32(29))
             FfiConverterString.write(detail, into: &buf)
             
         }
