@@ -9,9 +9,13 @@ export declare class CourierClient {
   /**
    * Creates an account and logs in as its first device, keeping the device in a new
    * store file at `storePath`, encrypted under `storeKey` (32 bytes; in Electron keep
-   * it with `safeStorage`).
+   * it with `safeStorage`). `registrationToken` is the operator's token, for a server
+   * that takes new accounts by token only (leave it out, or pass `null`, for an open
+   * server). Rejects with `invalid_registration_token` when the server needs one and
+   * it is missing or not valid, and with `registration_closed` when the server takes
+   * no new accounts.
    */
-  static register(serverUrl: string, storePath: string, storeKey: Uint8Array, username: string, password: string, deviceName: string): Promise<CourierClient>
+  static register(serverUrl: string, storePath: string, storeKey: Uint8Array, username: string, password: string, deviceName: string, registrationToken?: string | undefined | null): Promise<CourierClient>
   /**
    * Logs in as a new device of an existing account (the server assigns its ID), in a
    * new store at `storePath`.
@@ -19,7 +23,8 @@ export declare class CourierClient {
   static login(serverUrl: string, storePath: string, storeKey: Uint8Array, username: string, password: string, deviceName: string): Promise<CourierClient>
   /**
    * Opens the device kept in an existing store (after an app restart). A wrong key
-   * rejects with `wrong_store_key` and leaves the file as it was.
+   * rejects with `wrong_store_key` and leaves the file as it was; the store of a
+   * deleted account rejects with `account_deleted`.
    */
   static open(storePath: string, storeKey: Uint8Array): Promise<CourierClient>
   /** This device (its user ID and device ID). Throws `client_closed` after `close()`. */
@@ -100,6 +105,16 @@ export declare class CourierClient {
    * with `logged_out`. The store file stays: the app deletes it (and its key).
    */
   logOut(): Promise<void>
+  /**
+   * Deletes the user's account, confirmed with its `password`: at the server every
+   * device of the user is removed (the others' calls then reject with
+   * `device_removed`), their keys and undelivered messages are deleted, and the
+   * username stays taken for good. This client stops its receive loop, later calls
+   * reject with `account_deleted`, and `open` of its store rejects with
+   * `account_deleted`. The store file stays: the app deletes it (and its key). A wrong
+   * password rejects with `wrong_password` and changes nothing.
+   */
+  deleteAccount(password: string): Promise<void>
   /**
    * Releases this client: its receive loop stops and the store closes once calls
    * still running have finished; later calls reject with `client_closed`. Idempotent.
@@ -232,12 +247,13 @@ export type ConnectionState =
  * The shape of the error every call rejects with and `onError` receives: an `Error`
  * whose `name` is `"CourierError"`, with these properties (the optional ones where they
  * apply). `code` is the SDK's stable code (`network`, `server`, `invalid_credentials`,
- * `username_taken`, `device_limit_reached`, `device_removed`, `logged_out`,
- * `not_logged_in`, `already_logged_in`, `wrong_store_key`, `store_too_new`,
- * `store_damaged`, `store_busy`, `store`, `invalid_argument`, `blocked_devices`,
- * `no_keys`, `no_recipient_devices`, `no_such_device`, `device_lists_unsettled`,
- * `stream_ended`, `unexpected_response`, `already_receiving`, `listener_failed`,
- * `internal`) or this binding's `client_closed`.
+ * `username_taken`, `registration_closed`, `invalid_registration_token`,
+ * `wrong_password`, `device_limit_reached`, `device_removed`, `logged_out`,
+ * `account_deleted`, `not_logged_in`, `already_logged_in`, `wrong_store_key`,
+ * `store_too_new`, `store_damaged`, `store_busy`, `store`, `invalid_argument`,
+ * `blocked_devices`, `no_keys`, `no_recipient_devices`, `no_such_device`,
+ * `device_lists_unsettled`, `stream_ended`, `unexpected_response`, `already_receiving`,
+ * `listener_failed`, `internal`) or this binding's `client_closed`.
  */
 export interface CourierError {
   /** Always `"CourierError"`. */

@@ -137,12 +137,11 @@ fn bytes(array: &Uint8Array) -> Vec<u8> {
 impl CourierClient {
     /// Creates an account and logs in as its first device, keeping the device in a new
     /// store file at `storePath`, encrypted under `storeKey` (32 bytes; in Electron keep
-    /// it with `safeStorage`).
-    ///
-    /// `registrationToken`: the operator's token, for a server that takes new accounts by
-    /// token only (leave it out, or pass `null`, for an open server). Rejects with
-    /// `invalid_registration_token` when the server needs one and it is missing or not
-    /// valid, and with `registration_closed` when the server takes no new accounts.
+    /// it with `safeStorage`). `registrationToken` is the operator's token, for a server
+    /// that takes new accounts by token only (leave it out, or pass `null`, for an open
+    /// server). Rejects with `invalid_registration_token` when the server needs one and
+    /// it is missing or not valid, and with `registration_closed` when the server takes
+    /// no new accounts.
     #[napi(ts_return_type = "Promise<CourierClient>")]
     // napi hands JavaScript arguments over by value; the bytes are copied out.
     #[allow(clippy::needless_pass_by_value, clippy::too_many_arguments)]
