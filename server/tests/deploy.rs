@@ -281,8 +281,11 @@ impl Account {
             .env("FLYCTL_STANDIN_STATE", &self.dir)
             .env("FLYCTL_STANDIN_DB_PASSWORD", DB_PASSWORD)
             .env_remove("COURIER_ADMIN_TOKEN")
-            .env_remove("COURIER_DEPLOY_PUBLIC_URL")
-            .env_remove("COURIER_DEPLOY_READY_TIMEOUT_SECS")
+            // Unless a test points it at a server: a local port nothing listens on and a
+            // short wait, so a script that wrongly gets that far fails in seconds and
+            // never reaches the internet.
+            .env("COURIER_DEPLOY_PUBLIC_URL", "http://127.0.0.1:1")
+            .env("COURIER_DEPLOY_READY_TIMEOUT_SECS", "5")
             .current_dir(std::env::temp_dir());
         for (name, value) in env {
             command.env(name, value);
@@ -369,7 +372,13 @@ fn printed(commands: &[String]) -> Vec<String> {
 #[tokio::test]
 async fn a_dry_run_on_a_fresh_account_prints_every_command_and_runs_only_queries() {
     let account = Account::logged_in();
-    let run = account.deploy(&["--app", APP, "--dry-run"], &[]).await;
+    // Empty: the script's default public URL (a dry run contacts nothing there).
+    let run = account
+        .deploy(
+            &["--app", APP, "--dry-run"],
+            &[("COURIER_DEPLOY_PUBLIC_URL", "")],
+        )
+        .await;
     assert_eq!(run.code, Some(0), "{run:#?}");
 
     let mut expected = printed(&first_deploy_commands(&format!(
