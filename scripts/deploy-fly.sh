@@ -105,6 +105,8 @@ database=${database:-$app-db}
 public_url=${COURIER_DEPLOY_PUBLIC_URL:-https://$app.fly.dev}
 public_url=${public_url%/}
 ready_timeout=${COURIER_DEPLOY_READY_TIMEOUT_SECS:-300}
+[[ "$ready_timeout" =~ ^[0-9]+$ ]] ||
+  die "COURIER_DEPLOY_READY_TIMEOUT_SECS must be a number of seconds, not '$ready_timeout'"
 
 # The tools: flyctl (also installed as `fly`), and jq, curl and openssl.
 if command -v flyctl >/dev/null 2>&1; then
