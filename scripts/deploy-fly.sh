@@ -105,6 +105,10 @@ database=${database:-$app-db}
 public_url=${COURIER_DEPLOY_PUBLIC_URL:-https://$app.fly.dev}
 public_url=${public_url%/}
 ready_timeout=${COURIER_DEPLOY_READY_TIMEOUT_SECS:-300}
+# The server refuses an admin token under 32 characters: refuse it before changing anything.
+if [ -n "${COURIER_ADMIN_TOKEN:-}" ] && [ "${#COURIER_ADMIN_TOKEN}" -lt 32 ]; then
+  die "COURIER_ADMIN_TOKEN must be at least 32 characters (openssl rand -hex 32 makes one)"
+fi
 [[ "$ready_timeout" =~ ^[0-9]+$ ]] ||
   die "COURIER_DEPLOY_READY_TIMEOUT_SECS must be a number of seconds, not '$ready_timeout'"
 

@@ -669,6 +669,17 @@ async fn a_server_that_never_gets_ready_is_an_error_that_points_at_the_logs() {
 }
 
 #[tokio::test]
+async fn a_short_admin_token_is_refused_before_any_flyctl() {
+    let account = Account::logged_in();
+    let run = account
+        .deploy(&["--app", APP], &[("COURIER_ADMIN_TOKEN", "too-short")])
+        .await;
+    run.assert_failed_with(1, "COURIER_ADMIN_TOKEN must be at least 32 characters");
+    assert!(!run.all_output().contains("too-short"), "{run:#?}");
+    assert!(account.log().is_empty(), "{:?}", account.log());
+}
+
+#[tokio::test]
 async fn bad_arguments_print_the_usage_and_exit_2_before_any_flyctl() {
     let account = Account::logged_in();
     for (args, message) in [
