@@ -58,6 +58,7 @@ if [ "$#" -eq 0 ]; then
   run_counted node scripts/test-bindings-node.sh
   run_counted openapi-client scripts/test-openapi-client.sh
   run_counted interop scripts/test-interop.sh
+  run_counted lint-deploy scripts/lint-deploy.sh
 fi
 
 echo "tests: ${passed} passed, ${failed} failed"

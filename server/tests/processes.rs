@@ -906,6 +906,9 @@ fn the_listening_line_is_found_in_json_logs() {
     assert_eq!(listening_address("not json"), None);
 }
 
+/// The admin token the image test's machines have (a Fly secret in a deployment).
+const IMAGE_ADMIN_TOKEN: &str = "image-test-admin-token-0123456789abcdef01234567";
+
 /// The binary the image runs: `COURIER_TEST_SERVER_BINARY` (scripts/test.sh builds the
 /// release binary the Dockerfile builds, with the same command) or this build's.
 fn image_binary() -> String {
@@ -1005,6 +1008,8 @@ async fn started_as_the_image_starts_it_behind_pgbouncer_on_tls_postgres_two_pro
             .env("COURIER_DATABASE_URL", &pooled_url)
             .env("COURIER_DATABASE_DIRECT_URL", &direct_url)
             .env("COURIER_LOG", "info,sqlx=warn")
+            // A Fly secret, as scripts/deploy-fly.sh sets it.
+            .env("COURIER_ADMIN_TOKEN", IMAGE_ADMIN_TOKEN)
             // The image's user's home (the test's own is not theirs to read).
             .env("HOME", "/nonexistent");
         setup
@@ -1113,8 +1118,52 @@ async fn started_as_the_image_starts_it_behind_pgbouncer_on_tls_postgres_two_pro
     assert_eq!(envelope.message_id, sent.message_id);
     assert!(envelope_text(&envelope).ends_with(":through pgbouncer"));
 
+    // An operator deactivates Bob as `fly ssh console -C "courier-server admin ..."` would,
+    // on machine B: his socket on A closes, and Alice's next send through B is refused
+    // with his device named stale.
+    let b_admin = b
+        .logged("metrics and probes are on the private address", "admin")
+        .await;
+    let b_admin = format!("127.0.0.1:{}", b_admin.rsplit(':').next().unwrap());
+    let admin = setups[1]
+        .command(&binary.path)
+        .envs(setups[1].env.iter().map(|(name, value)| (name, value)))
+        .args([
+            "admin",
+            "--url",
+            &format!("http://{b_admin}"),
+            "users",
+            "deactivate",
+            "bob",
+        ])
+        .output()
+        .unwrap();
+    assert!(admin.status.success(), "{admin:?}");
+    on_a.expect_closed(close_code::DEVICE_REMOVED).await;
+    let (status, refused) = b
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&sender.token),
+            Some(v2_body(
+                "p2",
+                bob.id,
+                &targets(sender, &alice, &bob),
+                "after",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "device_list_mismatch");
+    assert_eq!(
+        refused["error"]["details"]["stale"][0]["userId"],
+        json!(bob.id)
+    );
+
     // A stop (Fly sends the kill signal): the socket gets a going-away close, the process
     // exits cleanly within its budget.
+    let mut on_a = a.connect(&alice.devices[0].token).await;
+    on_a.caught_up().await;
     let status = a.terminate().await;
     on_a.expect_closed(close_code::GOING_AWAY).await;
     assert!(status.success(), "{status}");
