@@ -302,7 +302,7 @@ pub struct Config {
 
     /// The admin API's bearer token (a secret, at least 32 characters). Unset, the admin
     /// API on the private listener answers 404 and `courier-server admin` cannot be used.
-    #[arg(long, env = "COURIER_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "COURIER_ADMIN_TOKEN", hide_env_values = true, value_parser = AdminTokenParser)]
     pub admin_token: Option<AdminToken>,
 }
 
@@ -347,6 +347,32 @@ impl FromStr for AdminToken {
             return Err("the admin token cannot contain spaces or control characters".to_owned());
         }
         Ok(Self(text.to_owned()))
+    }
+}
+
+/// Parses an [`AdminToken`] with an error that never repeats the value (clap's own
+/// errors quote it, and a rejected secret is still somebody's secret).
+#[derive(Debug, Clone, Copy)]
+struct AdminTokenParser;
+
+impl TypedValueParser for AdminTokenParser {
+    type Value = AdminToken;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<AdminToken, clap::Error> {
+        let refused = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid admin token (--admin-token, COURIER_ADMIN_TOKEN): {reason}\n"),
+            )
+            .with_cmd(command)
+        };
+        let text = value.to_str().ok_or_else(|| refused("it is not UTF-8"))?;
+        text.parse().map_err(|reason: String| refused(&reason))
     }
 }
 
@@ -1054,12 +1080,14 @@ mod tests {
         );
         let printed = format!("{config:?} {settings:?}");
         assert!(!printed.contains("secret"), "{printed}");
-        // A short token is refused with a message that says how to make a good one.
-        let error = Config::try_parse_from(["courier-server", "--admin-token", "short"])
+        // A short token is refused with a message that says how to make a good one, and
+        // that does not repeat it.
+        let error = Config::try_parse_from(["courier-server", "--admin-token", "short-secret"])
             .err()
             .unwrap()
             .to_string();
         assert!(error.contains("at least 32 characters"), "{error}");
+        assert!(!error.contains("short-secret"), "{error}");
     }
 
     #[test]
