@@ -123,8 +123,18 @@ impl PgBouncer {
             }
         }
         let mut command = if as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&binary);
+            // setpriv execs PgBouncer in its own place (runuser forked it and waited, so
+            // killing the child left PgBouncer running, holding server connections to
+            // the test's database and stopping the next run from dropping it).
+            let mut command = Command::new("setpriv");
+            command
+                .args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(&binary);
             command
         } else {
             Command::new(&binary)
