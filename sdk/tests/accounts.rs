@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestServer;
-use courier_sdk::app::{
-    AppEvent, AppEventKind, ConnectionState, CourierClient, CourierError, EventListener,
-    ListenerError,
-};
+use common::{Recorder, TestServer};
+use courier_sdk::app::{ConnectionState, CourierClient, CourierError};
 use courier_server::config::RegistrationMode;
 use sqlx::PgPool;
 use tempfile::TempDir;
@@ -19,58 +16,6 @@ use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery";
 const KEY: [u8; 32] = [7; 32];
-
-/// What a receive loop told its listener.
-#[derive(Default)]
-struct Recorder {
-    bodies: Mutex<Vec<String>>,
-    states: Mutex<Vec<ConnectionState>>,
-    errors: Mutex<Vec<CourierError>>,
-}
-
-impl EventListener for Recorder {
-    fn on_events(&self, events: Vec<AppEvent>) -> Result<(), ListenerError> {
-        let mut bodies = self.bodies.lock().unwrap();
-        for event in events {
-            if let AppEventKind::Message { body, .. } = event.kind {
-                bodies.push(String::from_utf8(body).unwrap());
-            }
-        }
-        Ok(())
-    }
-
-    fn on_connection_state(&self, state: ConnectionState) {
-        self.states.lock().unwrap().push(state);
-    }
-
-    fn on_error(&self, error: CourierError) {
-        self.errors.lock().unwrap().push(error);
-    }
-}
-
-impl Recorder {
-    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !done(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn connected(&self) -> bool {
-        self.states
-            .lock()
-            .unwrap()
-            .contains(&ConnectionState::Connected)
-    }
-
-    fn has_body(&self, body: &str) -> bool {
-        self.bodies.lock().unwrap().iter().any(|b| b == body)
-    }
-}
 
 struct Device {
     client: CourierClient,

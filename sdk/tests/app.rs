@@ -7,95 +7,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::TestServer;
-use courier_sdk::app::{
-    AppEvent, AppEventKind, ConnectionState, CourierClient, CourierError, EventListener,
-    ListenerError,
-};
+use common::{Recorder, TestServer};
+use courier_sdk::app::{AppEventKind, ConnectionState, CourierClient, CourierError};
 use sqlx::PgPool;
 use tempfile::TempDir;
-use tokio::sync::Notify;
 
 const PASSWORD: &str = "correct horse battery";
 const KEY: [u8; 32] = [9; 32];
-
-/// Records everything the loop says; fails the first `fail_first` batches.
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<AppEvent>>,
-    batches: Mutex<Vec<Vec<u64>>>,
-    states: Mutex<Vec<ConnectionState>>,
-    errors: Mutex<Vec<CourierError>>,
-    fail_first: Mutex<usize>,
-    changed: Notify,
-}
-
-impl EventListener for Recorder {
-    fn on_events(&self, events: Vec<AppEvent>) -> Result<(), ListenerError> {
-        self.batches
-            .lock()
-            .unwrap()
-            .push(events.iter().map(|e| e.seq).collect());
-        let mut fail = self.fail_first.lock().unwrap();
-        if *fail > 0 {
-            *fail -= 1;
-            self.changed.notify_waiters();
-            return Err(ListenerError {
-                message: "the app's database is busy".into(),
-            });
-        }
-        self.events.lock().unwrap().extend(events);
-        self.changed.notify_waiters();
-        Ok(())
-    }
-
-    fn on_connection_state(&self, state: ConnectionState) {
-        self.states.lock().unwrap().push(state);
-        self.changed.notify_waiters();
-    }
-
-    fn on_error(&self, error: CourierError) {
-        self.errors.lock().unwrap().push(error);
-        self.changed.notify_waiters();
-    }
-}
-
-impl Recorder {
-    /// Waits (bounded) until `done` holds for what was recorded.
-    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let wait = async {
-            loop {
-                let changed = self.changed.notified();
-                if done(self) {
-                    return;
-                }
-                // Woken by the listener, or looked at again every 50 ms.
-                let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-    }
-
-    fn bodies(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|event| match &event.kind {
-                AppEventKind::Message { body, .. } | AppEventKind::GroupMessage { body, .. } => {
-                    Some(String::from_utf8(body.clone()).unwrap())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn has_body(&self, body: &str) -> bool {
-        self.bodies().iter().any(|b| b == body)
-    }
-}
 
 struct Device {
     client: CourierClient,

@@ -16,6 +16,27 @@ use crate::tokens::{TOKEN_PREFIX, TokenHash, hash_token};
 /// `last_seen_at` is written at most this often per device, not on every request.
 const LAST_SEEN_GRANULARITY_MINUTES: i64 = 60;
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme is
+/// case-insensitive, RFC 9110 §11.1); `None` when the header has another form. No header
+/// at all answers `missing_token`, naming the `expected` token.
+pub(crate) fn bearer_token<'a>(
+    parts: &'a Parts,
+    expected: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingToken,
+            format!("send Authorization: Bearer <{expected}>"),
+        )
+    })?;
+    Ok(header.to_str().ok().and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    }))
+}
+
 /// The device a request is authenticated as, from its bearer token.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthenticatedDevice {
@@ -41,21 +62,7 @@ impl FromRequestParts<AppState> for AuthenticatedDevice {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::MissingToken,
-                "send Authorization: Bearer <access token>",
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                // The scheme is case-insensitive (RFC 9110 §11.1).
-                let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token)
-            })
-            .map(str::trim)
+        let token = bearer_token(parts, "access token")?
             .filter(|token| token.starts_with(TOKEN_PREFIX))
             .ok_or_else(|| {
                 ApiError::new(

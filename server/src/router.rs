@@ -130,52 +130,39 @@ pub(crate) fn build(state: AppState) -> axum::Router {
     let openapi = bytes::Bytes::from(
         serde_json::to_vec(&crate::api_doc::finish(&openapi, &state.settings)).unwrap_or_default(),
     );
-    let max_body_bytes = state.settings.max_body_bytes;
-    router
-        .route(
-            "/openapi.json",
-            get(move || {
-                let openapi = openapi.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        openapi,
-                    )
-                }
-            }),
-        )
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "this route does not take this method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                // The matched route template, never the concrete URI: paths carry user IDs.
-                let route = request
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map_or("<unmatched>", |path| path.as_str())
-                    .to_owned();
-                tracing::info_span!("request", method = %request.method(), route)
-            }),
-        )
-        .with_state(state)
+    let router = router.route(
+        "/openapi.json",
+        get(move || {
+            let openapi = openapi.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi,
+                )
+            }
+        }),
+    );
+    finish(router, "public", state)
 }
 
 /// The private listener's routes: metrics, the probes and the admin API (docs/admin.md).
 /// Never served on the public listener: metrics say how busy the server is, and the
 /// admin API administers it.
 pub(crate) fn build_admin(state: AppState) -> axum::Router {
-    let max_body_bytes = state.settings.max_body_bytes;
-    crate::admin::router()
+    let router = crate::admin::router()
         .route("/metrics", get(metrics))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    finish(router, "private", state)
+}
+
+/// What both listeners' routers end with: the fallbacks and the body limit answering in
+/// the one error shape, panics answered as server errors, and a span per request naming
+/// the listener and the matched route template (never the concrete URI: paths carry user
+/// IDs).
+fn finish(router: axum::Router<AppState>, listener: &'static str, state: AppState) -> axum::Router {
+    let max_body_bytes = state.settings.max_body_bytes;
+    router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -186,13 +173,13 @@ pub(crate) fn build_admin(state: AppState) -> axum::Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            TraceLayer::new_for_http().make_span_with(move |request: &Request<_>| {
                 let route = request
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
                     .map_or("<unmatched>", |path| path.as_str())
                     .to_owned();
-                tracing::info_span!("admin_request", method = %request.method(), route)
+                tracing::info_span!("request", listener, method = %request.method(), route)
             }),
         )
         .with_state(state)

@@ -29,9 +29,14 @@ impl std::fmt::Debug for TokenHash {
 
 /// A fresh access token (256 random bits) and the SHA-256 hash that is stored instead of it.
 pub fn new_access_token() -> (String, [u8; 32]) {
+    new_token(TOKEN_PREFIX)
+}
+
+/// `prefix` and 256 random bits (URL-safe base64), and the token's SHA-256 hash.
+fn new_token(prefix: &str) -> (String, [u8; 32]) {
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+    let token = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret));
     let hash = hash_token(&token);
     (token, hash)
 }
@@ -41,14 +46,7 @@ pub(crate) const REGISTRATION_TOKEN_PREFIX: &str = "crt_";
 
 /// A fresh registration token (256 random bits) and the SHA-256 hash stored instead.
 pub fn new_registration_token() -> (String, [u8; 32]) {
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let token = format!(
-        "{REGISTRATION_TOKEN_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(secret)
-    );
-    let hash = hash_token(&token);
-    (token, hash)
+    new_token(REGISTRATION_TOKEN_PREFIX)
 }
 
 /// The stored form of a token. A plain hash suffices: tokens carry 256 bits of entropy,

@@ -2,7 +2,13 @@
 //! and devices that talk to it through the SDK's transport, holding real Ed25519 keys.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Mutex;
 use std::time::Duration;
+
+use courier_sdk::app::{
+    AppEvent, AppEventKind, ConnectionState, CourierError, EventListener, ListenerError,
+};
+use tokio::sync::Notify;
 
 use courier_protocol::api::accounts::{CreateAccountRequest, LoginRequest};
 use courier_protocol::api::keys::{IdentityKeys, SignedKey};
@@ -386,4 +392,91 @@ pub async fn take_messages(client: &Client) -> Vec<String> {
 pub async fn receive(client: &Client) -> Vec<String> {
     client.receive_until_caught_up().await.unwrap();
     take_messages(client).await
+}
+
+/// Records everything an app-facing receive loop tells its listener; fails the first
+/// `fail_first` batches (an app whose own storage is busy).
+#[derive(Default)]
+pub struct Recorder {
+    pub events: Mutex<Vec<AppEvent>>,
+    pub batches: Mutex<Vec<Vec<u64>>>,
+    pub states: Mutex<Vec<ConnectionState>>,
+    pub errors: Mutex<Vec<CourierError>>,
+    pub fail_first: Mutex<usize>,
+    pub changed: Notify,
+}
+
+impl EventListener for Recorder {
+    fn on_events(&self, events: Vec<AppEvent>) -> Result<(), ListenerError> {
+        self.batches
+            .lock()
+            .unwrap()
+            .push(events.iter().map(|e| e.seq).collect());
+        let mut fail = self.fail_first.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            self.changed.notify_waiters();
+            return Err(ListenerError {
+                message: "the app's database is busy".into(),
+            });
+        }
+        self.events.lock().unwrap().extend(events);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    fn on_connection_state(&self, state: ConnectionState) {
+        self.states.lock().unwrap().push(state);
+        self.changed.notify_waiters();
+    }
+
+    fn on_error(&self, error: CourierError) {
+        self.errors.lock().unwrap().push(error);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Recorder {
+    /// Waits (bounded) until `done` holds for what was recorded.
+    pub async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                if done(self) {
+                    return;
+                }
+                // Woken by the listener, or looked at again every 50 ms.
+                let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|event| match &event.kind {
+                AppEventKind::Message { body, .. } | AppEventKind::GroupMessage { body, .. } => {
+                    Some(String::from_utf8(body.clone()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn has_body(&self, body: &str) -> bool {
+        self.bodies().iter().any(|b| b == body)
+    }
+
+    /// Whether the loop reported being connected.
+    pub fn connected(&self) -> bool {
+        self.states
+            .lock()
+            .unwrap()
+            .contains(&ConnectionState::Connected)
+    }
 }

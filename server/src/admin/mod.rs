@@ -9,7 +9,6 @@ pub mod cli;
 mod routes;
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use courier_protocol::{ErrorCode, UserId};
 use sha2::{Digest, Sha256};
@@ -38,24 +37,7 @@ impl FromRequestParts<AppState> for Operator {
                 "the admin API is off: set COURIER_ADMIN_TOKEN to turn it on",
             ));
         };
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::MissingToken,
-                    "send Authorization: Bearer <admin token>",
-                )
-            })?
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .unwrap_or_default();
+        let presented = crate::auth::bearer_token(parts, "admin token")?.unwrap_or_default();
         // Digests compared, so the time taken says nothing about the token's characters.
         let matches =
             Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.expose().as_bytes());
@@ -71,8 +53,9 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 /// Deactivates a user (an operator's action, or the user deleting the account) and tells
-/// every process: each removed device's token is forgotten and its sockets close, and
-/// senders' device lists are checked afresh, so their sends to it are refused as stale.
+/// every process, as a device removal does: each removed device's token is forgotten, its
+/// sockets close, and the user's device list is read afresh, so sends to it are refused
+/// as stale.
 pub(crate) async fn deactivate_user(
     state: &AppState,
     user_id: UserId,
@@ -83,7 +66,6 @@ pub(crate) async fn deactivate_user(
     for device in &deactivation.removed_devices {
         state.device_removed(user_id, *device);
     }
-    state.devices_changed(user_id);
     tracing::info!(
         %user_id,
         devices = deactivation.removed_devices.len(),

@@ -18,6 +18,16 @@ pub struct TokenRecord {
 
 const COLUMNS: &str = "token_id, uses_allowed, uses, expires_at, created_at, revoked_at";
 
+/// The token `$1` names, if it can create an account now: not revoked, not expired, not
+/// used up.
+macro_rules! valid_token {
+    () => {
+        "token_hash = $1 AND revoked_at IS NULL
+         AND (expires_at IS NULL OR expires_at > now())
+         AND (uses_allowed IS NULL OR uses < uses_allowed)"
+    };
+}
+
 /// Stores a new token's hash.
 pub async fn insert(
     pool: &PgPool,
@@ -61,12 +71,11 @@ pub async fn revoke(pool: &PgPool, token_id: Uuid) -> Result<Option<TokenRecord>
 /// Whether a token is valid now (a cheap check before a password is hashed; the use is
 /// taken by [`take_use`] with the account's creation).
 pub async fn is_valid(pool: &PgPool, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM registration_tokens
-         WHERE token_hash = $1 AND revoked_at IS NULL
-           AND (expires_at IS NULL OR expires_at > now())
-           AND (uses_allowed IS NULL OR uses < uses_allowed))",
-    )
+    sqlx::query_scalar(concat!(
+        "SELECT EXISTS (SELECT 1 FROM registration_tokens WHERE ",
+        valid_token!(),
+        ")"
+    ))
     .bind(&token_hash[..])
     .fetch_one(pool)
     .await
@@ -75,12 +84,10 @@ pub async fn is_valid(pool: &PgPool, token_hash: &[u8; 32]) -> Result<bool, sqlx
 /// Takes one use of a valid token (not revoked, not expired, not used up); `false` if the
 /// token is not valid. The row update serializes racing creations on the last use.
 pub async fn take_use(conn: &mut PgConnection, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
-    let taken = sqlx::query(
-        "UPDATE registration_tokens SET uses = uses + 1
-         WHERE token_hash = $1 AND revoked_at IS NULL
-           AND (expires_at IS NULL OR expires_at > now())
-           AND (uses_allowed IS NULL OR uses < uses_allowed)",
-    )
+    let taken = sqlx::query(concat!(
+        "UPDATE registration_tokens SET uses = uses + 1 WHERE ",
+        valid_token!()
+    ))
     .bind(&token_hash[..])
     .execute(&mut *conn)
     .await?;

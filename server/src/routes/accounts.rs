@@ -199,10 +199,7 @@ pub async fn login(
     let user_id = match user_id {
         Some(user_id) if verified => user_id,
         _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidCredentials,
-                "wrong username or password",
-            ));
+            return Err(invalid_credentials());
         }
     };
 
@@ -247,10 +244,7 @@ pub async fn login(
             }))
         }
         Registration::ReplaceTargetNotFound => Err(device_not_found()),
-        Registration::AccountDeactivated => Err(ApiError::new(
-            ErrorCode::InvalidCredentials,
-            "wrong username or password",
-        )),
+        Registration::AccountDeactivated => Err(invalid_credentials()),
         Registration::LimitReached { count } => {
             let devices = db::devices::list_active(&state.pool, user_id).await?;
             Err(ApiError::new(
@@ -260,6 +254,11 @@ pub async fn login(
             .with_details(DeviceLimitDetails { count, limit, devices }))
         }
     }
+}
+
+/// A failed login, whatever failed (no such user, a deactivated one, a wrong password).
+fn invalid_credentials() -> ApiError {
+    ApiError::new(ErrorCode::InvalidCredentials, "wrong username or password")
 }
 
 pub(crate) fn device_not_found() -> ApiError {
