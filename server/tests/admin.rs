@@ -742,4 +742,18 @@ fn the_admin_command_line_says_when_no_server_answers() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach the admin API"), "{stderr}");
     assert!(!stderr.contains(ADMIN_TOKEN), "{stderr}");
+
+    // A user named with characters no ID or username has is refused before any request.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_courier-server"))
+        .env("COURIER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args(["admin", "--url", &url, "users", "show", "../stats"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not a user ID or a username"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot reach"), "{stderr}");
 }
